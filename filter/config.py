@@ -1,0 +1,311 @@
+"""YAML configuration -> frozen, validated dataclasses. The only importer of yaml.
+
+Everything is checked before the first connection: a typo in a key, a value
+of the wrong type or out of range is a ``ConfigError`` that names the key,
+the bad value and what would be valid. Unknown keys are errors, because a
+misspelt ``treshold`` silently ignored would leave the owner wondering why
+tuning has no effect.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import re
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from filter.errors import AuthError, ConfigError
+
+log = logging.getLogger(__name__)
+
+LABELS = ("article_share", "favour_request")
+SECURITY_MODES = ("tls", "starttls", "plain")
+ACTIONS = ("move", "flag", "dry-run")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_STATE_PATH = "~/.local/state/ployfilter/state.sqlite3"
+DEFAULT_FOLDERS = {"article_share": "Networking/Articles", "favour_request": "Networking/Requests"}
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    """One IMAP account to watch."""
+
+    name: str
+    host: str
+    port: int
+    security: str
+    ca_file: Path | None
+    username: str
+    password_command: str | None
+    password_env: str | None
+    password: str | None = field(repr=False)
+    watch: str
+    folders: Mapping[str, str]
+    timeout: float
+
+    @property
+    def is_loopback(self) -> bool:
+        return is_loopback_host(self.host)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration, validated."""
+
+    accounts: tuple[AccountConfig, ...]
+    thresholds: Mapping[str, float]
+    action: str
+    state_path: Path
+    model: Path | None
+    batch_size: int
+    max_message_bytes: int
+    poll_interval: float
+    idle_renew: float
+    reconnect_max: float
+    log_level: str
+    source: Path | None = None
+
+    def threshold(self, label: str, card_default: float) -> float:
+        """The configured threshold for ``label``, else the model card's."""
+        return self.thresholds.get(label, card_default)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for "localhost" and literal loopback addresses (127.0.0.0/8, ::1).
+
+    Only these may carry a password in plaintext: a name that merely resolves
+    to loopback today may resolve elsewhere tomorrow.
+    """
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class _Reader:
+    """Walks one mapping of the YAML, remembering the key path for error messages."""
+
+    def __init__(self, data: Any, path: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path or 'the file'}: expected a mapping of keys, got {_show(data)}")
+        self.data: dict[str, Any] = data
+        self.path = path
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def get(self, name: str, default: Any = None) -> Any:
+        self.used.add(name)
+        return self.data.get(name, default)
+
+    def has(self, name: str) -> bool:
+        return self.data.get(name) is not None
+
+    def string(self, name: str, default: str | None = None, *, required: bool = False) -> str:
+        value = self.get(name, default)
+        if value is None and required:
+            raise ConfigError(f"{self.key(name)}: missing; this key is required")
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{self.key(name)}: {_show(value)} is not valid; expected a non-empty string")
+        return value
+
+    def optional_string(self, name: str) -> str | None:
+        if self.get(name) is None:
+            return None
+        return self.string(name)
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.get(name, default)
+        if value not in choices:
+            raise ConfigError(f"{self.key(name)}: {_show(value)} is not valid; expected one of {', '.join(choices)}")
+        return str(value)
+
+    def number(self, name: str, default: float, low: float, high: float, *, integer: bool = False) -> float:
+        value = self.get(name, default)
+        kind = "a whole number" if integer else "a number"
+        bad = isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int))
+        if bad or not low <= value <= high:
+            expected = f"expected {kind} from {low:g} to {high:g}"
+            raise ConfigError(f"{self.key(name)}: {_show(value)} is not valid; {expected}")
+        return value  # type: ignore[no-any-return]
+
+    def finish(self, extra_allowed: tuple[str, ...] = ()) -> None:
+        unknown = sorted(set(self.data) - self.used - set(extra_allowed))
+        if unknown:
+            known = ", ".join(sorted(self.used | set(extra_allowed)))
+            raise ConfigError(f"{self.key(unknown[0])}: unknown key; valid keys here are {known}")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if value is None:
+        return "nothing"
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _account(data: Any, path: str) -> AccountConfig:
+    r = _Reader(data, path)
+    name = r.string("name", required=True)
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"{r.key('name')}: {name!r} is not valid; use letters, digits, '.', '_' or '-'")
+    host = r.string("host", required=True)
+    security = r.choice("security", SECURITY_MODES, "tls")
+    port = int(r.number("port", 993 if security == "tls" else 143, 1, 65535, integer=True))
+    if security == "plain" and not is_loopback_host(host):
+        raise ConfigError(
+            f"{r.key('security')}: 'plain' sends the password unencrypted and is refused for host "
+            f"{host!r}; use tls or starttls (plain is allowed only to localhost or 127.0.0.1/::1)"
+        )
+    ca_file = r.optional_string("ca_file")
+    ca_path = Path(ca_file).expanduser() if ca_file else None
+    if ca_path is not None and not ca_path.is_file():
+        raise ConfigError(f"{r.key('ca_file')}: {ca_file!r} is not a readable file; expected a PEM CA bundle")
+    username = r.string("username", required=True)
+    sources = [k for k in ("password_command", "password_env", "password") if r.has(k)]
+    if len(sources) != 1:
+        raise ConfigError(
+            f"{r.key('password_command')}: give exactly one of password_command, password_env or "
+            f"password (found {', '.join(sources) or 'none'})"
+        )
+    password_command = r.optional_string("password_command")
+    password_env = r.optional_string("password_env")
+    password = r.get("password")
+    if password is not None and not isinstance(password, str):
+        raise ConfigError(f"{r.key('password')}: expected a string")
+    watch = r.string("watch", "INBOX")
+    folders_reader = _Reader(r.get("folders", dict(DEFAULT_FOLDERS)), r.key("folders"))
+    folders = {label: folders_reader.string(label, DEFAULT_FOLDERS[label]) for label in LABELS}
+    folders_reader.finish()
+    for label, folder in folders.items():
+        if folder == watch:
+            raise ConfigError(f"{folders_reader.key(label)}: {folder!r} is the watched folder; choose another")
+    timeout = r.number("timeout", 60, 5, 3600)
+    r.finish()
+    return AccountConfig(
+        name=name,
+        host=host,
+        port=port,
+        security=security,
+        ca_file=ca_path,
+        username=username,
+        password_command=password_command,
+        password_env=password_env,
+        password=password,
+        watch=watch,
+        folders=folders,
+        timeout=timeout,
+    )
+
+
+def parse_config(data: Any, source: Path | None = None) -> Config:
+    """Validate the YAML document ``data`` (already parsed) into a Config."""
+    r = _Reader(data, "")
+    raw_accounts = r.get("accounts")
+    if not isinstance(raw_accounts, list) or not raw_accounts:
+        raise ConfigError(f"accounts: {_show(raw_accounts)} is not valid; expected a list of one or more accounts")
+    accounts = tuple(_account(item, f"accounts[{i}]") for i, item in enumerate(raw_accounts))
+    names = [a.name for a in accounts]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(f"accounts[{i}].name: {name!r} is used twice; account names must be unique")
+    thresholds: dict[str, float] = {}
+    if r.get("thresholds") is not None:
+        tr = _Reader(r.get("thresholds"), "thresholds")
+        for label in LABELS:
+            if tr.has(label):
+                thresholds[label] = tr.number(label, 0.5, 0.0, 1.0)
+        tr.finish(LABELS)
+    action = r.choice("action", ACTIONS, "move")
+    state_path = Path(r.string("state_path", DEFAULT_STATE_PATH)).expanduser()
+    model_value = r.optional_string("model")
+    model = Path(model_value).expanduser() if model_value else None
+    if model is not None and source is not None and not model.is_absolute():
+        model = source.parent / model
+    if model is not None and not model.is_dir():
+        raise ConfigError(f"model: {model_value!r} is not a directory; expected a model bundle folder or null")
+    if not state_path.is_absolute() and source is not None:
+        state_path = source.parent / state_path
+    config = Config(
+        accounts=accounts,
+        thresholds=thresholds,
+        action=action,
+        state_path=state_path,
+        model=model,
+        batch_size=int(r.number("batch_size", 100, 1, 10000, integer=True)),
+        max_message_bytes=int(r.number("max_message_bytes", 262144, 4096, 64 * 1024 * 1024, integer=True)),
+        poll_interval=r.number("poll_interval", 60, 1, 86400),
+        idle_renew=r.number("idle_renew", 540, 10, 600),
+        reconnect_max=r.number("reconnect_max", 300, 1, 3600),
+        log_level=r.choice("log_level", LOG_LEVELS, "info"),
+        source=source,
+    )
+    r.finish()
+    return config
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate the YAML file at ``path``."""
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the configuration ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+    try:
+        return parse_config(data, source=p.resolve())
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+
+
+def read_password(account: AccountConfig) -> str:
+    """The account's password, from its command, the environment or the file.
+
+    A password written in the file works but is warned about: the file then
+    has to be kept as secret as the password.
+    """
+    if account.password_command:
+        try:
+            result = subprocess.run(
+                account.password_command, shell=True, capture_output=True, timeout=60, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise AuthError(f"account {account.name}: password_command did not finish in 60 s") from exc
+        if result.returncode != 0:
+            raise AuthError(
+                f"account {account.name}: password_command exited with status {result.returncode}"
+            )
+        lines = result.stdout.decode("utf-8", "replace").splitlines()
+        if not lines or not lines[0]:
+            raise AuthError(f"account {account.name}: password_command printed nothing")
+        return lines[0]
+    if account.password_env:
+        value = os.environ.get(account.password_env)
+        if not value:
+            raise AuthError(
+                f"account {account.name}: environment variable {account.password_env} is not set"
+            )
+        return value
+    log.warning(
+        "account %s: password is written in the config file; prefer password_command or password_env",
+        account.name,
+    )
+    return account.password or ""

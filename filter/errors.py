@@ -1,0 +1,56 @@
+"""Errors that end a command, each with the exit code the README documents.
+
+Every failure the owner can act on maps to one exception class and one exit
+code, so that a service manager or a script can tell a typo in the config
+from a server that is down.
+"""
+
+from __future__ import annotations
+
+
+class PloyError(Exception):
+    """Base class: a failure that ends the command with ``exit_code``."""
+
+    exit_code = 1
+
+
+class UsageError(PloyError):
+    """The command line itself is wrong (argparse uses 2 as well)."""
+
+    exit_code = 2
+
+
+class ConfigError(PloyError):
+    """The configuration file is missing, unreadable or invalid."""
+
+    exit_code = 3
+
+
+class AuthError(PloyError):
+    """The server refused the login, or no password could be obtained."""
+
+    exit_code = 4
+
+
+class ConnectError(PloyError):
+    """The server could not be reached, or its TLS certificate failed verification."""
+
+    exit_code = 5
+
+
+class ModelError(PloyError):
+    """The model bundle is missing, altered (sha256 mismatch) or built for other versions."""
+
+    exit_code = 6
+
+
+class StateError(PloyError):
+    """The state database cannot be opened, or another instance holds its lock."""
+
+    exit_code = 7
+
+
+class MailboxError(PloyError):
+    """The server answered, but refused an operation the filter needs (SELECT, CREATE, MOVE)."""
+
+    exit_code = 8

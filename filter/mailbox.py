@@ -1,0 +1,116 @@
+"""The Mailbox protocol: what the runner needs from a mail store, and RawMessage.
+
+The runner never sees a protocol library. It talks to a ``Mailbox`` (the
+role); ``ImapMailbox`` in ``imap.py`` is the implementation for IMAP. Keeping
+the seam this narrow is what lets the loop be read, and reasoned about for
+crash safety, without knowing IMAP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+class ConnectionLost(Exception):
+    """A socket, TLS or protocol error: the session is gone; reconnect and resume.
+
+    Raised by a Mailbox for every failure that a new connection may cure.
+    Failures that a new connection will not cure (a refused login, a folder
+    the server will not create) are ``PloyError`` subclasses instead.
+    """
+
+
+@dataclass(frozen=True)
+class MailboxStatus:
+    """What SELECT tells about a folder (RFC 9051 section 6.3.2)."""
+
+    uidvalidity: int
+    uidnext: int
+    exists: int
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What identifies one message across folders and UIDVALIDITY epochs.
+
+    UIDs change when a message is copied or when UIDVALIDITY changes; the
+    Message-ID header, the size and the INTERNALDATE survive both (COPY and
+    MOVE keep INTERNALDATE, RFC 9051 section 6.4.7). ``message_id`` is the raw
+    header value, stripped, or "" when the message has none.
+    """
+
+    message_id: str
+    size: int
+    internaldate: datetime | None
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """One message as fetched: the first ``max_bytes`` of it and its metadata.
+
+    ``data`` may be shorter than ``size`` when the message was larger than the
+    fetch cap (``truncated`` is then True). The classifier only needs the
+    start of a message; the move acts on the server's copy, never on these
+    bytes, so truncation can never lose mail.
+    """
+
+    uid: int
+    uidvalidity: int
+    flags: tuple[str, ...]
+    size: int
+    internaldate: datetime | None
+    data: bytes
+    truncated: bool
+    message_id: str
+
+
+class Mailbox(Protocol):
+    """A connection to one account's mail store.
+
+    Every method may raise ``ConnectionLost``; the runner then closes the
+    mailbox, waits, calls ``connect()`` again and resumes from its state.
+    """
+
+    def connect(self) -> None:
+        """Open the session and log in; raises AuthError or ConnectError when that is final."""
+
+    def close(self) -> None:
+        """Log out if possible; never raises."""
+
+    def capabilities(self) -> frozenset[str]:
+        """The server's capabilities, upper case (e.g. "MOVE", "UIDPLUS", "IDLE")."""
+
+    def select(self, folder: str) -> MailboxStatus:
+        """SELECT ``folder`` read-write and return its status."""
+
+    def search_uids(self, first_uid: int = 1) -> list[int]:
+        """UIDs >= ``first_uid`` in the selected folder, ascending."""
+
+    def fingerprints(self, uids: Sequence[int]) -> dict[int, Fingerprint]:
+        """Fingerprints of the given UIDs of the selected folder (absent UIDs are left out)."""
+
+    def fetch(self, uids: Sequence[int], max_bytes: int) -> list[RawMessage]:
+        """The messages with these UIDs, each cut at ``max_bytes``; \\Seen is left untouched."""
+
+    def contains(self, folder: str, fingerprint: Fingerprint) -> bool:
+        """Whether ``folder`` holds a message with this fingerprint (for crash recovery)."""
+
+    def ensure_folder(self, folder: str) -> None:
+        """CREATE ``folder`` when it does not exist yet, and subscribe to it."""
+
+    def move(self, uids: Sequence[int], folder: str) -> None:
+        """Move these UIDs of the selected folder to ``folder``, deleting nothing else."""
+
+    def add_keywords(self, uids: Sequence[int], keywords: Sequence[str]) -> None:
+        """Add IMAP keywords (e.g. "$PloyArticle") to these UIDs."""
+
+    def wait_for_change(self, timeout: float, should_stop: Callable[[], bool]) -> bool:
+        """Block until the selected folder changes, ``timeout`` passes or ``should_stop()``.
+
+        Uses IDLE (RFC 2177) where the server has it, else sleeps. Must notice
+        ``should_stop()`` within about a second. Returns True when the server
+        reported a change.
+        """
