@@ -284,15 +284,11 @@ def read_password(account: AccountConfig) -> str:
     """
     if account.password_command:
         try:
-            result = subprocess.run(
-                account.password_command, shell=True, capture_output=True, timeout=60, check=False
-            )
+            result = subprocess.run(account.password_command, shell=True, capture_output=True, timeout=60, check=False)
         except subprocess.TimeoutExpired as exc:
             raise AuthError(f"account {account.name}: password_command did not finish in 60 s") from exc
         if result.returncode != 0:
-            raise AuthError(
-                f"account {account.name}: password_command exited with status {result.returncode}"
-            )
+            raise AuthError(f"account {account.name}: password_command exited with status {result.returncode}")
         lines = result.stdout.decode("utf-8", "replace").splitlines()
         if not lines or not lines[0]:
             raise AuthError(f"account {account.name}: password_command printed nothing")
@@ -300,9 +296,7 @@ def read_password(account: AccountConfig) -> str:
     if account.password_env:
         value = os.environ.get(account.password_env)
         if not value:
-            raise AuthError(
-                f"account {account.name}: environment variable {account.password_env} is not set"
-            )
+            raise AuthError(f"account {account.name}: environment variable {account.password_env} is not set")
         return value
     log.warning(
         "account %s: password is written in the config file; prefer password_command or password_env",

@@ -104,6 +104,14 @@ class Mailbox(Protocol):
     def move(self, uids: Sequence[int], folder: str) -> None:
         """Move these UIDs of the selected folder to ``folder``, deleting nothing else."""
 
+    def remove_copied(self, uids: Sequence[int]) -> None:
+        """Finish an interrupted COPY-based move: \\Deleted + UID EXPUNGE of exactly these UIDs.
+
+        Called only after ``contains`` confirmed that the target holds the copy
+        (RFC 4315 section 2.1). Without UIDPLUS the messages are only marked
+        \\Deleted, never expunged with a bare EXPUNGE.
+        """
+
     def add_keywords(self, uids: Sequence[int], keywords: Sequence[str]) -> None:
         """Add IMAP keywords (e.g. "$PloyArticle") to these UIDs."""
 

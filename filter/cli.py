@@ -1,0 +1,384 @@
+"""The ``ployfilter`` command: argument parsing and wiring only.
+
+Each subcommand builds the parts (config, model, state, mailbox, runner)
+and hands over; the exit code comes from the ``PloyError`` subclass that
+ended it (see errors.py and the README's table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, BinaryIO
+
+from filter import __version__
+from filter.config import LABELS, AccountConfig, Config, load_config, read_password
+from filter.errors import ConnectError, PloyError, UsageError
+from filter.mailbox import ConnectionLost
+
+if TYPE_CHECKING:
+    from filter.imap import ImapMailbox
+    from filter.model import ModelBundle
+    from filter.runner import PassReport
+    from filter.state import State
+
+log = logging.getLogger("ployfilter")
+
+EXIT_CODES = """exit codes:
+  0  success
+  1  unexpected internal error (a bug: please report it)
+  2  bad command line
+  3  configuration error (the message names the key)
+  4  authentication refused, or no password could be read
+  5  server unreachable, or its TLS certificate failed verification
+  6  model refused (missing, sha256 mismatch, or built for other library versions)
+  7  state database unusable, or locked by another ployfilter process
+  8  the server refused an operation the filter needs (SELECT, CREATE, MOVE)
+  9  classify: some input files could not be read
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ployfilter",
+        description="Moves unsolicited article-sharing and favour requests out of an IMAP inbox.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"ployfilter {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug detail (never message bodies)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help_text,
+            description=description,
+            epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    run = command(
+        "run",
+        "watch the inbox and move ploy mail as it arrives (the daemon)",
+        "Run as a service: handle everything not yet handled, then wait for new mail with IDLE "
+        "(or poll), reconnecting with backoff after any network or server error. SIGTERM or "
+        "SIGINT stop it within seconds.",
+    )
+    run.add_argument("-c", "--config", required=True, type=Path, help="the YAML configuration file")
+    once = command(
+        "once",
+        "one pass over new mail, then exit",
+        "Handle every message of each watched folder not handled before, print a summary, exit 0.",
+    )
+    once.add_argument("-c", "--config", required=True, type=Path, help="the YAML configuration file")
+    check = command(
+        "check-config",
+        "validate the config, try the login, print what would happen",
+        "Validate the configuration and the model, log in to every account, and print the plan.",
+    )
+    check.add_argument("-c", "--config", required=True, type=Path, help="the YAML configuration file")
+    classify = command(
+        "classify",
+        "score message files (or stdin) with the model",
+        "Score each FILE (an RFC 822 message; '-' reads one from stdin). Thresholds come from "
+        "the config when -c is given, else from the model's card. Messages larger than the "
+        "config's max_message_bytes are judged on their start, as the daemon does.",
+    )
+    out = classify.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="one JSON object per line: file, scores, labels")
+    out.add_argument(
+        "--headers",
+        action="store_true",
+        help="read one message on stdin, write it back with X-Ploy-Scores and X-Ploy-Labels added "
+        "(for Sieve's vnd.dovecot.filter, procmail or maildrop)",
+    )
+    classify.add_argument("-c", "--config", type=Path, help="take thresholds from this configuration")
+    classify.add_argument("--model", type=Path, help="a model bundle folder (default: the shipped model)")
+    classify.add_argument("files", nargs="*", metavar="FILE", help="message files; '-' for stdin")
+    demo = command(
+        "demo",
+        "start a throwaway local Dovecot with sample mail and run one pass over it",
+        "Start a private Dovecot on 127.0.0.1 in a temporary folder, append the sample messages "
+        "from examples/, run one pass with the shipped model, report what moved where and why, "
+        "and stop the server.",
+    )
+    demo.add_argument("--keep", type=Path, help="keep the server's files and the state in this folder")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command is None:
+        _parser().print_help()
+        return UsageError.exit_code
+    if not args.verbose:
+        logging.getLogger("imapclient").setLevel(logging.WARNING)
+    try:
+        if args.command == "classify":
+            return _classify(args)
+        if args.command == "demo":
+            from filter.demo import run_demo
+
+            return run_demo(args.keep)
+        config = load_config(args.config)
+        if not args.verbose:
+            logging.getLogger().setLevel(config.log_level.upper())
+        if args.command == "check-config":
+            return _check_config(config)
+        if args.command == "once":
+            return _once(config)
+        return _run(config)
+    except PloyError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def load_model(config: Config | None, override: Path | None = None) -> ModelBundle:
+    from filter.model import ModelBundle, default_model_path
+
+    path = override or (config.model if config is not None else None) or default_model_path()
+    return ModelBundle.load(path)
+
+
+def thresholds_for(config: Config | None, model: ModelBundle) -> dict[str, float]:
+    return {
+        label: config.threshold(label, model.thresholds[label]) if config else model.thresholds[label]
+        for label in LABELS
+    }
+
+
+def _mailbox(config: Config, account: AccountConfig) -> ImapMailbox:
+    from filter.imap import ImapMailbox
+
+    return ImapMailbox(account, read_password(account), poll_interval=config.poll_interval)
+
+
+def _open_state(config: Config) -> State:
+    from filter.state import State
+
+    return State.in_memory() if config.action == "dry-run" else State.open(config.state_path)
+
+
+def _connect(mailbox: ImapMailbox, account: AccountConfig) -> None:
+    try:
+        mailbox.connect()
+    except ConnectionLost as exc:
+        raise ConnectError(f"account {account.name}: cannot reach {account.host}:{account.port} ({exc})") from exc
+
+
+def _once(config: Config) -> int:
+    from filter.runner import AccountRunner
+
+    model = load_model(config)
+    thresholds = thresholds_for(config, model)
+    state = _open_state(config)
+    try:
+        for account in config.accounts:
+            mailbox = _mailbox(config, account)
+            _connect(mailbox, account)
+            try:
+                runner = AccountRunner(config, account, mailbox, model, thresholds, state)
+                runner.prepare()
+                report = runner.pass_once()
+            except ConnectionLost as exc:
+                raise ConnectError(f"account {account.name}: connection lost during the pass ({exc})") from exc
+            finally:
+                mailbox.close()
+            print(summary(report))
+    finally:
+        state.close()
+    return 0
+
+
+def summary(report: PassReport) -> str:
+    """One line per account: how many messages went where."""
+    moved: dict[str, int] = {}
+    for o in report.outcomes:
+        if o.action in ("move", "would-move") and o.target:
+            moved[o.target] = moved.get(o.target, 0) + 1
+    parts = [f"{n} {'would move' if report.count('would-move') else 'moved'} to {t}" for t, n in sorted(moved.items())]
+    for action in ("flag", "would-flag", "keep", "skip"):
+        if report.count(action):
+            parts.append(f"{report.count(action)} {action.replace('-', ' ')}")
+    if report.carried_over:
+        parts.append(f"{report.carried_over} carried over after a UIDVALIDITY change")
+    if report.recovered:
+        parts.append(f"{report.recovered} interrupted actions completed")
+    return f"{report.account}: {len(report.outcomes)} new messages" + (": " + ", ".join(parts) if parts else "")
+
+
+def _run(config: Config) -> int:
+    from filter.runner import AccountRunner
+
+    model = load_model(config)
+    thresholds = thresholds_for(config, model)
+    state = _open_state(config)
+    stop = threading.Event()
+    failures: list[PloyError] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def serve(account: AccountConfig) -> None:
+        try:
+            runner = AccountRunner(config, account, _mailbox(config, account), model, thresholds, state)
+            runner.run_forever(stop)
+        except PloyError as exc:
+            failures.append(exc)
+            stop.set()
+        except Exception:
+            log.exception("account %s: unexpected error", account.name)
+            failures.append(PloyError(f"account {account.name}: unexpected error"))
+            stop.set()
+
+    threads = [
+        threading.Thread(target=serve, args=(account,), name=f"account-{account.name}", daemon=True)
+        for account in config.accounts
+    ]
+    log.info("watching %s (action: %s)", ", ".join(f"{a.name}:{a.watch}" for a in config.accounts), config.action)
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        for t in threads:
+            t.join(0.2)
+    state.close()
+    if failures:
+        log.error("%s", failures[0])
+        return failures[0].exit_code
+    log.info("stopped")
+    return 0
+
+
+def _check_config(config: Config) -> int:
+    model = load_model(config)
+    thresholds = thresholds_for(config, model)
+    print(f"configuration: {config.source} is valid")
+    print(f"model: {model.path} (sha256 verified)")
+    where = "in memory (dry-run)" if config.action == "dry-run" else config.state_path
+    print(f"action: {config.action}; state: {where}")
+    print("thresholds: " + ", ".join(f"{label} {value:.2f}" for label, value in thresholds.items()))
+    for account in config.accounts:
+        mailbox = _mailbox(config, account)
+        _connect(mailbox, account)
+        try:
+            status = mailbox.select(account.watch)
+            caps = mailbox.capabilities()
+        except ConnectionLost as exc:
+            raise ConnectError(f"account {account.name}: connection lost ({exc})") from exc
+        finally:
+            mailbox.close()
+        move = "UID MOVE" if "MOVE" in caps else "UID COPY + UID EXPUNGE" if "UIDPLUS" in caps else "COPY + \\Deleted"
+        wait = "IDLE" if "IDLE" in caps else f"polling every {config.poll_interval:g} s"
+        print(
+            f"account {account.name}: logged in to {account.host}:{account.port} ({account.security}) "
+            f"as {account.username}"
+        )
+        print(
+            f"  watches {account.watch}: {status.exists} messages, UIDVALIDITY {status.uidvalidity}; "
+            f"waits with {wait}; moves with {move}"
+        )
+        for label in LABELS:
+            print(f"  {label} at or above {thresholds[label]:.2f} -> {account.folders[label]}")
+    return 0
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from filter.message import parse_message
+
+    config = load_config(args.config) if args.config else None
+    model = load_model(config, args.model)
+    thresholds = thresholds_for(config, model)
+    cap = config.max_message_bytes if config else 262144
+    if args.headers:
+        if args.files not in ([], ["-"]):
+            raise UsageError("classify --headers reads one message from stdin; give no FILE (or '-')")
+        data = sys.stdin.buffer.read()
+        parsed = parse_message(data[:cap])
+        scores = {} if parsed.error else model.score([parsed])[0].values
+        sys.stdout.buffer.write(with_headers(data, scores, thresholds))
+        sys.stdout.buffer.flush()
+        return 0
+    if not args.files:
+        raise UsageError("classify: give one or more FILEs, or '-' for stdin")
+    failed = False
+    for start in range(0, len(args.files), 256):
+        names = args.files[start : start + 256]
+        datas: list[bytes | None] = []
+        for name in names:
+            try:
+                datas.append(_read_input(name, sys.stdin.buffer, cap))
+            except OSError as exc:
+                print(f"ployfilter: {name}: {exc.strerror or exc}", file=sys.stderr)
+                datas.append(None)
+                failed = True
+        parsed = [parse_message(d) if d is not None else None for d in datas]
+        scorable = [p for p in parsed if p is not None and not p.error]
+        scored = iter(model.score(scorable) if scorable else [])
+        for name, p in zip(names, parsed, strict=True):
+            if p is None:
+                _emit(args.json, name, None, [], "unreadable file")
+                continue
+            values = {label: 0.0 for label in LABELS} if p.error else next(scored).values
+            labels = [label for label in LABELS if values.get(label, 0.0) >= thresholds[label]]
+            _emit(args.json, name, values, labels, f"skipped: {p.error}" if p.error else None)
+    return 9 if failed else 0
+
+
+def _read_input(name: str, stdin: BinaryIO, cap: int) -> bytes:
+    if name == "-":
+        return stdin.read()[:cap]
+    with open(name, "rb") as f:
+        return f.read(cap)
+
+
+def _emit(as_json: bool, name: str, scores: dict[str, float] | None, labels: list[str], note: str | None) -> None:
+    if as_json:
+        obj: dict[str, object] = {"file": name}
+        if scores is None:
+            obj["error"] = note
+        else:
+            obj["scores"] = {k: round(v, 4) for k, v in scores.items()}
+            obj["labels"] = labels
+            if note:
+                obj["note"] = note
+        print(json.dumps(obj, ensure_ascii=False))
+    elif scores is None:
+        print(f"{name}: {note}")
+    else:
+        shown = " ".join(f"{k}={v:.2f}" for k, v in scores.items())
+        print(f"{name}: {shown} -> {', '.join(labels) or 'none'}" + (f" ({note})" if note else ""))
+
+
+def with_headers(data: bytes, scores: dict[str, float], thresholds: dict[str, float]) -> bytes:
+    """The message with X-Ploy-Scores and X-Ploy-Labels put first (after an mbox "From " line).
+
+    Prepending leaves the original bytes untouched, which matters for
+    signed mail; the line ending follows the message's own.
+    """
+    eol = b"\r\n" if b"\r\n" in data[:4096] else b"\n"
+    shown = "; ".join(f"{label}={scores.get(label, 0.0):.3f}" for label in LABELS)
+    labels = [label for label in LABELS if scores.get(label, 0.0) >= thresholds[label]]
+    headers = f"X-Ploy-Scores: {shown}".encode() + eol + f"X-Ploy-Labels: {', '.join(labels) or 'none'}".encode() + eol
+    if data.startswith(b"From "):
+        end = data.find(b"\n") + 1 or len(data)
+        return data[:end] + headers + data[end:]
+    return headers + data

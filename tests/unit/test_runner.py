@@ -1,0 +1,341 @@
+"""The loop's bookkeeping, against an in-memory mail store.
+
+These tests pin down the order of writes (intent, act, record, advance)
+with crashes injected between the steps. The same properties are proven
+against a real Dovecot in tests/integration; this file makes every crash
+point reachable, which killing a process at random cannot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.parser import BytesHeaderParser
+
+import pytest
+
+from filter.config import Config, parse_config
+from filter.mailbox import ConnectionLost, Fingerprint, MailboxStatus, RawMessage
+from filter.message import ParsedMessage
+from filter.model import Scores
+from filter.runner import AccountRunner, Backoff
+from filter.state import State
+
+ARTICLES, REQUESTS = "Networking/Articles", "Networking/Requests"
+
+
+class Crash(Exception):
+    """Stands for the process dying at a chosen point."""
+
+
+@dataclass
+class Folder:
+    uidvalidity: int = 1
+    uidnext: int = 1
+    messages: dict[int, tuple[bytes, set[str]]] = field(default_factory=dict)
+
+    def add(self, data: bytes, flags: Sequence[str] = ()) -> int:
+        uid = self.uidnext
+        self.messages[uid] = (data, set(flags))
+        self.uidnext += 1
+        return uid
+
+
+class Server:
+    """A mail store with IMAP's UID semantics, shared by successive sessions."""
+
+    def __init__(self, *, move: bool = True) -> None:
+        self.folders: dict[str, Folder] = {"INBOX": Folder()}
+        self.has_move = move
+
+    def all_bodies(self) -> list[bytes]:
+        return sorted(data for f in self.folders.values() for data, _ in f.messages.values())
+
+
+class FakeMailbox:
+    def __init__(self, server: Server, crash_at: str | None = None) -> None:
+        self.server = server
+        self.selected: Folder | None = None
+        self.crash_at = crash_at
+        self.commands: list[str] = []
+
+    def _point(self, name: str) -> None:
+        if self.crash_at == name:
+            raise Crash(name)
+
+    def connect(self) -> None:
+        self.commands.append("LOGIN")
+
+    def close(self) -> None:
+        pass
+
+    def capabilities(self) -> frozenset[str]:
+        return frozenset({"IMAP4REV1", "UIDPLUS"} | ({"MOVE"} if self.server.has_move else set()))
+
+    def select(self, folder: str) -> MailboxStatus:
+        self.selected = self.server.folders[folder]
+        return MailboxStatus(self.selected.uidvalidity, self.selected.uidnext, len(self.selected.messages))
+
+    def _folder(self) -> Folder:
+        assert self.selected is not None
+        return self.selected
+
+    def search_uids(self, first_uid: int = 1) -> list[int]:
+        return sorted(uid for uid in self._folder().messages if uid >= first_uid)
+
+    def fingerprints(self, uids: Sequence[int]) -> dict[int, Fingerprint]:
+        f = self._folder()
+        return {uid: _fp(f.messages[uid][0]) for uid in uids if uid in f.messages}
+
+    def fetch(self, uids: Sequence[int], max_bytes: int) -> list[RawMessage]:
+        f = self._folder()
+        self.commands.append("FETCH")
+        out = []
+        for uid in uids:
+            if uid in f.messages:
+                data, flags = f.messages[uid]
+                fp = _fp(data)
+                out.append(RawMessage(uid, f.uidvalidity, tuple(flags), len(data), fp.internaldate,
+                                      data[:max_bytes], len(data) > max_bytes, fp.message_id))
+        return out
+
+    def contains(self, folder: str, fingerprint: Fingerprint) -> bool:
+        target = self.server.folders.get(folder)
+        return target is not None and any(_fp(d) == fingerprint for d, _ in target.messages.values())
+
+    def ensure_folder(self, folder: str) -> None:
+        self.server.folders.setdefault(folder, Folder())
+
+    def move(self, uids: Sequence[int], folder: str) -> None:
+        f, target = self._folder(), self.server.folders[folder]
+        self.commands.append(f"MOVE {list(uids)} {folder}")
+        for uid in uids:
+            target.add(*f.messages[uid])
+            self._point("after-copy")
+            if self.server.has_move:
+                del f.messages[uid]
+            else:
+                f.messages[uid][1].add("\\Deleted")
+                self._point("after-store")
+                del f.messages[uid]
+        self._point("after-move")
+
+    def remove_copied(self, uids: Sequence[int]) -> None:
+        self.commands.append(f"REMOVE {list(uids)}")
+        for uid in uids:
+            del self._folder().messages[uid]
+
+    def add_keywords(self, uids: Sequence[int], keywords: Sequence[str]) -> None:
+        for uid in uids:
+            self._folder().messages[uid][1].update(keywords)
+        self._point("after-flag")
+
+    def wait_for_change(self, timeout: float, should_stop: Callable[[], bool]) -> bool:
+        return False
+
+
+def _fp(data: bytes) -> Fingerprint:
+    headers = BytesHeaderParser().parsebytes(data)
+    return Fingerprint(str(headers.get("Message-ID", "")).strip(), len(data),
+                       datetime(2026, 1, 1, tzinfo=timezone.utc))
+
+
+class SubjectScorer:
+    """Scores from the subject: 'article' and 'favour' mark the labels."""
+
+    def score(self, messages: Sequence[ParsedMessage]) -> list[Scores]:
+        out = []
+        for m in messages:
+            if "explode" in m.subject:
+                raise ValueError("cannot score")
+            subject = m.subject.lower()
+            out.append(Scores({"article_share": 0.99 if "article" in subject else 0.01,
+                               "favour_request": 0.99 if "favour" in subject else 0.01}))
+        return out
+
+
+def mail(n: int, subject: str) -> bytes:
+    return (f"From: s{n}@example.org\r\nTo: owner@example.org\r\nSubject: {subject}\r\n"
+            f"Message-ID: <m{n}@example.org>\r\n\r\nBody number {n}.\r\n").encode()
+
+
+def config(action: str = "move", batch_size: int = 3) -> Config:
+    return parse_config({
+        "accounts": [{"name": "home", "host": "127.0.0.1", "security": "plain", "username": "u",
+                      "password_env": "X"}],
+        "action": action,
+        "batch_size": batch_size,
+    })
+
+
+def runner(server: Server, state: State, *, action: str = "move", crash_at: str | None = None,
+           batch_size: int = 3) -> AccountRunner:
+    cfg = config(action, batch_size)
+    r = AccountRunner(cfg, cfg.accounts[0], FakeMailbox(server, crash_at), SubjectScorer(),
+                      {"article_share": 0.8, "favour_request": 0.8}, state)
+    r.prepare()
+    return r
+
+
+def seed(server: Server, count: int = 7) -> list[bytes]:
+    subjects = ["an article", "hello", "a favour", "lunch", "article and favour", "report", "article"]
+    datas = [mail(i, subjects[i % len(subjects)]) for i in range(count)]
+    for d in datas:
+        server.folders["INBOX"].add(d)
+    return datas
+
+
+def folder_ids(server: Server, name: str) -> list[str]:
+    return sorted(_fp(d).message_id for d, _ in server.folders[name].messages.values())
+
+
+def test_pass_moves_labelled_mail_and_keeps_the_rest() -> None:
+    server = Server()
+    seed(server)
+    report = runner(server, State.in_memory()).pass_once()
+    assert folder_ids(server, ARTICLES) == ["<m0@example.org>", "<m6@example.org>"]
+    assert folder_ids(server, REQUESTS) == ["<m2@example.org>", "<m4@example.org>"]
+    assert folder_ids(server, "INBOX") == ["<m1@example.org>", "<m3@example.org>", "<m5@example.org>"]
+    assert report.count("move") == 4 and report.count("keep") == 3
+
+
+def test_second_pass_changes_nothing() -> None:
+    server, state = Server(), State.in_memory()
+    seed(server)
+    runner(server, state).pass_once()
+    before = {name: folder_ids(server, name) for name in server.folders}
+    second = runner(server, state)
+    assert second.pass_once().outcomes == []
+    assert {name: folder_ids(server, name) for name in server.folders} == before
+    assert "FETCH" not in second.mailbox.commands  # type: ignore[attr-defined]
+
+
+def test_new_mail_after_a_pass_is_handled() -> None:
+    server, state = Server(), State.in_memory()
+    seed(server, 3)
+    runner(server, state).pass_once()
+    server.folders["INBOX"].add(mail(50, "new article"))
+    report = runner(server, state).pass_once()
+    assert [o.uid for o in report.outcomes] == [4]
+    assert "<m50@example.org>" in folder_ids(server, ARTICLES)
+
+
+def test_dry_run_touches_nothing() -> None:
+    server = Server()
+    seed(server)
+    report = runner(server, State.in_memory(), action="dry-run").pass_once()
+    assert report.count("would-move") == 4
+    assert len(server.folders["INBOX"].messages) == 7
+    assert all(len(f.messages) == 0 for name, f in server.folders.items() if name != "INBOX")
+
+
+def test_flag_mode_adds_keywords_in_place() -> None:
+    server = Server()
+    seed(server, 3)
+    runner(server, State.in_memory(), action="flag").pass_once()
+    flags = {uid: flags for uid, (_, flags) in server.folders["INBOX"].messages.items()}
+    assert flags == {1: {"$PloyArticle"}, 2: set(), 3: {"$PloyFavour"}}
+
+
+@pytest.mark.parametrize("move", [True, False], ids=["move", "copy-expunge"])
+@pytest.mark.parametrize("crash_at", ["after-copy", "after-store", "after-move"])
+def test_crash_mid_move_then_restart_handles_each_message_once(move: bool, crash_at: str) -> None:
+    if move and crash_at == "after-store":
+        pytest.skip("UID MOVE has no separate store step")
+    server, state = Server(move=move), State.in_memory()
+    datas = seed(server)
+    with pytest.raises(Crash):
+        runner(server, state, crash_at=crash_at).pass_once()
+    runner(server, state).pass_once()
+    assert server.all_bodies() == sorted(datas)
+    assert folder_ids(server, ARTICLES) == ["<m0@example.org>", "<m6@example.org>"]
+    assert folder_ids(server, REQUESTS) == ["<m2@example.org>", "<m4@example.org>"]
+    assert runner(server, state).pass_once().outcomes == []
+
+
+def test_crash_after_flagging_then_restart_records_once() -> None:
+    server, state = Server(), State.in_memory()
+    seed(server, 3)
+    with pytest.raises(Crash):
+        runner(server, state, action="flag", crash_at="after-flag").pass_once()
+    report = runner(server, state, action="flag").pass_once()
+    assert report.recovered >= 1
+    flagged = [d for d in state.decisions() if d["action"] == "flag"]
+    assert sorted(d["uid"] for d in flagged) == [1, 3]
+
+
+def test_uidvalidity_change_judges_only_unseen_mail() -> None:
+    server, state = Server(), State.in_memory()
+    seed(server, 4)
+    runner(server, state).pass_once()
+    inbox = server.folders["INBOX"]
+    kept = [data for data, _ in inbox.messages.values()]
+    fresh = Folder(uidvalidity=99)
+    fresh.add(mail(70, "another article"))
+    for data in kept:
+        fresh.add(data)
+    server.folders["INBOX"] = fresh
+    report = runner(server, state).pass_once()
+    assert report.carried_over == len(kept)
+    assert [o.uid for o in report.outcomes] == [1]
+    assert folder_ids(server, "INBOX") == sorted(_fp(d).message_id for d in kept)
+    assert "<m70@example.org>" in folder_ids(server, ARTICLES)
+
+
+def test_message_returned_by_the_owner_stays() -> None:
+    server, state = Server(), State.in_memory()
+    seed(server, 1)
+    runner(server, state).pass_once()
+    (data, _), = server.folders[ARTICLES].messages.values()
+    server.folders[ARTICLES].messages.clear()
+    server.folders["INBOX"].add(data)
+    report = runner(server, state).pass_once()
+    assert [o.action for o in report.outcomes] == ["keep"]
+    assert "returned" in report.outcomes[0].reasons[0]
+    assert len(server.folders["INBOX"].messages) == 1
+
+
+def test_unreadable_messages_are_skipped_and_others_go_on() -> None:
+    server = Server()
+    inbox = server.folders["INBOX"]
+    inbox.add(b"")
+    inbox.add(mail(1, "explode"))
+    inbox.add(mail(2, "an article"))
+    report = runner(server, State.in_memory()).pass_once()
+    assert [o.action for o in report.outcomes] == ["skip", "skip", "move"]
+    assert len(inbox.messages) == 2
+
+
+def test_connection_lost_mid_pass_resumes_without_repeats() -> None:
+    server, state = Server(), State.in_memory()
+    datas = seed(server, 7)
+
+    class Flaky(FakeMailbox):
+        calls = 0
+
+        def fetch(self, uids: Sequence[int], max_bytes: int) -> list[RawMessage]:
+            Flaky.calls += 1
+            if Flaky.calls == 2:
+                raise ConnectionLost("reset by peer")
+            return super().fetch(uids, max_bytes)
+
+    cfg = config(batch_size=3)
+    r = AccountRunner(cfg, cfg.accounts[0], Flaky(server), SubjectScorer(),
+                      {"article_share": 0.8, "favour_request": 0.8}, state)
+    r.prepare()
+    with pytest.raises(ConnectionLost):
+        r.pass_once()
+    r.pass_once()
+    assert server.all_bodies() == sorted(datas)
+    assert sorted(d["uid"] for d in state.decisions()) == list(range(1, 8))
+
+
+def test_backoff_grows_to_its_maximum_with_jitter() -> None:
+    import random
+
+    b = Backoff(maximum=8, rng=random.Random(1))
+    delays = [b.next() for _ in range(6)]
+    assert all(0.5 * cap <= d <= cap for d, cap in zip(delays, [1, 2, 4, 8, 8, 8], strict=True))
+    b.reset()
+    assert b.next() <= 1
