@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, BinaryIO
@@ -312,8 +312,8 @@ def _classify(args: argparse.Namespace) -> int:
         if args.files not in ([], ["-"]):
             raise UsageError("classify --headers reads one message from stdin; give no FILE (or '-')")
         data = sys.stdin.buffer.read()
-        parsed = parse_message(data[:cap])
-        scores = {} if parsed.error else model.score([parsed])[0].values
+        message = parse_message(data[:cap])
+        scores = {} if message.error else model.score([message])[0].values
         sys.stdout.buffer.write(with_headers(data, scores, thresholds))
         sys.stdout.buffer.flush()
         return 0
@@ -350,7 +350,7 @@ def _read_input(name: str, stdin: BinaryIO, cap: int) -> bytes:
         return f.read(cap)
 
 
-def _emit(as_json: bool, name: str, scores: dict[str, float] | None, labels: list[str], note: str | None) -> None:
+def _emit(as_json: bool, name: str, scores: Mapping[str, float] | None, labels: list[str], note: str | None) -> None:
     if as_json:
         obj: dict[str, object] = {"file": name}
         if scores is None:
@@ -368,7 +368,7 @@ def _emit(as_json: bool, name: str, scores: dict[str, float] | None, labels: lis
         print(f"{name}: {shown} -> {', '.join(labels) or 'none'}" + (f" ({note})" if note else ""))
 
 
-def with_headers(data: bytes, scores: dict[str, float], thresholds: dict[str, float]) -> bytes:
+def with_headers(data: bytes, scores: Mapping[str, float], thresholds: Mapping[str, float]) -> bytes:
     """The message with X-Ploy-Scores and X-Ploy-Labels put first (after an mbox "From " line).
 
     Prepending leaves the original bytes untouched, which matters for

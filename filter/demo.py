@@ -38,8 +38,9 @@ def large_message() -> bytes:
     msg["Subject"] = "Scanned archive, March"
     msg["Message-ID"] = "<demo-large-attachment@example.net>"
     msg.set_content("The scanned archive for March is attached.\n")
-    msg.add_attachment(bytes(range(256)) * 40960, maintype="application", subtype="octet-stream",
-                       filename="archive-march.bin")
+    msg.add_attachment(
+        bytes(range(256)) * 40960, maintype="application", subtype="octet-stream", filename="archive-march.bin"
+    )
     return msg.as_bytes()
 
 
@@ -74,24 +75,41 @@ def run_demo(keep: Path | None = None) -> int:
             samples = sample_messages()
             names = {}
             for name, data in samples:
-                names[server.append(DEFAULT_USER, "INBOX", data)] = name
+                if data:
+                    names[server.append(DEFAULT_USER, "INBOX", data)] = name
+            for name, data in samples:
+                if not data:  # APPEND refuses an empty message; a delivery agent can still leave one
+                    server.deliver(DEFAULT_USER, data)
+                    names[server.uids(DEFAULT_USER, "INBOX")[-1]] = name
             config_path = root / "config.yaml"
-            config_path.write_text(yaml.safe_dump({
-                "accounts": [{
-                    "name": "demo", "host": server.host, "port": server.port, "security": "plain",
-                    "username": DEFAULT_USER, "password_env": PASSWORD_VARIABLE,
-                }],
-                "action": "move",
-                "state_path": str(root / "state.sqlite3"),
-            }, sort_keys=False))
+            config_path.write_text(
+                yaml.safe_dump(
+                    {
+                        "accounts": [
+                            {
+                                "name": "demo",
+                                "host": server.host,
+                                "port": server.port,
+                                "security": "plain",
+                                "username": DEFAULT_USER,
+                                "password_env": PASSWORD_VARIABLE,
+                            }
+                        ],
+                        "action": "move",
+                        "state_path": str(root / "state.sqlite3"),
+                    },
+                    sort_keys=False,
+                )
+            )
             os.environ[PASSWORD_VARIABLE] = DEFAULT_PASSWORD
             config = load_config(config_path)
             model = load_model(config)
             thresholds = thresholds_for(config, model)
             account = config.accounts[0]
             print(f"Dovecot on {server.host}:{server.port}; {len(samples)} sample messages appended to INBOX")
-            print(f"model: {model.path}; thresholds: "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in thresholds.items()) + "\n")
+            print(
+                f"model: {model.path}; thresholds: " + ", ".join(f"{k} {v:.2f}" for k, v in thresholds.items()) + "\n"
+            )
             state = State.open(config.state_path)
             try:
                 reports = []

@@ -97,7 +97,11 @@ def env() -> dict[str, str]:
 
 def ployfilter(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "filter", *args], capture_output=True, text=True, env=env(), timeout=timeout,
+        [sys.executable, "-m", "filter", *args],
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=timeout,
         check=False,
     )
 
@@ -105,7 +109,9 @@ def ployfilter(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[
 def start_daemon(config: Path, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "filter", "run", "-c", str(config)],
-        stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+        env=env(),
     )
 
 
@@ -128,8 +134,12 @@ def all_messages(server: LocalDovecot) -> list[bytes]:
 
 
 def seed(server: LocalDovecot, datas: list[bytes]) -> None:
+    """Put each message in the INBOX; an empty one (which APPEND refuses) is delivered as a file."""
     for data in datas:
-        server.append(DEFAULT_USER, "INBOX", data)
+        if data:
+            server.append(DEFAULT_USER, "INBOX", data)
+        else:
+            server.deliver(DEFAULT_USER, data)
 
 
 def test_once_moves_what_classify_flags_and_loses_nothing(server: LocalDovecot, tmp_path: Path) -> None:
@@ -146,9 +156,7 @@ def test_once_moves_what_classify_flags_and_loses_nothing(server: LocalDovecot, 
     after = contents(server)
     assert all_messages(server) == sorted(datas)
     classified = ployfilter("classify", "--json", "-c", str(config), *map(str, files))
-    flagged = sorted(
-        datas[i] for i, line in enumerate(classified.stdout.splitlines()) if json.loads(line)["labels"]
-    )
+    flagged = sorted(datas[i] for i, line in enumerate(classified.stdout.splitlines()) if json.loads(line)["labels"])
     assert sorted(after[ARTICLES] + after[REQUESTS]) == flagged
     assert flagged, "the sample mail should contain messages the shipped model flags"
 
@@ -250,8 +258,11 @@ def test_daemon_reconnects_after_the_server_restarts(server: LocalDovecot, tmp_p
 def test_sigterm_during_idle_stops_cleanly(server: LocalDovecot, tmp_path: Path) -> None:
     config = write_config(tmp_path, server, idle_renew=600)
     daemon = start_daemon(config, tmp_path / "daemon.log")
-    wait_until(lambda: "uid=" in (tmp_path / "daemon.log").read_text() or
-               ARTICLES in server.folders(DEFAULT_USER), 30, "the daemon to start")
+    wait_until(
+        lambda: "uid=" in (tmp_path / "daemon.log").read_text() or ARTICLES in server.folders(DEFAULT_USER),
+        30,
+        "the daemon to start",
+    )
     time.sleep(1)
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(15) == 0
@@ -269,7 +280,10 @@ def test_wrong_password_exits_with_the_auth_code(server: LocalDovecot, tmp_path:
     config = write_config(tmp_path, server)
     result = subprocess.run(
         [sys.executable, "-m", "filter", "once", "-c", str(config)],
-        capture_output=True, text=True, env={**os.environ, "PLOY_TEST_PASSWORD": "wrong"}, timeout=60,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PLOY_TEST_PASSWORD": "wrong"},
+        timeout=60,
         check=False,
     )
     assert result.returncode == 4, result.stderr

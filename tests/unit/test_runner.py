@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 
 import pytest
@@ -96,8 +96,18 @@ class FakeMailbox:
             if uid in f.messages:
                 data, flags = f.messages[uid]
                 fp = _fp(data)
-                out.append(RawMessage(uid, f.uidvalidity, tuple(flags), len(data), fp.internaldate,
-                                      data[:max_bytes], len(data) > max_bytes, fp.message_id))
+                out.append(
+                    RawMessage(
+                        uid,
+                        f.uidvalidity,
+                        tuple(flags),
+                        len(data),
+                        fp.internaldate,
+                        data[:max_bytes],
+                        len(data) > max_bytes,
+                        fp.message_id,
+                    )
+                )
         return out
 
     def contains(self, folder: str, fingerprint: Fingerprint) -> bool:
@@ -137,8 +147,7 @@ class FakeMailbox:
 
 def _fp(data: bytes) -> Fingerprint:
     headers = BytesHeaderParser().parsebytes(data)
-    return Fingerprint(str(headers.get("Message-ID", "")).strip(), len(data),
-                       datetime(2026, 1, 1, tzinfo=timezone.utc))
+    return Fingerprint(str(headers.get("Message-ID", "")).strip(), len(data), datetime(2026, 1, 1, tzinfo=UTC))
 
 
 class SubjectScorer:
@@ -150,30 +159,48 @@ class SubjectScorer:
             if "explode" in m.subject:
                 raise ValueError("cannot score")
             subject = m.subject.lower()
-            out.append(Scores({"article_share": 0.99 if "article" in subject else 0.01,
-                               "favour_request": 0.99 if "favour" in subject else 0.01}))
+            out.append(
+                Scores(
+                    {
+                        "article_share": 0.99 if "article" in subject else 0.01,
+                        "favour_request": 0.99 if "favour" in subject else 0.01,
+                    }
+                )
+            )
         return out
 
 
 def mail(n: int, subject: str) -> bytes:
-    return (f"From: s{n}@example.org\r\nTo: owner@example.org\r\nSubject: {subject}\r\n"
-            f"Message-ID: <m{n}@example.org>\r\n\r\nBody number {n}.\r\n").encode()
+    return (
+        f"From: s{n}@example.org\r\nTo: owner@example.org\r\nSubject: {subject}\r\n"
+        f"Message-ID: <m{n}@example.org>\r\n\r\nBody number {n}.\r\n"
+    ).encode()
 
 
 def config(action: str = "move", batch_size: int = 3) -> Config:
-    return parse_config({
-        "accounts": [{"name": "home", "host": "127.0.0.1", "security": "plain", "username": "u",
-                      "password_env": "X"}],
-        "action": action,
-        "batch_size": batch_size,
-    })
+    return parse_config(
+        {
+            "accounts": [
+                {"name": "home", "host": "127.0.0.1", "security": "plain", "username": "u", "password_env": "X"}
+            ],
+            "action": action,
+            "batch_size": batch_size,
+        }
+    )
 
 
-def runner(server: Server, state: State, *, action: str = "move", crash_at: str | None = None,
-           batch_size: int = 3) -> AccountRunner:
+def runner(
+    server: Server, state: State, *, action: str = "move", crash_at: str | None = None, batch_size: int = 3
+) -> AccountRunner:
     cfg = config(action, batch_size)
-    r = AccountRunner(cfg, cfg.accounts[0], FakeMailbox(server, crash_at), SubjectScorer(),
-                      {"article_share": 0.8, "favour_request": 0.8}, state)
+    r = AccountRunner(
+        cfg,
+        cfg.accounts[0],
+        FakeMailbox(server, crash_at),
+        SubjectScorer(),
+        {"article_share": 0.8, "favour_request": 0.8},
+        state,
+    )
     r.prepare()
     return r
 
@@ -238,11 +265,11 @@ def test_flag_mode_adds_keywords_in_place() -> None:
     assert flags == {1: {"$PloyArticle"}, 2: set(), 3: {"$PloyFavour"}}
 
 
-@pytest.mark.parametrize("move", [True, False], ids=["move", "copy-expunge"])
-@pytest.mark.parametrize("crash_at", ["after-copy", "after-store", "after-move"])
+@pytest.mark.parametrize(
+    ("move", "crash_at"),
+    [(True, "after-copy"), (True, "after-move"), (False, "after-copy"), (False, "after-store"), (False, "after-move")],
+)
 def test_crash_mid_move_then_restart_handles_each_message_once(move: bool, crash_at: str) -> None:
-    if move and crash_at == "after-store":
-        pytest.skip("UID MOVE has no separate store step")
     server, state = Server(move=move), State.in_memory()
     datas = seed(server)
     with pytest.raises(Crash):
@@ -287,7 +314,7 @@ def test_message_returned_by_the_owner_stays() -> None:
     server, state = Server(), State.in_memory()
     seed(server, 1)
     runner(server, state).pass_once()
-    (data, _), = server.folders[ARTICLES].messages.values()
+    ((data, _),) = server.folders[ARTICLES].messages.values()
     server.folders[ARTICLES].messages.clear()
     server.folders["INBOX"].add(data)
     report = runner(server, state).pass_once()
@@ -321,8 +348,9 @@ def test_connection_lost_mid_pass_resumes_without_repeats() -> None:
             return super().fetch(uids, max_bytes)
 
     cfg = config(batch_size=3)
-    r = AccountRunner(cfg, cfg.accounts[0], Flaky(server), SubjectScorer(),
-                      {"article_share": 0.8, "favour_request": 0.8}, state)
+    r = AccountRunner(
+        cfg, cfg.accounts[0], Flaky(server), SubjectScorer(), {"article_share": 0.8, "favour_request": 0.8}, state
+    )
     r.prepare()
     with pytest.raises(ConnectionLost):
         r.pass_once()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,7 @@ from filter.errors import StateError
 from filter.mailbox import Fingerprint
 from filter.state import DecisionRecord, Intent, State, fingerprint_key, message_id_hash
 
-FP = Fingerprint("<a@example.org>", 1200, datetime(2026, 1, 2, tzinfo=timezone.utc))
+FP = Fingerprint("<a@example.org>", 1200, datetime(2026, 1, 2, tzinfo=UTC))
 
 
 def record(uid: int, action: str = "keep") -> DecisionRecord:
@@ -25,8 +25,8 @@ def test_fingerprint_key_uses_message_id_and_size() -> None:
 
 
 def test_fingerprint_key_without_message_id_uses_date() -> None:
-    a = Fingerprint("", 10, datetime(2026, 1, 2, tzinfo=timezone.utc))
-    b = Fingerprint("", 10, datetime(2026, 1, 3, tzinfo=timezone.utc))
+    a = Fingerprint("", 10, datetime(2026, 1, 2, tzinfo=UTC))
+    b = Fingerprint("", 10, datetime(2026, 1, 3, tzinfo=UTC))
     assert fingerprint_key(a) != fingerprint_key(b)
 
 
@@ -76,7 +76,7 @@ def test_record_clears_the_intent(tmp_path: Path) -> None:
 def test_intent_keeps_its_fingerprint(tmp_path: Path) -> None:
     state = State.open(tmp_path / "s.sqlite3")
     state.add_intents("home", "INBOX", 7, [Intent(5, FP, "Articles", record(5, "move"))], now=1.0)
-    (_, intent), = state.intents("home", "INBOX")
+    ((_, intent),) = state.intents("home", "INBOX")
     assert intent.fingerprint == FP
     assert intent.decision.action == "move"
 

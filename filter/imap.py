@@ -1,0 +1,554 @@
+"""ImapMailbox: the Mailbox protocol over IMAP. The only importer of imapclient.
+
+Three things matter more here than anywhere else in the filter:
+
+* Moving never loses or deletes mail it was not asked to move. MOVE (RFC
+  6851) where the server has it; else COPY, then \\Deleted, then UID EXPUNGE
+  of exactly the copied UIDs (RFC 4315 section 2.1); never a bare EXPUNGE,
+  which would also remove messages the owner had marked \\Deleted.
+* Reading never changes the mailbox: every fetch uses BODY.PEEK, so \\Seen
+  stays as the owner left it (RFC 9051 section 6.4.5).
+* Every failure is sorted into one of two kinds. ``ConnectionLost`` means a
+  new session may cure it (socket, TLS and protocol-level breakage);
+  ``AuthError``, ``ConnectError`` and ``MailboxError`` mean it will not (a
+  refused login, an untrusted certificate, a folder the server refuses).
+  All calls into imapclient pass through ``_Guarded``, so no method can
+  forget to translate an exception.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import logging
+import re
+import ssl
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import datetime
+from typing import Any
+
+from imapclient import IMAPClient
+from imapclient.exceptions import LoginError
+
+from filter.config import AccountConfig
+from filter.errors import AuthError, ConnectError, MailboxError, PloyError
+from filter.mailbox import ConnectionLost, Fingerprint, MailboxStatus, RawMessage
+
+log = logging.getLogger(__name__)
+
+# imapclient logs every response line at DEBUG, message bodies included, and
+# our logs must never carry those. Unless someone chose a level for it (a test
+# capturing the commands sent, say), its logger stops at INFO.
+_imapclient_log = logging.getLogger("imapclient")
+if _imapclient_log.level == logging.NOTSET:
+    _imapclient_log.setLevel(logging.INFO)
+
+_FETCH_CHUNK = 50
+_FINGERPRINT_CHUNK = 500
+_IDLE_STEP = 1.0
+_CHANGE_RESPONSES = frozenset({b"EXISTS", b"RECENT", b"EXPUNGE", b"FETCH"})
+_MESSAGE_ID_FIELD = b"BODY[HEADER.FIELDS (MESSAGE-ID)]"
+_DELETED = "\\Deleted"
+
+
+class ImapMailbox:
+    """One IMAP account, as the runner's ``Mailbox``.
+
+    ``password`` is already resolved (``config.read_password``). With
+    ``idle=False`` the server's IDLE is ignored, for servers whose IDLE is
+    broken. Without IDLE, ``wait_for_change`` sleeps at most
+    ``poll_interval`` seconds, whatever timeout it is given.
+    """
+
+    def __init__(
+        self, account: AccountConfig, password: str, *, idle: bool = True, poll_interval: float = 60.0
+    ) -> None:
+        self.account = account
+        self._password = password
+        self._idle_enabled = idle
+        self._poll_interval = poll_interval
+        self._where = f"account {account.name} ({account.host}:{account.port})"
+        self._imap: _Guarded | None = None
+        self._capabilities: frozenset[str] = frozenset()
+        self._selected: str | None = None
+        self._uidvalidity = 0
+        self._permanent_flags: frozenset[str] = frozenset()
+        self._warned_no_uidplus = False
+
+    def connect(self) -> None:
+        """Open the session, secure it as configured and log in.
+
+        TLS is always verified, hostname included; ``ca_file`` adds a CA to
+        the system's. ``starttls`` refuses to go on when the server does not
+        offer STARTTLS (RFC 9051 section 6.2.1), since the password would
+        otherwise cross the network in clear.
+        """
+        self.close()
+        account = self.account
+        if account.security == "plain" and not account.is_loopback:
+            raise ConnectError(f"{self._where}: plain IMAP is allowed only to a loopback address")
+        context = self._ssl_context() if account.security != "plain" else None
+        log.info("%s: connecting (%s)", self._where, account.security)
+        try:
+            with _translated(self._where):
+                client = self._connect_client(context)
+        except MailboxError as exc:
+            # imaplib reports a greeting other than OK (a busy server's BYE, say) as a plain error.
+            raise ConnectionLost(f"{self._where}: the server refused the session: {exc}") from exc
+        imap = _Guarded(client, self._where)
+        self._imap = imap
+        try:
+            client.normalise_times = False
+            if account.security == "starttls":
+                if not imap.has_capability("STARTTLS"):
+                    raise ConnectError(
+                        f"{self._where}: the server does not offer STARTTLS; refusing to send the password "
+                        "unencrypted (use security: tls if it offers implicit TLS on another port)"
+                    )
+                imap.starttls(context)
+            if imap.has_capability("AUTH=PLAIN"):
+                imap.plain_login(account.username, self._password)
+            else:
+                imap.login(account.username, self._password)
+            self._capabilities = frozenset(_text(cap).upper() for cap in imap.capabilities())
+        except BaseException:
+            self.close()
+            raise
+        log.info(
+            "%s: logged in as %s; %s",
+            self._where,
+            account.username,
+            ", ".join(f"{cap} {'yes' if cap in self._capabilities else 'no'}" for cap in ("MOVE", "UIDPLUS", "IDLE")),
+        )
+        log.debug("%s: capabilities %s", self._where, " ".join(sorted(self._capabilities)))
+
+    def _connect_client(self, ssl_context: ssl.SSLContext | None) -> IMAPClient:
+        """The one place a connection is made, as imapclient's own ``_create_IMAP4`` is.
+
+        Another transport (a proxy, a test double) replaces this method and
+        nothing else; the socket timeout applies to connecting and to every read.
+        """
+        return IMAPClient(
+            self.account.host,
+            port=self.account.port,
+            ssl=self.account.security == "tls",
+            ssl_context=ssl_context,
+            timeout=self.account.timeout,
+        )
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if self.account.ca_file is not None:
+            try:
+                context.load_verify_locations(cafile=str(self.account.ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                raise ConnectError(
+                    f"{self._where}: ca_file {str(self.account.ca_file)!r} cannot be loaded as a PEM CA "
+                    f"certificate: {exc}"
+                ) from exc
+        return context
+
+    def close(self) -> None:
+        """Log out if possible; never raises."""
+        imap, self._imap = self._imap, None
+        self._selected = None
+        if imap is not None:
+            imap.close_quietly()
+
+    def capabilities(self) -> frozenset[str]:
+        return self._capabilities
+
+    @property
+    def _session(self) -> _Guarded:
+        if self._imap is None:
+            raise ConnectionLost(f"{self._where}: not connected")
+        return self._imap
+
+    def select(self, folder: str) -> MailboxStatus:
+        """SELECT ``folder`` read-write (RFC 9051 section 6.3.2).
+
+        UIDVALIDITY and UIDNEXT are required in the response (RFC 9051
+        section 7.1; RFC 3501 section 6.3.1 too); a server that leaves them
+        out cannot be used safely, since UIDs would then mean nothing.
+        """
+        response = self._session.select_folder(folder)
+        try:
+            status = MailboxStatus(
+                uidvalidity=int(response[b"UIDVALIDITY"]),
+                uidnext=int(response[b"UIDNEXT"]),
+                exists=int(response[b"EXISTS"]),
+            )
+        except KeyError as exc:
+            raise MailboxError(f"{self._where}: SELECT {folder!r} returned no {exc.args[0].decode()}") from None
+        self._selected = folder
+        self._uidvalidity = status.uidvalidity
+        self._permanent_flags = frozenset(_text(flag) for flag in response.get(b"PERMANENTFLAGS", ()))
+        log.debug("%s: selected %s %s", self._where, folder, status)
+        return status
+
+    def search_uids(self, first_uid: int = 1) -> list[int]:
+        """UIDs >= ``first_uid`` in the selected folder, ascending.
+
+        ``UID first:*`` also matches the highest UID when ``first`` is above
+        it (RFC 9051 section 6.4.4: ``*`` is the largest UID in use, and
+        ``n:m`` is the same as ``m:n``), so the result is filtered.
+        """
+        uids = self._session.search(["UID", f"{max(first_uid, 1)}:*"])
+        return sorted(uid for uid in uids if uid >= first_uid)
+
+    def fingerprints(self, uids: Sequence[int]) -> dict[int, Fingerprint]:
+        """Size, INTERNALDATE and Message-ID of each UID, without touching \\Seen (BODY.PEEK)."""
+        found: dict[int, Fingerprint] = {}
+        items = ["RFC822.SIZE", "INTERNALDATE", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]
+        for chunk in _chunks(sorted(set(uids)), _FINGERPRINT_CHUNK):
+            for uid, data in self._session.fetch(chunk, items).items():
+                found[uid] = Fingerprint(
+                    message_id=message_id_of(data.get(_MESSAGE_ID_FIELD) or b""),
+                    size=int(data.get(b"RFC822.SIZE", 0)),
+                    internaldate=_datetime(data.get(b"INTERNALDATE")),
+                )
+        return found
+
+    def fetch(self, uids: Sequence[int], max_bytes: int) -> list[RawMessage]:
+        """The first ``max_bytes`` of each message, in UID order.
+
+        A partial fetch, ``BODY.PEEK[]<0.max_bytes>`` (RFC 9051 section
+        6.4.5): the server sends at most that much, and PEEK leaves \\Seen
+        unset. UIDs expunged meanwhile are left out.
+        """
+        messages: list[RawMessage] = []
+        items = ["FLAGS", "RFC822.SIZE", "INTERNALDATE", f"BODY.PEEK[]<0.{max_bytes}>"]
+        for chunk in _chunks(sorted(set(uids)), _FETCH_CHUNK):
+            response = self._session.fetch(chunk, items)
+            for uid in chunk:
+                data = response.get(uid)
+                if data is None:
+                    continue
+                body = data.get(b"BODY[]<0>") or b""
+                size = int(data.get(b"RFC822.SIZE", len(body)))
+                messages.append(
+                    RawMessage(
+                        uid=uid,
+                        uidvalidity=self._uidvalidity,
+                        flags=tuple(_text(flag) for flag in data.get(b"FLAGS", ())),
+                        size=size,
+                        internaldate=_datetime(data.get(b"INTERNALDATE")),
+                        data=body,
+                        truncated=size > len(body),
+                        message_id=message_id_of(body),
+                    )
+                )
+        return messages
+
+    def contains(self, folder: str, fingerprint: Fingerprint) -> bool:
+        """Whether ``folder`` holds a message with this fingerprint.
+
+        Used after a crash between COPY and EXPUNGE, to tell a message that
+        already reached its folder from one that did not. A session has one
+        selected folder (RFC 9051 section 6.3.2), so this EXAMINEs ``folder``
+        (read-only, changes nothing there) and then SELECTs the previously
+        selected folder again. Should that folder's UIDVALIDITY have changed
+        in between, the UIDs the caller holds mean nothing any more:
+        ``ConnectionLost`` is raised so that the caller starts over.
+
+        Candidates are found with SEARCH HEADER Message-ID (or, for a message
+        without one, by exact size via LARGER/SMALLER, RFC 9051 section
+        6.4.4) and then compared on Message-ID, size and INTERNALDATE, which
+        COPY and MOVE preserve.
+        """
+        if not self._folder_exists(folder):
+            return False
+        previous, previous_uidvalidity = self._selected, self._uidvalidity
+        imap = self._session
+        self._selected = None
+        try:
+            imap.select_folder(folder, readonly=True)
+            if fingerprint.message_id:
+                charset = None if fingerprint.message_id.isascii() else "UTF-8"
+                criteria: list[Any] = ["HEADER", "Message-ID", fingerprint.message_id.encode()]
+                candidates = imap.search(criteria, charset)
+            else:
+                candidates = imap.search(["LARGER", max(fingerprint.size - 1, 0), "SMALLER", fingerprint.size + 1])
+            found = any(_same(fingerprint, other) for other in self.fingerprints(candidates).values())
+        finally:
+            if previous is not None:
+                status = self.select(previous)
+                if status.uidvalidity != previous_uidvalidity:
+                    raise ConnectionLost(
+                        f"{self._where}: UIDVALIDITY of {previous} changed from {previous_uidvalidity} to "
+                        f"{status.uidvalidity}; starting over"
+                    )
+            elif "UNSELECT" in self._capabilities:
+                imap.unselect_folder()
+        log.debug("%s: %s %s message %r", self._where, folder, "holds" if found else "lacks", fingerprint)
+        return found
+
+    def ensure_folder(self, folder: str) -> None:
+        """CREATE ``folder`` if missing (RFC 9051 section 6.3.4), then SUBSCRIBE to it.
+
+        Another client may create it between the LIST and the CREATE; a
+        refused CREATE is only an error if the folder is still missing.
+        """
+        imap = self._session
+        if not self._folder_exists(folder):
+            try:
+                imap.create_folder(folder)
+                log.info("%s: created folder %s", self._where, folder)
+            except MailboxError:
+                if not self._folder_exists(folder):
+                    raise
+        imap.subscribe_folder(folder)
+
+    def _folder_exists(self, folder: str) -> bool:
+        """Whether LIST shows ``folder`` as a folder that can hold mail."""
+        for flags, _, name in self._session.list_folders("", folder):
+            names = {_text(flag).lower() for flag in flags}
+            if name == folder and not names & {"\\noselect", "\\nonexistent"}:
+                return True
+        return False
+
+    def move(self, uids: Sequence[int], folder: str) -> None:
+        """Move exactly these UIDs of the selected folder to ``folder``.
+
+        * MOVE advertised: UID MOVE (RFC 6851 section 3.2).
+        * UIDPLUS advertised: UID COPY, then STORE +FLAGS.SILENT (\\Deleted),
+          then UID EXPUNGE of exactly those UIDs (RFC 4315 section 2.1), so
+          messages the owner had marked \\Deleted stay.
+        * Neither: UID COPY and \\Deleted only (see ``remove_copied``).
+
+        A failed COPY raises before anything is flagged.
+        """
+        if not uids:
+            return
+        imap = self._session
+        uid_set = uid_set_of(uids)
+        if "MOVE" in self._capabilities:
+            imap.move(uid_set, folder)
+            log.info("%s: moved UIDs %s to %s (MOVE)", self._where, uid_set, folder)
+            return
+        imap.copy(uid_set, folder)
+        log.info("%s: copied UIDs %s to %s", self._where, uid_set, folder)
+        self.remove_copied(uids)
+
+    def remove_copied(self, uids: Sequence[int]) -> None:
+        """Remove exactly these UIDs, whose copies are already in their target folder.
+
+        STORE +FLAGS.SILENT (\\Deleted), then UID EXPUNGE of the same UIDs
+        (RFC 4315 section 2.1): other messages marked \\Deleted stay. Without
+        UIDPLUS there is no way to expunge some messages and not others, so
+        they stay marked until the owner's client expunges; a warning says so
+        once per session.
+        """
+        if not uids:
+            return
+        imap = self._session
+        uid_set = uid_set_of(uids)
+        imap.add_flags(uid_set, [_DELETED], silent=True)
+        if "UIDPLUS" in self._capabilities:
+            imap.uid_expunge(uid_set)
+            log.info("%s: expunged UIDs %s from %s", self._where, uid_set, self._selected)
+            return
+        if not self._warned_no_uidplus:
+            log.warning(
+                "%s: the server has neither MOVE nor UIDPLUS; moved messages stay in %s marked \\Deleted "
+                "until your mail client expunges them",
+                self._where,
+                self._selected,
+            )
+            self._warned_no_uidplus = True
+        log.info("%s: marked UIDs %s in %s \\Deleted", self._where, uid_set, self._selected)
+
+    def add_keywords(self, uids: Sequence[int], keywords: Sequence[str]) -> None:
+        """STORE +FLAGS.SILENT the keywords the folder accepts (RFC 9051 section 6.4.6).
+
+        A server lists ``\\*`` in PERMANENTFLAGS when it accepts new keywords
+        (RFC 9051 section 7.1); keywords it would not keep are skipped with a
+        warning rather than failing the run.
+        """
+        if not uids or not keywords:
+            return
+        if "\\*" in self._permanent_flags:
+            allowed = list(keywords)
+        else:
+            allowed = [keyword for keyword in keywords if keyword in self._permanent_flags]
+        skipped = [keyword for keyword in keywords if keyword not in allowed]
+        if skipped:
+            log.warning(
+                "%s: %s does not keep new keywords (PERMANENTFLAGS %s); not adding %s",
+                self._where,
+                self._selected,
+                " ".join(sorted(self._permanent_flags)),
+                " ".join(skipped),
+            )
+        if allowed:
+            uid_set = uid_set_of(uids)
+            self._session.add_flags(uid_set, allowed, silent=True)
+            log.info("%s: added %s to UIDs %s", self._where, " ".join(allowed), uid_set)
+
+    def wait_for_change(self, timeout: float, should_stop: Callable[[], bool]) -> bool:
+        """Wait in IDLE (RFC 2177) until the selected folder changes, ``timeout`` passes or ``should_stop()``.
+
+        IDLE is checked in steps of at most a second so that ``should_stop``
+        is noticed; DONE always ends it before returning. RFC 2177 section 3
+        asks clients to renew IDLE at least every 29 minutes; the caller
+        passes ``timeout`` <= 600 s. imapclient's ``idle_check`` swallows an
+        end of file, so a step that wakes early with nothing to read ends
+        IDLE at once: DONE then finds out whether the connection is gone.
+        Without IDLE (or with ``idle=False``) this only sleeps, for at most
+        ``poll_interval``, and returns False; the caller polls.
+        """
+        deadline = time.monotonic() + timeout
+        if not (self._idle_enabled and "IDLE" in self._capabilities):
+            deadline = min(deadline, time.monotonic() + self._poll_interval)
+            while not should_stop() and (remaining := deadline - time.monotonic()) > 0:
+                time.sleep(min(_IDLE_STEP, remaining))
+            return False
+        imap = self._session
+        if should_stop():
+            return False
+        imap.idle()
+        changed = False
+        try:
+            while not changed and not should_stop() and (remaining := deadline - time.monotonic()) > 0:
+                step = min(_IDLE_STEP, remaining)
+                started = time.monotonic()
+                responses = imap.idle_check(timeout=step)
+                changed = _reports_change(responses)
+                if not responses and time.monotonic() - started < step / 2:
+                    break
+        except ConnectionLost:
+            raise
+        except BaseException:
+            with suppress(ConnectionLost, PloyError):
+                imap.idle_done()
+            raise
+        _, responses = imap.idle_done()
+        changed = changed or _reports_change(responses)
+        log.debug("%s: IDLE ended, %s", self._where, "change reported" if changed else "no change")
+        return changed
+
+
+class _Guarded:
+    """An IMAPClient whose every method call translates failures into the filter's exceptions."""
+
+    def __init__(self, client: IMAPClient, where: str) -> None:
+        self._client = client
+        self._where = where
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with _translated(self._where):
+                return method(*args, **kwargs)
+
+        return call
+
+    def close_quietly(self) -> None:
+        """LOGOUT, or at least close the socket; for a session that may already be broken."""
+        try:
+            self._client.logout()
+        except Exception:
+            with suppress(Exception):
+                self._client.shutdown()
+
+
+@contextmanager
+def _translated(where: str) -> Iterator[None]:
+    """The single place where imapclient, imaplib, ssl and socket exceptions become the filter's.
+
+    A login refused with [UNAVAILABLE] (RFC 5530 section 3) is temporary,
+    and a login that failed because the connection broke is too: both are
+    ``ConnectionLost``, not ``AuthError``. imaplib signals a folder that
+    cannot be written with a subclass of its "abort"; that one will not be
+    cured by reconnecting, so it is a ``MailboxError``.
+    """
+    try:
+        yield
+    except ssl.SSLCertVerificationError as exc:
+        raise ConnectError(
+            f"{where}: the server's TLS certificate failed verification ({exc.verify_message}); "
+            "if it is signed by a private CA, set ca_file to that CA's certificate"
+        ) from exc
+    except LoginError as exc:
+        cause = exc.__context__
+        text = str(exc)
+        if isinstance(cause, imaplib.IMAP4.abort | OSError | EOFError) or "[UNAVAILABLE]" in text:
+            raise ConnectionLost(f"{where}: login interrupted: {text}") from exc
+        raise AuthError(f"{where}: the server refused the login: {text}") from exc
+    except imaplib.IMAP4.readonly as exc:
+        raise MailboxError(f"{where}: the server allows only read access: {exc}") from exc
+    except imaplib.IMAP4.abort as exc:
+        raise ConnectionLost(f"{where}: connection lost: {exc}") from exc
+    except imaplib.IMAP4.error as exc:
+        raise MailboxError(f"{where}: {exc}") from exc
+    except (OSError, EOFError) as exc:
+        raise ConnectionLost(f"{where}: connection lost: {exc or type(exc).__name__}") from exc
+
+
+def message_id_of(data: bytes) -> str:
+    """The Message-ID header value in ``data`` (a header block or a whole message), stripped.
+
+    Pure and total: "" when there is no such header, never an exception on
+    malformed mail. The same function reads fetched messages and the
+    HEADER.FIELDS of fingerprints, so both agree on the value.
+    """
+    head = re.split(rb"\r?\n\r?\n", data, maxsplit=1)[0]
+    unfolded = re.sub(rb"\r?\n[ \t]+", b" ", head)
+    for line in unfolded.splitlines():
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() == b"message-id":
+            return value.strip().decode("utf-8", "replace")
+    return ""
+
+
+def uid_set_of(uids: Sequence[int]) -> str:
+    """A compact UID set (RFC 9051 section 9, sequence-set): [1, 2, 3, 7] -> "1:3,7".
+
+    Ranges cover only runs of consecutive UIDs that were all given, so the
+    set names exactly these UIDs, never a neighbour.
+    """
+    ordered = sorted(set(uids))
+    if not ordered:
+        raise ValueError("an empty UID set is not valid IMAP")
+    parts = []
+    start = prev = ordered[0]
+    for uid in [*ordered[1:], None]:
+        if uid is not None and uid == prev + 1:
+            prev = uid
+            continue
+        parts.append(str(start) if start == prev else f"{start}:{prev}")
+        if uid is not None:
+            start = prev = uid
+    return ",".join(parts)
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def _same(wanted: Fingerprint, other: Fingerprint) -> bool:
+    if wanted.message_id != other.message_id or wanted.size != other.size:
+        return False
+    return wanted.internaldate is None or other.internaldate is None or wanted.internaldate == other.internaldate
+
+
+def _reports_change(responses: Sequence[Any]) -> bool:
+    """Whether IDLE responses include EXISTS, RECENT, EXPUNGE or FETCH (RFC 2177 section 3)."""
+    return any(
+        isinstance(response, tuple)
+        and len(response) >= 2
+        and isinstance(response[1], bytes)
+        and response[1].upper() in _CHANGE_RESPONSES
+        for response in responses
+    )
+
+
+def _datetime(value: Any) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

@@ -1,0 +1,369 @@
+"""ImapMailbox against a real Dovecot on 127.0.0.1.
+
+What the server ends up holding is checked with an independent client (the
+LocalDovecot helpers, built on imaplib and doveadm); which commands were
+sent is read from imapclient's own DEBUG log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from filter.dovecot import (
+    CAPABILITIES_NO_IDLE,
+    CAPABILITIES_NO_MOVE,
+    CAPABILITIES_NO_MOVE_NO_UIDPLUS,
+    DEFAULT_USER,
+    LocalDovecot,
+    unavailable_reason,
+)
+from filter.errors import AuthError, ConnectError, MailboxError
+from filter.imap import ImapMailbox
+from filter.mailbox import ConnectionLost, Fingerprint
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(unavailable_reason() is not None, reason=unavailable_reason() or ""),
+]
+
+USER = DEFAULT_USER
+ARTICLES = "Networking/Articles"
+Commands = Callable[[], list[str]]
+OpenMailbox = Callable[..., ImapMailbox]
+StartDovecot = Callable[..., LocalDovecot]
+
+
+def mail(n: int, body: str = "Hello.", message_id: bool = True) -> bytes:
+    header = f"From: sender{n}@example.org\r\nTo: owner@example.org\r\nSubject: note {n}\r\n"
+    if message_id:
+        header += f"Message-ID: <note-{n}@example.org>\r\n"
+    return f"{header}\r\n{body}\r\n".encode()
+
+
+def test_move_uses_uid_move_when_advertised(
+    dovecot: LocalDovecot, open_mailbox: OpenMailbox, imap_commands: Commands
+) -> None:
+    uid = dovecot.append(USER, "INBOX", mail(1))
+    dovecot.append(USER, "INBOX", mail(2))
+    mailbox = open_mailbox(dovecot)
+    mailbox.ensure_folder(ARTICLES)
+    mailbox.select("INBOX")
+
+    mailbox.move([uid], ARTICLES)
+
+    assert f'UID MOVE {uid} "{ARTICLES}"' in imap_commands()
+    assert dovecot.messages(USER, ARTICLES) == [mail(1)]
+    assert dovecot.messages(USER, "INBOX") == [mail(2)]
+
+
+def test_move_without_move_copies_flags_and_expunges_exactly_those_uids(
+    dovecot_factory: StartDovecot, open_mailbox: OpenMailbox, imap_commands: Commands
+) -> None:
+    server = dovecot_factory(capabilities=CAPABILITIES_NO_MOVE)
+    first = server.append(USER, "INBOX", mail(1))
+    already_deleted = server.append(USER, "INBOX", mail(2), flags=["\\Deleted"])
+    second = server.append(USER, "INBOX", mail(3))
+    kept = server.append(USER, "INBOX", mail(4))
+    mailbox = open_mailbox(server)
+    assert "MOVE" not in mailbox.capabilities() and "UIDPLUS" in mailbox.capabilities()
+    mailbox.ensure_folder(ARTICLES)
+    mailbox.select("INBOX")
+
+    mailbox.move([first, second], ARTICLES)
+
+    sent = imap_commands()
+    uid_set = f"{first},{second}"
+    assert f'UID COPY {uid_set} "{ARTICLES}"' in sent
+    assert f"UID STORE {uid_set} +FLAGS.SILENT (\\Deleted)" in sent
+    assert f"UID EXPUNGE {uid_set}" in sent
+    assert "EXPUNGE" not in sent and not any("MOVE" in line for line in sent)
+    assert sent.index(f'UID COPY {uid_set} "{ARTICLES}"') < sent.index(f"UID EXPUNGE {uid_set}")
+    assert messages_by_uid(server, "INBOX") == {already_deleted: mail(2), kept: mail(4)}
+    flags = flags_by_uid(server, "INBOX")
+    assert "\\Deleted" in flags[already_deleted] and "\\Deleted" not in flags[kept]
+    assert sorted(server.messages(USER, ARTICLES)) == [mail(1), mail(3)]
+
+
+def test_move_without_move_or_uidplus_copies_and_leaves_the_original_marked_deleted(
+    dovecot_factory: StartDovecot, open_mailbox: OpenMailbox, imap_commands: Commands, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = dovecot_factory(capabilities=CAPABILITIES_NO_MOVE_NO_UIDPLUS)
+    uid = server.append(USER, "INBOX", mail(1))
+    other = server.append(USER, "INBOX", mail(2))
+    mailbox = open_mailbox(server)
+    mailbox.ensure_folder(ARTICLES)
+    mailbox.select("INBOX")
+
+    with caplog.at_level(logging.WARNING, logger="filter.imap"):
+        mailbox.move([uid], ARTICLES)
+        mailbox.move([other], ARTICLES)
+
+    assert not any("EXPUNGE" in line for line in imap_commands())
+    assert server.messages(USER, ARTICLES) == [mail(1), mail(2)]
+    assert server.uids(USER, "INBOX") == [uid, other]
+    assert all("\\Deleted" in flags for flags in server.flags(USER, "INBOX"))
+    assert len([r for r in caplog.records if "neither MOVE nor UIDPLUS" in r.getMessage()]) == 1
+
+
+def test_failed_copy_flags_nothing(dovecot_factory: StartDovecot, open_mailbox: OpenMailbox) -> None:
+    server = dovecot_factory(capabilities=CAPABILITIES_NO_MOVE)
+    uid = server.append(USER, "INBOX", mail(1))
+    mailbox = open_mailbox(server)
+    mailbox.select("INBOX")
+
+    with pytest.raises(MailboxError):
+        mailbox.move([uid], "No/Such/Folder")
+
+    assert "\\Deleted" not in flags_by_uid(server, "INBOX")[uid]
+
+
+def test_fetch_leaves_seen_unset(dovecot: LocalDovecot, open_mailbox: OpenMailbox) -> None:
+    uid = dovecot.append(USER, "INBOX", mail(1))
+    mailbox = open_mailbox(dovecot)
+    status = mailbox.select("INBOX")
+
+    [message] = mailbox.fetch([uid], 1 << 20)
+
+    assert message.data == mail(1)
+    assert message.uid == uid and message.uidvalidity == status.uidvalidity
+    assert message.message_id == "<note-1@example.org>"
+    assert not message.truncated
+    assert "\\Seen" not in dovecot.flags(USER, "INBOX")[0]
+
+
+def test_fetch_caps_bytes_at_max_bytes_and_reports_truncation(dovecot: LocalDovecot, open_mailbox: OpenMailbox) -> None:
+    big = mail(1, body="x" * 20000)
+    small_uid = dovecot.append(USER, "INBOX", mail(2))
+    big_uid = dovecot.append(USER, "INBOX", big)
+    mailbox = open_mailbox(dovecot)
+    mailbox.select("INBOX")
+
+    small, large = mailbox.fetch([big_uid, small_uid], 4096)
+
+    assert (small.uid, large.uid) == (small_uid, big_uid)
+    assert large.data == big[:4096] and large.size == len(big) and large.truncated
+    assert small.data == mail(2) and not small.truncated
+    assert large.message_id == "<note-1@example.org>"
+
+
+def test_fingerprints_read_message_id_size_and_date(dovecot: LocalDovecot, open_mailbox: OpenMailbox) -> None:
+    with_id = dovecot.append(USER, "INBOX", mail(1))
+    without_id = dovecot.append(USER, "INBOX", mail(2, message_id=False))
+    mailbox = open_mailbox(dovecot)
+    mailbox.select("INBOX")
+
+    prints = mailbox.fingerprints([with_id, without_id, 999])
+
+    assert set(prints) == {with_id, without_id}
+    assert prints[with_id].message_id == "<note-1@example.org>"
+    assert prints[with_id].size == len(mail(1))
+    assert prints[without_id].message_id == ""
+    assert prints[with_id].internaldate is not None
+
+
+def test_implicit_tls_with_private_ca_file_works(dovecot_tls: LocalDovecot, open_mailbox: OpenMailbox) -> None:
+    mailbox = open_mailbox(dovecot_tls, security="tls")
+
+    assert mailbox.select("INBOX").exists == 0
+    assert f"Login: user=<{USER}>, method=PLAIN" in dovecot_tls.log_tail()
+    assert ", TLS, session=" in dovecot_tls.log_tail()
+
+
+def test_starttls_with_private_ca_file_works(dovecot_tls: LocalDovecot, open_mailbox: OpenMailbox) -> None:
+    mailbox = open_mailbox(dovecot_tls, security="starttls")
+
+    assert mailbox.select("INBOX").exists == 0
+    assert ", TLS, session=" in dovecot_tls.log_tail()
+
+
+@pytest.mark.parametrize("security", ["tls", "starttls"])
+def test_tls_without_ca_file_is_refused_with_connect_error(
+    dovecot_tls: LocalDovecot, open_mailbox: OpenMailbox, security: str
+) -> None:
+    with pytest.raises(ConnectError, match="ca_file"):
+        open_mailbox(dovecot_tls, security=security, ca_file=None)
+    assert "Login: user=" not in dovecot_tls.log_tail()
+
+
+def test_starttls_is_refused_when_the_server_does_not_offer_it(
+    dovecot: LocalDovecot, open_mailbox: OpenMailbox
+) -> None:
+    with pytest.raises(ConnectError, match="STARTTLS"):
+        open_mailbox(dovecot, security="starttls")
+    assert "Login: user=" not in dovecot.log_tail()
+
+
+def test_wrong_password_raises_auth_error(dovecot: LocalDovecot, open_mailbox: OpenMailbox) -> None:
+    with pytest.raises(AuthError, match="AUTHENTICATIONFAILED"):
+        open_mailbox(dovecot, password="not the password")
+
+
+def test_unreachable_server_raises_connection_lost(dovecot: LocalDovecot, open_mailbox: OpenMailbox) -> None:
+    dovecot.stop()
+    with pytest.raises(ConnectionLost):
+        open_mailbox(dovecot)
+
+
+def test_select_of_a_missing_folder_raises_mailbox_error(dovecot: LocalDovecot, open_mailbox: OpenMailbox) -> None:
+    mailbox = open_mailbox(dovecot)
+    with pytest.raises(MailboxError, match="No/Such"):
+        mailbox.select("No/Such")
+
+
+def test_idle_wakes_up_soon_after_an_append_from_another_connection(
+    dovecot: LocalDovecot, open_mailbox: OpenMailbox
+) -> None:
+    mailbox = open_mailbox(dovecot)
+    mailbox.select("INBOX")
+    appender = threading.Timer(0.5, dovecot.append, (USER, "INBOX", mail(1)))
+    appender.start()
+    started = time.monotonic()
+    try:
+        changed = mailbox.wait_for_change(30, lambda: False)
+    finally:
+        appender.join()
+
+    assert changed
+    assert time.monotonic() - started < 5
+    assert mailbox.search_uids() == dovecot.uids(USER, "INBOX")
+
+
+def test_wait_for_change_returns_promptly_when_should_stop_turns_true_mid_idle(
+    dovecot: LocalDovecot, open_mailbox: OpenMailbox, imap_commands: Commands
+) -> None:
+    mailbox = open_mailbox(dovecot)
+    mailbox.select("INBOX")
+    stop_at = time.monotonic() + 0.5
+
+    changed = mailbox.wait_for_change(60, lambda: time.monotonic() >= stop_at)
+
+    assert not changed
+    assert time.monotonic() - stop_at < 2
+    assert "IDLE" in imap_commands()
+    assert mailbox.search_uids() == []  # DONE was sent: the session takes commands again
+
+
+def test_server_stopped_during_idle_raises_connection_lost(dovecot: LocalDovecot, open_mailbox: OpenMailbox) -> None:
+    mailbox = open_mailbox(dovecot)
+    mailbox.select("INBOX")
+    stopper = threading.Timer(0.5, dovecot.stop)
+    stopper.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConnectionLost):
+            mailbox.wait_for_change(60, lambda: False)
+    finally:
+        stopper.join()
+    assert time.monotonic() - started < 10
+
+
+def test_wait_for_change_without_idle_sleeps_and_returns_false(
+    dovecot_factory: StartDovecot, open_mailbox: OpenMailbox, imap_commands: Commands
+) -> None:
+    server = dovecot_factory(capabilities=CAPABILITIES_NO_IDLE)
+    mailbox = open_mailbox(server)
+    mailbox.select("INBOX")
+    started = time.monotonic()
+
+    assert not mailbox.wait_for_change(1.2, lambda: False)
+
+    assert 1.0 < time.monotonic() - started < 3
+    assert "IDLE" not in imap_commands()
+
+
+def test_ensure_folder_creates_nested_folder_and_subscribes(dovecot: LocalDovecot, open_mailbox: OpenMailbox) -> None:
+    mailbox = open_mailbox(dovecot)
+
+    mailbox.ensure_folder(ARTICLES)
+    mailbox.ensure_folder(ARTICLES)
+
+    assert ARTICLES in dovecot.folders(USER)
+    assert ARTICLES in dovecot.doveadm("mailbox", "list", "-s", "-u", USER).split()
+    assert mailbox.select(ARTICLES).exists == 0
+
+
+def test_contains_finds_a_copied_message_by_fingerprint_and_not_a_different_one(
+    dovecot: LocalDovecot, open_mailbox
+) -> None:
+    moved = dovecot.append(USER, "INBOX", mail(1))
+    stays = dovecot.append(USER, "INBOX", mail(2))
+    mailbox = open_mailbox(dovecot)
+    mailbox.ensure_folder(ARTICLES)
+    mailbox.select("INBOX")
+    prints = mailbox.fingerprints([moved, stays])
+    mailbox.move([moved], ARTICLES)
+
+    assert mailbox.contains(ARTICLES, prints[moved])
+    assert not mailbox.contains(ARTICLES, prints[stays])
+    assert not mailbox.contains(ARTICLES, Fingerprint(prints[moved].message_id, prints[moved].size + 1, None))
+    assert not mailbox.contains("Not/There", prints[moved])
+    assert mailbox.search_uids() == [stays]  # INBOX is selected again
+
+
+def test_contains_matches_a_message_without_message_id_by_size_and_date(dovecot: LocalDovecot, open_mailbox) -> None:
+    uid = dovecot.append(USER, "INBOX", mail(1, message_id=False))
+    dovecot.append(USER, "INBOX", mail(22, message_id=False))  # one byte longer
+    mailbox = open_mailbox(dovecot)
+    mailbox.ensure_folder(ARTICLES)
+    mailbox.select("INBOX")
+    fingerprint = mailbox.fingerprints([uid])[uid]
+    mailbox.move([uid], ARTICLES)
+
+    assert mailbox.contains(ARTICLES, fingerprint)
+    assert not mailbox.contains(ARTICLES, Fingerprint("", fingerprint.size + 1, fingerprint.internaldate))
+
+
+def test_uidvalidity_change_is_seen_by_select(dovecot: LocalDovecot, open_mailbox: OpenMailbox) -> None:
+    mailbox = open_mailbox(dovecot)
+    before = mailbox.select("INBOX").uidvalidity
+
+    dovecot.set_uidvalidity(USER, "INBOX", before + 1000)
+
+    assert mailbox.select("INBOX").uidvalidity == before + 1000
+
+
+def test_server_stopped_under_an_open_session_raises_connection_lost(
+    dovecot: LocalDovecot, open_mailbox: OpenMailbox
+) -> None:
+    dovecot.append(USER, "INBOX", mail(1))
+    mailbox = open_mailbox(dovecot)
+    mailbox.select("INBOX")
+
+    dovecot.stop()
+
+    with pytest.raises(ConnectionLost):
+        mailbox.search_uids()
+
+
+def test_search_uids_above_the_highest_uid_returns_nothing(dovecot: LocalDovecot, open_mailbox: OpenMailbox) -> None:
+    uids = [dovecot.append(USER, "INBOX", mail(n)) for n in range(3)]
+    mailbox = open_mailbox(dovecot)
+    mailbox.select("INBOX")
+
+    assert mailbox.search_uids(uids[-1] + 1) == []
+    assert mailbox.search_uids(uids[1]) == uids[1:]
+    assert mailbox.search_uids() == uids
+
+
+def test_add_keywords_sets_them_without_touching_seen(dovecot: LocalDovecot, open_mailbox: OpenMailbox) -> None:
+    uid = dovecot.append(USER, "INBOX", mail(1))
+    mailbox = open_mailbox(dovecot)
+    mailbox.select("INBOX")
+
+    mailbox.add_keywords([uid], ["$PloyArticle"])
+
+    [flags] = dovecot.flags(USER, "INBOX")
+    assert "$PloyArticle" in flags and "\\Seen" not in flags
+
+
+def messages_by_uid(server: LocalDovecot, folder: str) -> dict[int, bytes]:
+    return dict(zip(server.uids(USER, folder), server.messages(USER, folder), strict=True))
+
+
+def flags_by_uid(server: LocalDovecot, folder: str) -> dict[int, tuple[str, ...]]:
+    return dict(zip(server.uids(USER, folder), server.flags(USER, folder), strict=True))
