@@ -132,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from filter.demo import run_demo
 
+            if not args.verbose:
+                logging.getLogger().setLevel(logging.WARNING)
             return run_demo(args.keep)
         config = load_config(args.config)
         if not args.verbose:
@@ -219,7 +221,8 @@ def summary(report: PassReport) -> str:
         parts.append(f"{report.carried_over} carried over after a UIDVALIDITY change")
     if report.recovered:
         parts.append(f"{report.recovered} interrupted actions completed")
-    return f"{report.account}: {len(report.outcomes)} new messages" + (": " + ", ".join(parts) if parts else "")
+    head = f"{report.account}: {len(report.outcomes)} new messages in {report.seconds:.1f} s"
+    return head + (": " + ", ".join(parts) if parts else "")
 
 
 def _run(config: Config) -> int:

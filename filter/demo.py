@@ -141,7 +141,7 @@ def run_demo(keep: Path | None = None) -> int:
 
 
 def _print_report(report: PassReport, names: dict[int, str], datas: dict[str, bytes]) -> None:
-    print(f"{'message':<40} {'subject':<44} {'scores a/f':<11} where")
+    print(f"{'message':<44} {'subject':<44} {'scores a/f':<11} where")
     for o in report.outcomes:
         name = names.get(o.uid, f"uid {o.uid}")
         subject = _subject(datas.get(name, b""))
@@ -150,6 +150,6 @@ def _print_report(report: PassReport, names: dict[int, str], datas: dict[str, by
         where = {"move": f"-> {o.target}", "keep": "stays in INBOX", "skip": "stays in INBOX (skipped)"}.get(
             o.action, o.action
         )
-        print(f"{name:<40} {subject:<44} {scores:<11} {where}")
+        print(f"{name:<44} {subject:<44} {scores:<11} {where}")
         if o.action == "skip":
-            print(f"{'':<40} reason: {o.reasons[0]}")
+            print(f"{'':<44} reason: {o.reasons[0]}")

@@ -64,6 +64,7 @@ class PassReport:
     outcomes: list[Outcome] = field(default_factory=list)
     carried_over: int = 0
     recovered: int = 0
+    seconds: float = 0.0
 
     def count(self, action: str) -> int:
         return sum(1 for o in self.outcomes if o.action == action)
@@ -112,6 +113,7 @@ class AccountRunner:
     def pass_once(self, should_stop: Callable[[], bool] = lambda: False) -> PassReport:
         """Handle every message of the watched folder not handled yet."""
         name, watch = self.account.name, self.account.watch
+        started = time.monotonic()
         status = self.mailbox.select(watch)
         uv = status.uidvalidity
         report = PassReport(name, uv)
@@ -145,6 +147,7 @@ class AccountRunner:
                 report.outcomes.extend(self._batch(uv, batch))
                 if i + len(batch) == len(todo):
                     self.state.advance(name, watch, uv, max(found) + 1)
+        report.seconds = time.monotonic() - started
         return report
 
     def _batch(self, uv: int, uids: Sequence[int]) -> list[Outcome]:
@@ -166,9 +169,8 @@ class AccountRunner:
                 [Intent(raw.uid, fingerprint_of(raw), r.target or "", r) for raw, r in acting],
                 self.clock(),
             )
-        outcomes = [
-            self._finish(uv, raw, r) for raw, r in zip(raws, records, strict=True) if r.action not in ("move", "flag")
-        ]
+        left = [(raw, r) for raw, r in zip(raws, records, strict=True) if r.action not in ("move", "flag")]
+        outcomes = self._finish(uv, left)
         groups: dict[tuple[str, str | None, tuple[str, ...]], list[tuple[RawMessage, DecisionRecord]]] = {}
         for raw, r in acting:
             groups.setdefault((r.action, r.target, tuple(r.keywords)), []).append((raw, r))
@@ -179,7 +181,7 @@ class AccountRunner:
                     self.mailbox.move(group_uids, target)
                 else:
                     self.mailbox.add_keywords(group_uids, keywords)
-            outcomes.extend(self._finish(uv, raw, r) for raw, r in group)
+            outcomes.extend(self._finish(uv, group))
         return sorted(outcomes, key=lambda o: o.uid)
 
     def _decide(self, raws: Sequence[RawMessage]) -> list[tuple[Decision, Mapping[str, float]]]:
@@ -229,20 +231,26 @@ class AccountRunner:
                 out.append(None)
         return out
 
-    def _finish(self, uv: int, raw: RawMessage, r: DecisionRecord) -> Outcome:
-        if self.dry_run and r.action in ("move", "flag"):
-            r = replace(r, action=f"would-{r.action}")
-        key = fingerprint_key(fingerprint_of(raw))
-        self.state.record(self.account.name, self.account.watch, uv, key, r, self.clock())
-        log.info(
-            "%s: uid=%d %s%s [%s]",
-            self.account.name,
-            raw.uid,
-            r.action,
-            f" -> {r.target}" if r.target else "",
-            "; ".join(r.reasons),
-        )
-        return Outcome(raw.uid, raw.message_id, r.action, r.target, r.scores, tuple(r.reasons))
+    def _finish(self, uv: int, done: Sequence[tuple[RawMessage, DecisionRecord]]) -> list[Outcome]:
+        """Record what was done with these messages, in one transaction, and log each."""
+        if self.dry_run:
+            done = [
+                (raw, replace(r, action=f"would-{r.action}") if r.action in ("move", "flag") else r) for raw, r in done
+            ]
+        rows = [(fingerprint_key(fingerprint_of(raw)), r) for raw, r in done]
+        self.state.record_many(self.account.name, self.account.watch, uv, rows, self.clock())
+        outcomes = []
+        for raw, r in done:
+            log.info(
+                "%s: uid=%d %s%s [%s]",
+                self.account.name,
+                raw.uid,
+                r.action,
+                f" -> {r.target}" if r.target else "",
+                "; ".join(r.reasons),
+            )
+            outcomes.append(Outcome(raw.uid, raw.message_id, r.action, r.target, r.scores, tuple(r.reasons)))
+        return outcomes
 
     # Recovery -------------------------------------------------------------------
 

@@ -231,7 +231,6 @@ class State:
         ).fetchone()
         return None if row is None else str(row[0])
 
-    @_serialised
     def record(
         self,
         account: str,
@@ -242,31 +241,44 @@ class State:
         now: float,
     ) -> None:
         """Mark a UID handled and log its decision, atomically; clears its intent if any."""
+        self.record_many(account, mailbox, uidvalidity, [(fp_key, decision)], now)
+
+    @_serialised
+    def record_many(
+        self,
+        account: str,
+        mailbox: str,
+        uidvalidity: int,
+        decisions: Sequence[tuple[str, DecisionRecord]],
+        now: float,
+    ) -> None:
+        """``record`` for several UIDs in one transaction: one disk sync per batch, not per message."""
         with self._transaction():
-            self._db.execute(
-                "INSERT OR REPLACE INTO handled VALUES (?, ?, ?, ?, ?, ?)",
-                (account, mailbox, uidvalidity, decision.uid, fp_key, decision.action),
-            )
-            self._db.execute(
-                "DELETE FROM intents WHERE account=? AND mailbox=? AND uidvalidity=? AND uid=?",
-                (account, mailbox, uidvalidity, decision.uid),
-            )
-            self._db.execute(
-                "INSERT INTO decisions (time, account, mailbox, uidvalidity, uid, message_id_hash, scores, action,"
-                " target, reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    now,
-                    account,
-                    mailbox,
-                    uidvalidity,
-                    decision.uid,
-                    message_id_hash(decision.message_id),
-                    json.dumps({k: round(v, 4) for k, v in decision.scores.items()}, sort_keys=True),
-                    decision.action,
-                    decision.target,
-                    json.dumps(list(decision.reasons), ensure_ascii=False),
-                ),
-            )
+            for fp_key, decision in decisions:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO handled VALUES (?, ?, ?, ?, ?, ?)",
+                    (account, mailbox, uidvalidity, decision.uid, fp_key, decision.action),
+                )
+                self._db.execute(
+                    "DELETE FROM intents WHERE account=? AND mailbox=? AND uidvalidity=? AND uid=?",
+                    (account, mailbox, uidvalidity, decision.uid),
+                )
+                self._db.execute(
+                    "INSERT INTO decisions (time, account, mailbox, uidvalidity, uid, message_id_hash, scores, action,"
+                    " target, reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        now,
+                        account,
+                        mailbox,
+                        uidvalidity,
+                        decision.uid,
+                        message_id_hash(decision.message_id),
+                        json.dumps({k: round(v, 4) for k, v in decision.scores.items()}, sort_keys=True),
+                        decision.action,
+                        decision.target,
+                        json.dumps(list(decision.reasons), ensure_ascii=False),
+                    ),
+                )
 
     # Intents ------------------------------------------------------------------
 

@@ -1,0 +1,930 @@
+"""bytes -> ParsedMessage: headers, the text the sender wrote, quoted and forwarded parts, links.
+
+Pure and total: ``parse_message`` never raises. Mail is written by anyone,
+so every step assumes the worst: unknown or lying charsets, broken base64,
+MIME trees a thousand levels deep, header fields of megabytes. Each such
+case is bounded (parts walked, nesting depth, header size, decoded text) and
+reflected in the result (``defects``, ``limits_hit``, ``error``) instead of
+being swallowed.
+
+The split between ``own_text``, ``quoted_text`` and ``forwarded_text``
+follows LABELS.md: a message is judged on what its sender wrote or chose to
+send, and quoted replies are context only. Forwarded content is kept apart
+from quoted replies because forwarding someone else's article is exactly the
+"article sharing" pattern.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import email.header
+import email.message
+import email.policy
+import email.utils
+import quopri
+import re
+import urllib.parse
+from dataclasses import dataclass, field, replace
+from email.parser import BytesParser
+from html.parser import HTMLParser
+from typing import NamedTuple
+
+MAX_INPUT_BYTES = 16 * 1024 * 1024
+MAX_PARTS = 200
+MAX_DEPTH = 20
+MAX_STRUCTURE_MARKERS = 64
+MAX_HEADER_CHARS = 4096
+MAX_PARAM_HEADER_BYTES = 4096
+MAX_LINKS = 50
+MAX_ATTACHMENTS = 50
+_MAX_HTML_FACTOR = 6
+
+_FORWARD_PREFIX = re.compile(r"^\s*(?:(?:fwd?|tr|wg|rv|fw)\s*:\s*)+", re.I)
+_REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|aw|réf|ref|sv)\s*:\s*)+", re.I)
+
+
+class Attachment(NamedTuple):
+    """A part that is not text to read: its type, its file name and its encoded size in bytes."""
+
+    content_type: str
+    filename: str
+    size: int
+
+
+@dataclass(frozen=True)
+class BulkHeaders:
+    """The headers that mark mail as sent by a list or a robot (RFC 2369, RFC 2919, RFC 3834)."""
+
+    list_id: str = ""
+    list_unsubscribe: str = ""
+    precedence: str = ""
+    auto_submitted: str = ""
+
+    @property
+    def is_bulk(self) -> bool:
+        """True when any header says the mail came from a list, a bulk sender or a robot."""
+        return bool(
+            self.list_id
+            or self.list_unsubscribe
+            or self.precedence.lower() in ("bulk", "list", "junk")
+            or self.auto_submitted.lower() not in ("", "no")
+        )
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    """One message, read. Every field is always present; an unreadable message has ``error`` set."""
+
+    subject: str = ""
+    sender: str = ""
+    sender_name: str = ""
+    to_count: int = 0
+    message_id: str = ""
+    in_reply_to: str = ""
+    own_text: str = ""
+    quoted_text: str = ""
+    forwarded_text: str = ""
+    links: tuple[str, ...] = ()
+    bulk: BulkHeaders = field(default_factory=BulkHeaders)
+    language: str = "unknown"
+    attachments: tuple[Attachment, ...] = ()
+    has_html: bool = False
+    part_count: int = 0
+    limits_hit: tuple[str, ...] = ()
+    defects: int = 0
+    error: str = ""
+
+    @property
+    def is_reply(self) -> bool:
+        return bool(self.in_reply_to) or bool(_REPLY_PREFIX.match(self.subject))
+
+    @property
+    def is_forward(self) -> bool:
+        return bool(_FORWARD_PREFIX.match(self.subject))
+
+
+# ---------------------------------------------------------------------------
+# Entry point
+
+
+def parse_message(data: bytes, *, max_text_chars: int = 20000) -> ParsedMessage:
+    """Read one RFC 5322 message. Never raises: failures end up in ``error`` and ``defects``."""
+    try:
+        return _parse(bytes(data), max(1, max_text_chars))
+    except Exception as exc:  # the contract is "never raises"; the reason is kept in ``error``
+        return ParsedMessage(error=f"unreadable message ({type(exc).__name__})", defects=1)
+
+
+def _parse(data: bytes, max_text_chars: int) -> ParsedMessage:
+    if not data.strip():
+        return ParsedMessage(error="empty message")
+    if _looks_binary(data):
+        return ParsedMessage(error="binary data, not a mail message")
+    limits: list[str] = []
+    data = _defuse(data, limits)
+    try:
+        msg = BytesParser(policy=email.policy.compat32).parsebytes(data)
+    except RecursionError:
+        limits.append("depth")
+        msg = BytesParser(policy=email.policy.compat32).parsebytes(data, headersonly=True)
+    head = _Headers(msg)
+    body = _Body(max_text_chars)
+    body.walk(msg)
+    subject = head.text("Subject")
+    own, quoted, forwarded = split_text(body.main_text(), subject=subject)
+    forwarded = _join(forwarded, body.forwarded_text())
+    own, quoted, forwarded = (_tidy(t) for t in (own, quoted, forwarded))
+    name, address = parse_address(head.text("From"))
+    to_count = _address_count(head.text("To")) + _address_count(head.text("Cc"))
+    bulk = BulkHeaders(
+        list_id=head.text("List-Id").strip(),
+        list_unsubscribe=head.text("List-Unsubscribe").strip(),
+        precedence=head.text("Precedence").strip(),
+        auto_submitted=head.text("Auto-Submitted").strip(),
+    )
+    message_id, in_reply_to = head.text("Message-ID").strip(), head.text("In-Reply-To").strip()
+    limits.extend(body.limits)
+    if head.truncated:
+        limits.append("header")
+    return ParsedMessage(
+        subject=subject,
+        sender=address.strip().lower(),
+        sender_name=name.strip(),
+        to_count=to_count,
+        message_id=message_id,
+        in_reply_to=in_reply_to,
+        own_text=own,
+        quoted_text=quoted,
+        forwarded_text=forwarded,
+        links=_links(own, forwarded, body.hrefs),
+        bulk=bulk,
+        language=detect_language(_join(subject, own) if _word_count(own) >= 5 else _join(subject, own, forwarded)),
+        attachments=tuple(body.attachments),
+        has_html=body.has_html,
+        part_count=body.part_count,
+        limits_hit=tuple(dict.fromkeys(limits)),
+        defects=head.defects + body.defects,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Hostile input: decide what is not mail, and cut what would cost unbounded time
+
+_HEADER_START = re.compile(rb"\A[!-9;-~]{1,76}[ \t]*:")
+_STRUCTURE = re.compile(rb"boundary\s*=|message/", re.I)
+_PARAM_FIELD = re.compile(rb"(?:content-type|content-disposition)[ \t]*:", re.I)
+
+
+_TEXT_BYTES = bytes(range(32, 127)) + b"\t\n\r\x0b\x0c" + bytes(range(128, 256))
+
+
+def _looks_binary(data: bytes) -> bool:
+    """Binary junk: control bytes in the first 4 KiB and no header line to start with."""
+    sample = data[:4096]
+    if _HEADER_START.match(sample.lstrip()) and b"\x00" not in sample[:512]:
+        return False
+    return b"\x00" in sample or len(sample.translate(None, _TEXT_BYTES)) > len(sample) // 10
+
+
+def _defuse(data: bytes, limits: list[str]) -> bytes:
+    """Cut the input where the stdlib parser would spend unbounded time or recurse without end.
+
+    The parser recurses once per nested multipart or message/* part, and
+    parses Content-Type parameters in time quadratic in their length; both
+    are bounded here, before it runs, by truncating the raw bytes.
+    """
+    if len(data) > MAX_INPUT_BYTES:
+        data = data[:MAX_INPUT_BYTES]
+        limits.append("size")
+    markers = sum(data.count(m) for m in (b"oundary", b"OUNDARY", b"essage/", b"ESSAGE/"))
+    if markers > MAX_STRUCTURE_MARKERS:
+        for count, match in enumerate(_STRUCTURE.finditer(data), start=1):
+            if count > MAX_STRUCTURE_MARKERS:
+                data = data[: max(data.rfind(b"\n", 0, match.start()), 0)]
+                limits.append("depth")
+                break
+    if len(data) > MAX_PARAM_HEADER_BYTES:
+        data = _shorten_param_fields(data, limits)
+    return data
+
+
+def _shorten_param_fields(data: bytes, limits: list[str]) -> bytes:
+    """Cut every Content-Type or Content-Disposition field (with its folded lines) to a bounded size."""
+    pieces: list[bytes] = []
+    last = 0
+    for start in _param_field_starts(data):
+        if start < last:
+            continue
+        end = start
+        while True:
+            nl = data.find(b"\n", end)
+            if nl < 0:
+                end = len(data)
+                break
+            end = nl + 1
+            if data[end : end + 1] not in (b" ", b"\t"):
+                break
+        if end - start > MAX_PARAM_HEADER_BYTES:
+            pieces.append(data[last : start + MAX_PARAM_HEADER_BYTES] + b"\n")
+            last = end
+            if "header" not in limits:
+                limits.append("header")
+    if not pieces:
+        return data
+    pieces.append(data[last:])
+    return b"".join(pieces)
+
+
+def _param_field_starts(data: bytes) -> list[int]:
+    starts: list[int] = []
+    for needle in (b"ontent-", b"ONTENT-"):
+        pos = data.find(needle)
+        while pos >= 0:
+            begin = pos - 1
+            at_line_start = begin == 0 or (begin > 0 and data[begin - 1 : begin] == b"\n")
+            if at_line_start and _PARAM_FIELD.match(data, begin):
+                starts.append(begin)
+            pos = data.find(needle, pos + 1)
+    return sorted(starts)
+
+
+# ---------------------------------------------------------------------------
+# Headers
+
+
+class _Headers:
+    """Header access that decodes RFC 2047 words safely and caps the size of every value."""
+
+    def __init__(self, msg: email.message.Message) -> None:
+        self.values: dict[str, object] = {}
+        self.defects = len(msg.defects)
+        self.truncated = False
+        try:
+            for name, value in msg.items():
+                self.values.setdefault(str(name).lower(), value)
+        except Exception:
+            self.defects += 1
+
+    def text(self, name: str) -> str:
+        value = self.values.get(name.lower())
+        if value is None:
+            return ""
+        text, ok, truncated = decode_header_value(value)
+        self.defects += 0 if ok else 1
+        self.truncated = self.truncated or truncated
+        return text
+
+
+def decode_header_value(value: object) -> tuple[str, bool, bool]:
+    """Decode one header value (str or email.header.Header): (text, decoded cleanly, truncated)."""
+    ok = True
+    raw = value if isinstance(value, email.header.Header) else str(value)
+    truncated = isinstance(raw, str) and len(raw) > MAX_HEADER_CHARS
+    try:
+        chunks = email.header.decode_header(raw if isinstance(raw, email.header.Header) else raw[:MAX_HEADER_CHARS])
+    except Exception:
+        chunks = [(str(value)[:MAX_HEADER_CHARS], None)]
+        ok = False
+    parts: list[str] = []
+    for chunk, charset in chunks:
+        if isinstance(chunk, bytes):
+            text, clean = decode_bytes(chunk, charset)
+            ok = ok and clean
+            parts.append(text)
+        else:
+            parts.append(chunk)
+    text = "".join(parts).replace("\r", "").replace("\n", " ").replace("\x00", "")
+    text = re.sub(r"[ \t]+", " ", text).strip()
+    return text[:MAX_HEADER_CHARS], ok, truncated or len(text) > MAX_HEADER_CHARS
+
+
+_ADDRESS = re.compile(r"[\w.+'&/=-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+def parse_address(value: str) -> tuple[str, str]:
+    """(display name, address) of a From-like header; a fast reading of the common forms."""
+    match = re.search(r"<([^<>\s]*@[^<>\s]*)>", value)
+    if match:
+        return value[: match.start()].strip().strip('"').strip(), match.group(1)
+    match = _ADDRESS.search(value)
+    if match:
+        rest = (value[: match.start()] + value[match.end() :]).strip()
+        return rest.strip("()").strip().strip('"').strip(), match.group(0)
+    return value.strip().strip('"'), ""
+
+
+def _address_count(value: str) -> int:
+    """Distinct addresses in an address header; a fast count rather than a full RFC 5322 parse."""
+    return len({a.lower() for a in _ADDRESS.findall(value)})
+
+
+# ---------------------------------------------------------------------------
+# Charsets
+
+
+def decode_bytes(raw: bytes, charset: str | None) -> tuple[str, bool]:
+    """Decode text in its declared charset, falling back safely: (text, declared charset worked).
+
+    Order: the declared charset (strict), UTF-8 (strict), UTF-8 with
+    replacement when most non-ASCII characters are valid UTF-8 and only a
+    few bytes are broken, else Windows-1252 and finally Latin-1, which
+    cannot fail. Raw UTF-8 in headers (RFC 6532, charset "unknown-8bit" to
+    the email package) is not a defect.
+    """
+    codec = _codec(charset)
+    if codec is not None:
+        try:
+            return raw.decode(codec), True
+        except (UnicodeError, LookupError, ValueError, TypeError):
+            pass
+    try:
+        return raw.decode("utf-8"), not charset or charset.lower() == "unknown-8bit"
+    except UnicodeDecodeError:
+        pass
+    text = raw.decode("utf-8", "replace")
+    broken = text.count("\ufffd")
+    if sum(1 for ch in text if ch > "\x7f") - broken > broken * 4:
+        return text, False
+    try:
+        return raw.decode("cp1252"), False
+    except UnicodeDecodeError:
+        return raw.decode("latin-1"), False
+
+
+def _codec(charset: str | None) -> str | None:
+    if not charset or not isinstance(charset, str) or len(charset) > 40:
+        return None
+    name = charset.strip().strip('"').lower()
+    if name in ("unknown-8bit", "x-unknown", "x-user-defined", "unknown", "default"):
+        return None
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError, TypeError):
+        return None
+    if not getattr(info, "_is_text_encoding", True):
+        return None
+    return info.name
+
+
+# ---------------------------------------------------------------------------
+# The MIME tree
+
+
+@dataclass
+class _Text:
+    kind: str  # "plain" or "html"
+    text: str
+    forwarded: bool
+
+
+class _Body:
+    """Walks the MIME tree iteratively, with caps, collecting text parts and attachment metadata."""
+
+    def __init__(self, max_text_chars: int) -> None:
+        self.max_text_chars = max_text_chars
+        self.raw_cap = max(4096, max_text_chars * 8)
+        self.texts: list[_Text] = []
+        self.hrefs: list[str] = []
+        self.attachments: list[Attachment] = []
+        self.has_html = False
+        self.part_count = 0
+        self.defects = 0
+        self.limits: list[str] = []
+        self.budget = max_text_chars
+
+    def walk(self, msg: email.message.Message) -> None:
+        stack: list[tuple[email.message.Message, int, bool]] = [(msg, 0, False)]
+        while stack:
+            part, depth, forwarded = stack.pop()
+            if self.part_count >= MAX_PARTS:
+                self.limits.append("parts")
+                return
+            self.part_count += 1
+            if part is not msg:
+                self.defects += len(getattr(part, "defects", ()))
+            ctype = _content_type(part)
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                if depth >= MAX_DEPTH:
+                    self.limits.append("depth")
+                    continue
+                inner = forwarded or ctype == "message/rfc822"
+                children = [p for p in payload if isinstance(p, email.message.Message)]
+                if ctype == "message/rfc822" and children:
+                    self._forwarded_headers(children[0])
+                if ctype == "multipart/alternative":
+                    children, dropped_html = _prefer_plain(children)
+                    self.has_html = self.has_html or dropped_html
+                stack.extend((child, depth + 1, inner) for child in reversed(children))
+                continue
+            self._leaf(part, ctype, forwarded)
+
+    def _leaf(self, part: email.message.Message, ctype: str, forwarded: bool) -> None:
+        disposition = _header_str(part, "Content-Disposition").split(";", 1)[0].strip().lower()
+        filename = _filename(part)
+        is_text = ctype in ("text/plain", "text/html", "text/enriched")
+        if ctype == "text/html":
+            self.has_html = True
+        if disposition == "attachment" or filename or not is_text:
+            if len(self.attachments) < MAX_ATTACHMENTS:
+                self.attachments.append(Attachment(ctype, filename, _encoded_size(part)))
+            else:
+                self.limits.append("attachments")
+            return
+        if self.budget <= 0:
+            self.limits.append("text")
+            return
+        raw, clean = self._payload_bytes(part)
+        text, ok = decode_bytes(raw, _charset(part))
+        self.defects += (0 if clean else 1) + (0 if ok else 1)
+        if ctype == "text/html":
+            text, hrefs = html_to_text(text[: self.max_text_chars * _MAX_HTML_FACTOR])
+            self.hrefs.extend(hrefs)
+            kind = "html"
+        else:
+            text = _clean_qp_leftovers(text) if _cte(part) != "quoted-printable" else text
+            kind = "plain"
+        if len(text) > self.budget:
+            text = text[: self.budget]
+            self.limits.append("text")
+        self.budget -= len(text)
+        self.texts.append(_Text(kind, text, forwarded))
+
+    def _forwarded_headers(self, inner: email.message.Message) -> None:
+        head = _Headers(inner)
+        lines = [f"{name}: {head.text(name)}" for name in ("From", "Date", "Subject") if inner.get(name)]
+        self.defects += head.defects
+        if lines:
+            self.texts.append(_Text("plain", "\n".join(lines) + "\n", True))
+
+    def _payload_bytes(self, part: email.message.Message) -> tuple[bytes, bool]:
+        """The part's body decoded from its transfer encoding, reading at most ``raw_cap`` characters."""
+        payload = _raw_payload(part)
+        if not isinstance(payload, str):
+            return b"", False
+        if len(payload) > self.raw_cap:
+            payload = payload[: self.raw_cap]
+            self.limits.append("text")
+        data = payload.encode("utf-8", "surrogateescape")
+        cte = _cte(part)
+        if cte == "base64":
+            return _b64decode(data)
+        if cte == "quoted-printable":
+            try:
+                return quopri.decodestring(data), True
+            except (ValueError, binascii.Error):
+                return data, False
+        if cte in ("", "7bit", "8bit", "binary"):
+            return data, True
+        return data, False
+
+    def main_text(self) -> str:
+        return self._select(forwarded=False)
+
+    def forwarded_text(self) -> str:
+        return self._select(forwarded=True)
+
+    def _select(self, *, forwarded: bool) -> str:
+        texts = [t for t in self.texts if t.forwarded == forwarded]
+        plain = [t.text for t in texts if t.kind == "plain"]
+        html = [t.text for t in texts if t.kind == "html"]
+        chosen = plain if len("".join(plain).strip()) >= 20 or not html else html
+        return "\n".join(chosen)
+
+
+def _raw_payload(part: email.message.Message) -> object:
+    """The body as parsed: undecodable bytes kept as surrogate escapes.
+
+    ``Message.get_payload()`` would already replace them using the declared
+    charset, which is the very decision ``decode_bytes`` has to make when
+    that charset is unknown or wrong; so the stored payload is read as is.
+    """
+    return getattr(part, "_payload", None)
+
+
+def _prefer_plain(children: list[email.message.Message]) -> tuple[list[email.message.Message], bool]:
+    """In multipart/alternative keep only the plain part when it has text (RFC 2046 5.1.4).
+
+    Returns the children to read and whether an HTML alternative was dropped;
+    converting HTML is the costly step, so it is done only when needed.
+    """
+    plain = [c for c in children if _content_type(c) == "text/plain" and _has_text(c)]
+    html = [c for c in children if _content_type(c) == "text/html"]
+    if plain and html:
+        return plain, True
+    return children, False
+
+
+def _has_text(part: email.message.Message) -> bool:
+    payload = _raw_payload(part)
+    return isinstance(payload, str) and len(payload.strip()) >= 40
+
+
+def _header_str(part: email.message.Message, name: str) -> str:
+    try:
+        value = part.get(name)
+    except Exception:
+        return ""
+    return "" if value is None else str(value)[:MAX_HEADER_CHARS]
+
+
+_TOKEN = re.compile(r"^\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*/\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)")
+
+
+def _content_type(part: email.message.Message) -> str:
+    raw = _header_str(part, "Content-Type")
+    match = _TOKEN.match(raw)
+    if match:
+        return f"{match.group(1)}/{match.group(2)}".lower()
+    return "text/plain"
+
+
+def _param(raw: str, name: str) -> str:
+    match = re.search(rf"(?:^|;)\s*{name}\*?(?:0\*?)?\s*=\s*(\"[^\"]*\"|[^;\s]*)", raw, re.I)
+    if not match:
+        return ""
+    value = match.group(1).strip('"')
+    if "''" in value:
+        value = value.split("''", 1)[1]
+        value = urllib.parse.unquote(value, errors="replace")
+    return value
+
+
+def _charset(part: email.message.Message) -> str | None:
+    return _param(_header_str(part, "Content-Type"), "charset") or None
+
+
+def _filename(part: email.message.Message) -> str:
+    name = _param(_header_str(part, "Content-Disposition"), "filename") or _param(
+        _header_str(part, "Content-Type"), "name"
+    )
+    return decode_header_value(name)[0][:255] if name else ""
+
+
+def _cte(part: email.message.Message) -> str:
+    return _header_str(part, "Content-Transfer-Encoding").strip().lower()
+
+
+def _encoded_size(part: email.message.Message) -> int:
+    payload = _raw_payload(part)
+    if not isinstance(payload, str):
+        return 0
+    if _cte(part) == "base64":
+        return len(payload) * 3 // 4
+    return len(payload)
+
+
+def _b64decode(data: bytes) -> tuple[bytes, bool]:
+    compact = re.sub(rb"[^A-Za-z0-9+/=]", b"", data)
+    try:
+        return binascii.a2b_base64(compact), len(compact) == len(data.replace(b"\n", b"").replace(b"\r", b""))
+    except binascii.Error:
+        pass
+    usable = compact.rstrip(b"=")
+    usable = usable[: len(usable) // 4 * 4]
+    try:
+        return base64.b64decode(usable), False
+    except (binascii.Error, ValueError):
+        return data, False
+
+
+_QP_SOFT = re.compile(r"=\r?\n")
+_QP_ESCAPE = re.compile(r"=(20|09|3D|A0)")
+_QP_ESCAPES = {"20": " ", "09": "\t", "3D": "=", "A0": " "}
+
+
+def _clean_qp_leftovers(text: str) -> str:
+    """Undo quoted-printable that was never decoded (common in Enron bodies declared 7bit).
+
+    Only the unambiguous pieces are undone (soft line breaks, =20, =09, =3D),
+    and only when they occur more than once, so that an equals sign at the
+    end of a line of code is left alone.
+    """
+    if text.count("=\n") + text.count("=\r\n") + text.count("=20") < 2:
+        return text
+    text = _QP_SOFT.sub("", text)
+    return _QP_ESCAPE.sub(lambda m: _QP_ESCAPES[m.group(1)], text)
+
+
+# ---------------------------------------------------------------------------
+# HTML
+
+
+class _HtmlText(HTMLParser):
+    _SKIP = frozenset({"script", "style", "head", "title", "noscript", "template"})
+    _BLOCK = frozenset(
+        {"p", "div", "br", "li", "tr", "table", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "blockquote", "pre", "ul"}
+    )
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.lines: list[str] = []
+        self.current: list[str] = []
+        self.skip = 0
+        self.quote = 0
+        self.hrefs: list[str] = []
+
+    def _newline(self) -> None:
+        line = " ".join("".join(self.current).split())
+        self.current = []
+        if line or (self.lines and self.lines[-1]):
+            self.lines.append(("> " * self.quote + line) if line else "")
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._SKIP:
+            self.skip += 1
+        elif tag in self._BLOCK:
+            self._newline()
+        if tag == "blockquote":
+            self.quote += 1
+        elif tag == "a" and not self.quote and len(self.hrefs) < MAX_LINKS:
+            href = dict(attrs).get("href") or ""
+            if href.lower().startswith(("http://", "https://")):
+                self.hrefs.append(href.strip())
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP:
+            self.skip = max(0, self.skip - 1)
+        elif tag in self._BLOCK:
+            self._newline()
+        if tag == "blockquote":
+            self._newline()
+            self.quote = max(0, self.quote - 1)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("br", "hr"):
+            self._newline()
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.current.append(data)
+
+
+def html_to_text(html: str) -> tuple[str, list[str]]:
+    """Visible text of an HTML body (script and style dropped, blockquotes as "> " lines) and its links."""
+    parser = _HtmlText()
+    try:
+        parser.feed(html)
+        parser.close()
+    except (AssertionError, ValueError):
+        pass
+    parser._newline()
+    return "\n".join(parser.lines), parser.hrefs
+
+
+# ---------------------------------------------------------------------------
+# Own text, quoted replies and forwarded parts
+
+_FORWARD_MARKERS = [
+    re.compile(p, re.I)
+    for p in (
+        r"^\s*-{2,}\s*(?:forwarded message|forwarded e-?mail)\s*-{2,}",
+        r"^\s*-{2,}\s*message transf[ée]r[ée]\s*-{2,}",
+        r"^\s*-{2,}\s*forwarded by\b",
+        r"^\s*begin forwarded message\s*:?\s*$",
+        r"^\s*d[ée]but du message r[ée]exp[ée]di[ée]\s*:?\s*$",
+    )
+]
+_QUOTE_MARKERS = [
+    re.compile(p, re.I)
+    for p in (
+        r"^\s*-{2,}\s*original message\s*-{2,}",
+        r"^\s*-{2,}\s*message d'origine\s*-{2,}",
+        r"^\s*-{2,}\s*message original\s*-{2,}",
+        r"^\s*_{10,}\s*$",
+    )
+]
+_ATTRIBUTION = [
+    re.compile(r"^\s*(?:-{2,}\s*)?on\b.{0,300}\bwrote\s*:\s*$", re.I),
+    re.compile(r"^\s*(?:-{2,}\s*)?le\b.{0,300}\ba\s+[ée]crit\s*:\s*$", re.I),
+]
+_HEADER_LINE = re.compile(
+    r"^\s*(?:from|sent|date|to|cc|subject|de|envoy[ée]|[àa]|objet|reply-to|please respond to|content-[a-z-]+"
+    r"|mime-version)\s*:",
+    re.I,
+)
+_FROM_LINE = re.compile(r"^\s*(?:from|de)\s*:", re.I)
+_NOTES_DATE = re.compile(r"(?:^|\son\s)\s*\d{1,2}/\d{1,2}/\d{2,4}\s+\d{1,2}:\d{2}")
+_TO_LINE = re.compile(r"^\s*to\s*:", re.I)
+_CANDIDATE = re.compile(
+    r"^\s*(?:-{2,}|_{10,}|>|on\b|le\b|begin\b|d[ée]but\b|(?:from|de|sent|date|to)\s*:)|.{0,120}\d/\d{1,2}/\d",
+    re.I,
+)
+
+
+def split_text(text: str, *, subject: str = "") -> tuple[str, str, str]:
+    """Split a body into (own, quoted, forwarded) text.
+
+    Lines before the first reply or forward marker are the sender's own;
+    from the marker on, the rest is quoted (a reply) or forwarded. Markers
+    cover Gmail ("On ... wrote:", "---------- Forwarded message ---------"),
+    Apple Mail, Thunderbird, Outlook ("-----Original Message-----", a
+    "From: ... Sent: ..." block, "De : ... Envoyé :") in English and French,
+    and Lotus Notes ("----- Forwarded by ...", "Name <addr> on 01/02/2001").
+    Outlook uses the same markers for replies and forwards, so the subject
+    prefix (Fwd:, FW:, TR:) decides. Isolated "> " lines above the first
+    marker are quoted too.
+    """
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    forward_subject = bool(_FORWARD_PREFIX.match(subject))
+    own: list[str] = []
+    quoted: list[str] = []
+    for i, line in enumerate(lines):
+        if not _CANDIDATE.match(line):
+            own.append(line)
+            continue
+        kind, start = _marker(lines, i, forward_subject)
+        if kind:
+            block = "\n".join(lines[start:])
+            own = own[: len(own) - (i - start)] if start < i else own
+            if kind == "forward":
+                return "\n".join(own), "\n".join(quoted), block
+            return "\n".join(own), _join("\n".join(quoted), block), ""
+        if line.lstrip().startswith(">"):
+            quoted.append(line)
+        else:
+            own.append(line)
+    return "\n".join(own), "\n".join(quoted), ""
+
+
+def _marker(lines: list[str], i: int, forward_subject: bool) -> tuple[str, int]:
+    """("forward" | "quote" | "", first line of the block) for the block that may start at line i."""
+    line = lines[i]
+    if any(p.search(line) for p in _FORWARD_MARKERS):
+        return "forward", i
+    outlook = "forward" if forward_subject else "quote"
+    if any(p.search(line) for p in _QUOTE_MARKERS):
+        if line.strip().startswith("_") and not (i + 1 < len(lines) and _FROM_LINE.match(lines[i + 1])):
+            return "", i
+        return outlook, i
+    if len(line) < 400:
+        joined = f"{line} {lines[i + 1]}" if i + 1 < len(lines) else line
+        for pattern in _ATTRIBUTION:
+            if pattern.match(line) or (len(joined) < 400 and pattern.match(joined)):
+                return "quote", i
+    if _FROM_LINE.match(line):
+        window = lines[max(0, i - 3) : i + 6]
+        if sum(1 for w in window if _HEADER_LINE.match(w)) >= 3:
+            start = i
+            while start > 0 and i - start < 3 and _HEADER_LINE.match(lines[start - 1]):
+                start -= 1
+            return outlook, start
+    if _NOTES_DATE.search(line) and len(line) < 200 and any(_TO_LINE.match(w) for w in lines[i + 1 : i + 5]):
+        start = i - 1 if _NOTES_DATE.match(line) and i > 0 and lines[i - 1].strip() else i
+        return outlook, start
+    return "", i
+
+
+def forwarded_message(msg: ParsedMessage) -> ParsedMessage | None:
+    """The first message embedded in ``msg``'s forwarded (else quoted) part, as if it had been sent directly.
+
+    Lets a labelled corpus use the request that was forwarded to its owner
+    (the inner message) even though the outer message only says "FYI".
+    None when there is no embedded message with text of its own.
+    """
+    block = msg.forwarded_text or msg.quoted_text
+    if not block.strip():
+        return None
+    lines = block.split("\n")
+    body_lines = [line for line in lines[1:] if line.strip()]
+    if body_lines and sum(1 for line in body_lines if line.lstrip().startswith(">")) * 2 > len(body_lines):
+        lines = [re.sub(r"^\s*> ?", "", line) for line in lines]
+    start, headers = _skip_embedded_header(lines)
+    body = "\n".join(lines[start:])
+    own, quoted, forwarded = split_text(body, subject=headers.get("subject", ""))
+    own = _tidy(own)
+    if not own:
+        return None
+    subject = headers.get("subject") or _FORWARD_PREFIX.sub("", _REPLY_PREFIX.sub("", msg.subject))
+    to_line = headers.get("to", "")
+    return replace(
+        msg,
+        subject=subject,
+        sender="",
+        sender_name="",
+        to_count=max(1, to_line.count("@") or len([p for p in to_line.split(",") if p.strip()])),
+        message_id="",
+        in_reply_to="",
+        own_text=own,
+        quoted_text=_tidy(quoted),
+        forwarded_text=_tidy(forwarded),
+        links=_links(own, forwarded, []),
+        attachments=(),
+        language=detect_language(_join(subject, own)),
+    )
+
+
+def _skip_embedded_header(lines: list[str]) -> tuple[int, dict[str, str]]:
+    """Where the body of an embedded message starts, and the header lines found before it.
+
+    The block opens with a marker ("-----Original Message-----", "On ...
+    wrote:", a Lotus Notes name and date line) and usually a header block
+    (From:, Sent:, To:, Subject:), whose lines may wrap. The body starts
+    after the Subject line (or after the last header line) at the first
+    line that is not blank.
+    """
+    limit = min(len(lines), 60)
+    if not any(_HEADER_LINE.match(line) for line in lines[:8]):
+        for i, line in enumerate(lines[:3]):
+            if re.search(r"(?:wrote|[ée]crit)\s*:\s*$", line, re.I):
+                return i + 1, {}
+        return 1, {}
+    headers: dict[str, str] = {}
+    subject_at = last_header = -1
+    i = 0
+    while i < limit:
+        line = lines[i]
+        stripped = line.strip()
+        if _HEADER_LINE.match(line):
+            key, _, value = stripped.partition(":")
+            key = _HEADER_ALIASES.get(key.strip().lower(), key.strip().lower())
+            headers.setdefault(key, value.strip())
+            last_header = i
+            if key == "subject":
+                subject_at = i
+        elif not stripped:
+            pass
+        elif subject_at >= 0:
+            wrapped = i == subject_at + 1 and len(lines[subject_at].strip()) > 60
+            if not (wrapped and (i + 1 >= len(lines) or not lines[i + 1].strip())):
+                return i, headers
+        elif last_header >= 0 and not lines[i - 1].strip():
+            return i, headers
+        i += 1
+    return i, headers
+
+
+_HEADER_ALIASES = {"objet": "subject", "de": "from", "à": "to", "a": "to", "envoyé": "sent", "envoye": "sent"}
+
+
+# ---------------------------------------------------------------------------
+# Links, language, tidying
+
+_URL = re.compile(r"https?://[^\s<>\"'\]\[{}|\\^`]+", re.I)
+
+
+def _links(own: str, forwarded: str, hrefs: list[str]) -> tuple[str, ...]:
+    found: dict[str, None] = {}
+    for text in (own, forwarded):
+        for match in _URL.finditer(text):
+            found.setdefault(_trim_url(match.group(0)), None)
+            if len(found) >= MAX_LINKS:
+                return tuple(found)
+    for href in hrefs:
+        found.setdefault(_trim_url(href), None)
+        if len(found) >= MAX_LINKS:
+            break
+    return tuple(u for u in found if len(u) > len("https://"))
+
+
+def _trim_url(url: str) -> str:
+    url = url[:2000].rstrip(".,;:!?*")
+    while url.endswith(")") and url.count(")") > url.count("("):
+        url = url[:-1]
+    return url
+
+
+_WORD = re.compile(r"[a-zàâäçéèêëîïôöûùüÿœæ']+")
+_EN = frozenset(
+    ("the", "and", "to", "of", "you", "is", "that", "for", "it", "with", "this", "have", "be", "are")
+    + ("your", "my", "we", "would", "could", "please", "thanks", "was", "will", "what", "about", "from")
+    + ("they", "i", "if", "can", "just", "not")
+)
+_FR = frozenset(
+    ("le", "la", "les", "et", "des", "un", "une", "est", "pour", "que", "qui", "dans", "vous", "je")
+    + ("nous", "pas", "sur", "avec", "ce", "cette", "mon", "votre", "merci", "bonjour", "au", "du")
+    + ("mes", "vos", "être", "très", "suis", "ai")
+)
+
+
+def detect_language(text: str) -> str:
+    """ "en", "fr" or "unknown", from counts of common words in the first 2,000 characters."""
+    en = fr = 0
+    for word in _WORD.findall(text[:2000].lower()):
+        if word in _EN:
+            en += 1
+        elif word in _FR:
+            fr += 1
+    if en + fr < 3:
+        return "unknown"
+    if fr > en:
+        return "fr"
+    return "en"
+
+
+def _word_count(text: str) -> int:
+    return len(text.split())
+
+
+def _join(*texts: str) -> str:
+    return "\n".join(t for t in texts if t and t.strip())
+
+
+_BLANKS = re.compile(r"\n{3,}")
+
+
+def _tidy(text: str) -> str:
+    lines = (line.rstrip() for line in text.replace("\x00", "").split("\n"))
+    return _BLANKS.sub("\n\n", "\n".join(lines)).strip()

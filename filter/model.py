@@ -1,0 +1,230 @@
+"""ModelBundle: a fitted pipeline on disk with its card, checked before it is unpickled.
+
+A model is pickled code: loading it runs whatever it contains, and a model
+pickled by another scikit-learn may load and then score wrongly without a
+word. So a bundle is a folder holding ``model.joblib`` and ``card.json``
+(sha256 of the model file, the Python, scikit-learn and joblib versions,
+the labels, default thresholds, training data summary, metrics), and
+``ModelBundle.load`` reads the card first, checks the hash and the versions
+and only then calls ``joblib.load``. A bundle that fails a check is refused
+with a ``ModelError`` that says how to fix it; it moves no mail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import sklearn
+
+from filter.config import LABELS
+from filter.errors import ModelError
+from filter.message import ParsedMessage
+
+MODEL_FILE = "model.joblib"
+CARD_FILE = "card.json"
+CARD_FORMAT = 1
+
+__all__ = ["LABELS", "ModelBundle", "Scores", "default_model_path", "runtime_versions"]
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One calibrated probability per label for one message."""
+
+    values: Mapping[str, float]
+
+    def labels_at(self, thresholds: Mapping[str, float]) -> tuple[str, ...]:
+        """The labels whose score reaches their threshold, in LABELS order; labels without a threshold are skipped."""
+        return tuple(
+            label for label, score in self.values.items() if label in thresholds and score >= thresholds[label]
+        )
+
+    def top(self) -> tuple[str, float]:
+        """The label with the highest score and that score (("", 0.0) when there are no labels)."""
+        if not self.values:
+            return "", 0.0
+        label = max(self.values, key=lambda k: self.values[k])
+        return label, self.values[label]
+
+
+def default_model_path() -> Path:
+    """The model shipped with the code: ``<repo>/models/default``."""
+    return Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+def runtime_versions() -> dict[str, str]:
+    """The versions a bundle must match: Python major.minor, scikit-learn and joblib."""
+    return {
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "sklearn": sklearn.__version__,
+        "joblib": joblib.__version__,
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_RETRAIN = "retrain it with `ployfilter train` (or `python -m filter.train --first-model` for the default model)"
+
+
+class ModelBundle:
+    """A verified, loaded model: ``labels``, default ``thresholds``, the ``card`` and ``score()``."""
+
+    def __init__(self, pipeline: Any, card: Mapping[str, Any], path: Path) -> None:
+        self.pipeline = pipeline
+        self.card: dict[str, Any] = dict(card)
+        self.path = path
+        self.labels: tuple[str, ...] = tuple(card["labels"])
+        self.thresholds: dict[str, float] = {label: float(card["thresholds"][label]) for label in self.labels}
+
+    # -- loading -------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: Path) -> ModelBundle:
+        """Read and check ``card.json``, verify ``model.joblib`` against it, then unpickle it."""
+        path = Path(path)
+        card = _read_card(path)
+        model_file = path / MODEL_FILE
+        if not model_file.is_file():
+            raise ModelError(f"{model_file}: missing; the bundle is incomplete, {_RETRAIN}")
+        found = _sha256(model_file)
+        if found != card["sha256"]:
+            raise ModelError(
+                f"{model_file}: sha256 {found[:12]}... does not match the card ({card['sha256'][:12]}...); "
+                f"the file was altered or replaced. Restore the bundle or {_RETRAIN}"
+            )
+        _check_versions(path, card)
+        try:
+            pipeline = joblib.load(model_file)
+        except Exception as exc:
+            raise ModelError(f"{model_file}: cannot be loaded ({type(exc).__name__}: {exc}); {_RETRAIN}") from exc
+        if not hasattr(pipeline, "predict_proba"):
+            raise ModelError(f"{model_file}: holds a {type(pipeline).__name__}, not a classifier; {_RETRAIN}")
+        return cls(pipeline, card, path)
+
+    # -- scoring ---------------------------------------------------------------
+
+    def score(self, messages: Sequence[ParsedMessage]) -> list[Scores]:
+        """Score a batch; one Scores per message, in order."""
+        if not messages:
+            return []
+        proba = np.asarray(self.pipeline.predict_proba(list(messages)), dtype=np.float64)
+        if proba.shape != (len(messages), len(self.labels)):
+            raise ModelError(
+                f"{self.path}: the model returned scores of shape {proba.shape}, expected "
+                f"({len(messages)}, {len(self.labels)}); {_RETRAIN}"
+            )
+        return [Scores(dict(zip(self.labels, (float(v) for v in row), strict=True))) for row in proba]
+
+    # -- saving ------------------------------------------------------------------
+
+    @staticmethod
+    def save(
+        pipeline: Any,
+        path: Path,
+        *,
+        thresholds: Mapping[str, float],
+        metrics: Mapping[str, Any],
+        training_summary: Mapping[str, Any],
+        labels: Sequence[str] = LABELS,
+    ) -> dict[str, Any]:
+        """Write ``model.joblib`` then ``card.json`` into ``path``; returns the card.
+
+        The card is written last (and atomically), so a folder whose card
+        exists always has the model the card describes.
+        """
+        path = Path(path)
+        missing = [label for label in labels if label not in thresholds]
+        if missing:
+            raise ModelError(f"cannot save a bundle without thresholds for {', '.join(missing)}")
+        path.mkdir(parents=True, exist_ok=True)
+        (path / CARD_FILE).unlink(missing_ok=True)
+        model_file = path / MODEL_FILE
+        joblib.dump(pipeline, model_file, compress=3)
+        card: dict[str, Any] = {
+            "format": CARD_FORMAT,
+            "sha256": _sha256(model_file),
+            "size_bytes": model_file.stat().st_size,
+            "created": datetime.now(UTC).replace(microsecond=0).isoformat(),
+            **runtime_versions(),
+            "labels": list(labels),
+            "thresholds": {label: round(float(thresholds[label]), 4) for label in labels},
+            "training_data": dict(training_summary),
+            "metrics": dict(metrics),
+        }
+        _write_atomic(path / CARD_FILE, json.dumps(card, indent=2, sort_keys=False) + "\n")
+        return card
+
+
+def _read_card(path: Path) -> dict[str, Any]:
+    card_file = path / CARD_FILE
+    if not path.is_dir():
+        raise ModelError(f"{path}: no model bundle here (not a directory); {_RETRAIN}")
+    try:
+        card = json.loads(card_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{card_file}: missing; a bundle needs its card, {_RETRAIN}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{card_file}: unreadable or not JSON ({exc}); {_RETRAIN}") from exc
+    if not isinstance(card, dict):
+        raise ModelError(f"{card_file}: expected a JSON object; {_RETRAIN}")
+    for key, kind in (("sha256", str), ("python", str), ("sklearn", str), ("joblib", str), ("labels", list)):
+        if not isinstance(card.get(key), kind):
+            raise ModelError(f"{card_file}: key {key!r} is missing or not a {kind.__name__}; {_RETRAIN}")
+    labels = card["labels"]
+    thresholds = card.get("thresholds")
+    if not labels or not all(isinstance(label, str) for label in labels):
+        raise ModelError(f"{card_file}: 'labels' must be a non-empty list of names; {_RETRAIN}")
+    if not isinstance(thresholds, dict) or any(
+        isinstance(thresholds.get(label), bool)
+        or not isinstance(thresholds.get(label), int | float)
+        or not 0.0 <= thresholds[label] <= 1.0
+        for label in labels
+    ):
+        raise ModelError(f"{card_file}: 'thresholds' must give a number from 0 to 1 for each label; {_RETRAIN}")
+    return card
+
+
+def _check_versions(path: Path, card: Mapping[str, Any]) -> None:
+    running = runtime_versions()
+    names = {"python": "Python", "sklearn": "scikit-learn", "joblib": "joblib"}
+    for key, name in names.items():
+        if card[key] != running[key]:
+            package = "scikit-learn" if key == "sklearn" else key
+            fix = (
+                f"install the matching version (pip install '{package}=={card[key]}')"
+                if key != "python"
+                else f"run it with Python {card[key]}"
+            )
+            raise ModelError(
+                f"{path}: the model was built with {name} {card[key]} but {name} {running[key]} is running; "
+                f"a pickled model is only trusted with the exact versions that built it. "
+                f"Retrain it with `ployfilter train` or {fix}"
+            )
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

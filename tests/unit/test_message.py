@@ -1,0 +1,255 @@
+"""bytes -> ParsedMessage: one test per behaviour, on canned .eml files in tests/data."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import pytest
+
+from filter.message import (
+    MAX_DEPTH,
+    MAX_PARTS,
+    ParsedMessage,
+    decode_bytes,
+    detect_language,
+    forwarded_message,
+    parse_message,
+)
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
+
+
+def parse(name: str, **kwargs: int) -> ParsedMessage:
+    return parse_message((DATA / name).read_bytes(), **kwargs)
+
+
+def test_rfc2047_subject_and_sender_name_are_decoded() -> None:
+    msg = parse("rfc2047_subject.eml")
+    assert msg.subject == "Réunion de résumé et café"
+    assert msg.sender_name == "Renée Lefèvre"
+    assert msg.sender == "renee.lefevre@example.org"
+
+
+def test_to_and_cc_addresses_are_counted() -> None:
+    assert parse("rfc2047_subject.eml").to_count == 3
+
+
+def test_message_id_is_kept() -> None:
+    assert parse("rfc2047_subject.eml").message_id == "<rfc2047-1@example.org>"
+
+
+def test_html_only_mail_becomes_text_without_script_or_style() -> None:
+    msg = parse("html_only.eml")
+    assert msg.has_html
+    assert "The pictures from the offsite are on the shared album." in msg.own_text
+    assert "Café au lait" in msg.own_text
+    for hidden in ("tracking", "color: red", "ignored title"):
+        assert hidden not in msg.own_text
+
+
+def test_html_links_come_from_hrefs() -> None:
+    assert parse("html_only.eml").links == ("https://photos.example.org/offsite-2026",)
+
+
+def test_html_blockquote_is_quoted_not_own() -> None:
+    msg = parse("html_only.eml")
+    assert "can you post the pictures" in msg.quoted_text
+    assert "can you post the pictures" not in msg.own_text
+
+
+def test_gmail_reply_splits_at_on_wrote_even_when_wrapped() -> None:
+    msg = parse("reply_gmail_en.eml")
+    assert msg.own_text == "Sounds good, Thursday at 3 works for me. I'll bring the draft.\n\nPriya"
+    assert msg.quoted_text.startswith("On Wed, Mar 4, 2026")
+    assert "move the planning meeting" in msg.quoted_text
+    assert msg.is_reply
+
+
+def test_outlook_reply_splits_at_original_message() -> None:
+    msg = parse("reply_outlook.eml")
+    assert "Attached are the Q3 numbers" in msg.own_text
+    assert "-----Original Message-----" not in msg.own_text
+    assert "could you send me the Q3 numbers" in msg.quoted_text
+    assert msg.forwarded_text == ""
+
+
+def test_french_reply_splits_at_a_ecrit() -> None:
+    msg = parse("reply_french.eml")
+    assert msg.own_text == "Avec plaisir, je réserve une table pour midi et demi.\n\nClaire"
+    assert "a écrit :" in msg.quoted_text
+    assert "Es-tu libre" in msg.quoted_text
+
+
+def test_forwarded_message_is_kept_apart_from_own_text() -> None:
+    msg = parse("forward_gmail.eml")
+    assert msg.own_text == "Thought you'd find this interesting!"
+    assert "Automated cranes" in msg.forwarded_text
+    assert msg.quoted_text == ""
+    assert msg.is_forward
+    assert msg.links == ("https://harbour-weekly.example.org/2026/03/night-shift",)
+
+
+def test_attached_rfc822_message_is_forwarded_text() -> None:
+    msg = parse("forward_rfc822.eml")
+    assert msg.own_text == "See the note below, FYI."
+    assert "Subject: Budget freeze until April" in msg.forwarded_text
+    assert "All discretionary spending is frozen" in msg.forwarded_text
+
+
+def test_attachment_is_listed_with_type_name_and_size_but_not_read() -> None:
+    msg = parse("forward_rfc822.eml")
+    assert [(a.content_type, a.filename) for a in msg.attachments] == [("application/pdf", "budget.pdf")]
+    assert msg.attachments[0].size > 0
+    assert "PDF" not in msg.own_text + msg.forwarded_text
+
+
+def test_french_outlook_forward_with_de_envoye_is_forwarded() -> None:
+    msg = parse("outlook_french_forward.eml")
+    assert msg.own_text == "Pour info."
+    assert msg.forwarded_text.startswith("De : Direction")
+    assert "Le bâtiment B sera fermé vendredi" in msg.forwarded_text
+
+
+def test_embedded_message_can_be_read_as_if_sent_directly() -> None:
+    inner = forwarded_message(parse("reply_outlook.eml"))
+    assert inner is not None
+    assert inner.subject == "Q3 numbers"
+    assert inner.own_text == "Luis, could you send me the Q3 numbers before tomorrow's review?"
+
+
+def test_unknown_charsets_do_not_raise_and_fall_back_to_readable_text() -> None:
+    msg = parse("unknown_charset.eml")
+    assert msg.error == ""
+    assert "Café crème, déjà vu." in msg.own_text
+    assert "naïve résumé" in msg.own_text
+    assert msg.sender_name == "José"
+    assert msg.defects > 0
+
+
+def test_broken_base64_keeps_the_decodable_part() -> None:
+    assert "Hello world" in parse("unknown_charset.eml").own_text
+
+
+def test_decode_bytes_prefers_utf8_when_most_of_it_is_valid() -> None:
+    text, ok = decode_bytes("naïve résumé à Paris, déjà".encode() + b"\xff", "utf-8")
+    assert text.startswith("naïve résumé à Paris, déjà")
+    assert not ok
+
+
+def test_quoted_printable_leftovers_in_7bit_bodies_are_cleaned() -> None:
+    msg = parse("enron_qp_leftovers.eml")
+    assert "=20" not in msg.own_text
+    assert "will\nfollow up with him again." in msg.own_text
+
+
+def test_bulk_headers_are_reported() -> None:
+    msg = parse("newsletter_en.eml")
+    assert msg.bulk.is_bulk
+    assert msg.bulk.list_id == "The Logistics Digest <digest.news.example.com>"
+    assert msg.bulk.precedence == "bulk"
+    assert not parse("favour_request_fr.eml").bulk.is_bulk
+
+
+def test_links_are_deduplicated() -> None:
+    links = parse("newsletter_en.eml").links
+    assert len(links) == len(set(links)) == 6
+
+
+def test_empty_bytes_give_a_valid_message_with_error() -> None:
+    msg = parse_message(b"")
+    assert msg.error == "empty message"
+    assert msg.own_text == msg.subject == ""
+
+
+def test_binary_junk_gives_a_valid_message_with_error() -> None:
+    msg = parse_message(os.urandom(2048) + b"\x00\x01\x02" * 100)
+    assert msg.error.startswith("binary data")
+    assert msg.links == () and msg.attachments == ()
+
+
+def test_text_without_headers_is_read_and_counted_as_defective() -> None:
+    msg = parse_message(b"just some words, no header at all\n")
+    assert msg.error == ""
+    assert "just some words" in msg.own_text
+    assert msg.defects > 0
+
+
+def test_deeply_nested_multipart_stops_at_the_depth_cap() -> None:
+    levels = 1000
+    head = b"From: a@example.org\r\nSubject: nest\r\nMIME-Version: 1.0\r\n"
+    opening = b"".join(
+        b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i) for i in range(levels)
+    )
+    closing = b"".join(b"\r\n--b%d--\r\n" % i for i in reversed(range(levels)))
+    msg = parse_message(head + opening + b"Content-Type: text/plain\r\n\r\ndeep text" + closing)
+    assert msg.error == ""
+    assert "depth" in msg.limits_hit
+    assert msg.part_count <= MAX_DEPTH + 1
+
+
+def test_many_parts_stop_at_the_part_cap() -> None:
+    parts = b"".join(b"--b\r\nContent-Type: text/plain\r\n\r\npart %d\r\n" % i for i in range(MAX_PARTS * 3))
+    data = b'From: a@example.org\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n' + parts + b"--b--\r\n"
+    msg = parse_message(data)
+    assert "parts" in msg.limits_hit
+    assert msg.part_count == MAX_PARTS
+
+
+def test_large_base64_attachment_is_not_decoded() -> None:
+    blob = base64.encodebytes(os.urandom(5 * 1024 * 1024))
+    data = (
+        b"From: a@example.org\r\nSubject: big\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="X"\r\n\r\n'
+        b"--X\r\nContent-Type: text/plain\r\n\r\nthe report is attached\r\n"
+        b"--X\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
+        b'Content-Disposition: attachment; filename="data.bin"\r\n\r\n' + blob + b"\r\n--X--\r\n"
+    )
+    msg = parse_message(data)
+    assert msg.own_text == "the report is attached"
+    assert msg.attachments[0].filename == "data.bin"
+    assert msg.attachments[0].size >= 5 * 1024 * 1024
+    assert msg.part_count == 3
+
+
+def test_decoded_text_is_capped() -> None:
+    body = b"word " * 50000
+    msg = parse_message(b"From: a@example.org\r\nSubject: long\r\n\r\n" + body, max_text_chars=1000)
+    assert len(msg.own_text) <= 1000
+    assert "text" in msg.limits_hit
+
+
+def test_huge_header_is_capped() -> None:
+    msg = parse_message(b"From: a@example.org\r\nSubject: " + b"x" * 100000 + b"\r\n\r\nbody\r\n")
+    assert len(msg.subject) <= 4096
+    assert "header" in msg.limits_hit
+
+
+def test_huge_content_type_parameters_are_cut_before_parsing() -> None:
+    params = b"; ".join(b'p%d="a;b;c"' % i for i in range(20000))
+    msg = parse_message(b"From: a@example.org\r\nContent-Type: text/plain; " + params + b"\r\n\r\nbody text\r\n")
+    assert "header" in msg.limits_hit
+    assert msg.error == ""
+
+
+def test_language_is_detected_as_english_or_french() -> None:
+    assert detect_language("Could you please send me the report? Thanks for your help with this.") == "en"
+    assert detect_language("Bonjour, pourriez-vous me transmettre le rapport ? Merci pour votre aide.") == "fr"
+    assert detect_language("12345 ---") == "unknown"
+    assert parse("favour_request_fr.eml").language == "fr"
+    assert parse("newsletter_en.eml").language == "en"
+
+
+@pytest.mark.corpus
+def test_cpython_email_fixtures_all_parse() -> None:
+    fixtures = CORPUS / "python-test-email"
+    if not fixtures.is_dir():
+        pytest.skip(f"corpus not found at {fixtures} (../shared/corpus from the repository root)")
+    files = sorted(fixtures.glob("msg_*.txt"))
+    assert files
+    for file in files:
+        msg = parse_message(file.read_bytes())
+        assert isinstance(msg, ParsedMessage), file.name
+        assert msg.error == "", file.name

@@ -1,0 +1,182 @@
+"""ModelBundle: the card is checked before the pickle is loaded; the shipped model scores sensibly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from filter.errors import ModelError
+from filter.features import build_pipeline
+from filter.message import ParsedMessage, parse_message
+from filter.model import LABELS, ModelBundle, Scores, default_model_path, runtime_versions
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+SHARES = [
+    "Thought you might find this article interesting: {n} ports automate night shifts",
+    "FYI, a good read on rail freight {n}, worth a look",
+]
+REQUESTS = [
+    "Could you introduce me to your HR team? I am looking for a job, number {n}",
+    "Would you have time for a coffee so I can pick your brain about my career {n}?",
+]
+WORK = [
+    "Please send the Q3 numbers before the review meeting {n}",
+    "The call moves to 3pm tomorrow, agenda attached {n}",
+]
+
+
+def _message(text: str, subject: str) -> ParsedMessage:
+    return ParsedMessage(subject=subject, own_text=text, to_count=1, language="en")
+
+
+def _tiny_training_set() -> tuple[list[ParsedMessage], list[list[int]]]:
+    messages: list[ParsedMessage] = []
+    y: list[list[int]] = []
+    for n in range(12):
+        for template in SHARES:
+            messages.append(_message(template.format(n=n), "article"))
+            y.append([1, 0])
+        for template in REQUESTS:
+            messages.append(_message(template.format(n=n), "a favour"))
+            y.append([0, 1])
+        for template in WORK:
+            messages.append(_message(template.format(n=n), "work"))
+            y.append([0, 0])
+    return messages, y
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    messages, y = _tiny_training_set()
+    pipeline = build_pipeline(own_features=500, forwarded_features=100, char_features=500)
+    pipeline.fit(messages, y)
+    path = tmp_path_factory.mktemp("bundle") / "tiny"
+    ModelBundle.save(
+        pipeline,
+        path,
+        thresholds={"article_share": 0.7, "favour_request": 0.6},
+        metrics={"note": "tiny test model"},
+        training_summary={"messages": len(messages)},
+    )
+    return path
+
+
+@pytest.fixture
+def bundle_copy(bundle_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    return copy
+
+
+def _edit_card(path: Path, **changes: object) -> None:
+    card = json.loads((path / "card.json").read_text())
+    card.update(changes)
+    (path / "card.json").write_text(json.dumps(card))
+
+
+def test_saved_bundle_loads_and_scores(bundle_dir: Path) -> None:
+    bundle = ModelBundle.load(bundle_dir)
+    assert bundle.labels == LABELS
+    assert bundle.thresholds == {"article_share": 0.7, "favour_request": 0.6}
+    assert bundle.card["sklearn"] == runtime_versions()["sklearn"]
+    share, request = bundle.score(
+        [
+            _message("Thought you might find this article interesting: ports", "article"),
+            _message("Could you introduce me to your HR team? I am looking for a job", "a favour"),
+        ]
+    )
+    assert share.values["article_share"] > share.values["favour_request"]
+    assert request.values["favour_request"] > request.values["article_share"]
+    assert all(0.0 <= v <= 1.0 for s in (share, request) for v in s.values.values())
+
+
+def test_card_records_hash_versions_and_training_summary(bundle_dir: Path) -> None:
+    card = json.loads((bundle_dir / "card.json").read_text())
+    assert len(card["sha256"]) == 64
+    assert card["python"] == runtime_versions()["python"]
+    assert card["joblib"] == runtime_versions()["joblib"]
+    assert card["labels"] == list(LABELS)
+    assert card["training_data"] == {"messages": 72}
+    assert card["created"].endswith("+00:00")
+
+
+def test_scoring_an_empty_batch_gives_nothing(bundle_dir: Path) -> None:
+    assert ModelBundle.load(bundle_dir).score([]) == []
+
+
+def test_tampered_model_file_is_refused(bundle_copy: Path) -> None:
+    with (bundle_copy / "model.joblib").open("ab") as handle:
+        handle.write(b"\x00")
+    with pytest.raises(ModelError, match="sha256.*does not match the card"):
+        ModelBundle.load(bundle_copy)
+
+
+def test_card_from_another_sklearn_version_is_refused(bundle_copy: Path) -> None:
+    _edit_card(bundle_copy, sklearn="0.24.2")
+    with pytest.raises(ModelError) as refused:
+        ModelBundle.load(bundle_copy)
+    message = str(refused.value)
+    assert "scikit-learn 0.24.2" in message
+    assert f"scikit-learn {runtime_versions()['sklearn']}" in message
+    assert "ployfilter train" in message
+    assert "pip install 'scikit-learn==0.24.2'" in message
+
+
+def test_card_from_another_joblib_version_is_refused(bundle_copy: Path) -> None:
+    _edit_card(bundle_copy, joblib="0.1")
+    with pytest.raises(ModelError, match="joblib 0.1"):
+        ModelBundle.load(bundle_copy)
+
+
+def test_missing_bundle_is_refused_with_a_fix(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="retrain it with `ployfilter train`"):
+        ModelBundle.load(tmp_path / "nowhere")
+
+
+def test_missing_model_file_is_refused(bundle_copy: Path) -> None:
+    (bundle_copy / "model.joblib").unlink()
+    with pytest.raises(ModelError, match="model.joblib: missing"):
+        ModelBundle.load(bundle_copy)
+
+
+def test_malformed_card_is_refused(bundle_copy: Path) -> None:
+    (bundle_copy / "card.json").write_text("{not json")
+    with pytest.raises(ModelError, match="not JSON"):
+        ModelBundle.load(bundle_copy)
+
+
+def test_card_without_thresholds_is_refused(bundle_copy: Path) -> None:
+    _edit_card(bundle_copy, thresholds={"article_share": 2})
+    with pytest.raises(ModelError, match="thresholds"):
+        ModelBundle.load(bundle_copy)
+
+
+def test_saving_without_a_threshold_per_label_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="favour_request"):
+        ModelBundle.save(object(), tmp_path, thresholds={"article_share": 0.5}, metrics={}, training_summary={})
+
+
+def test_scores_give_the_labels_at_their_thresholds() -> None:
+    scores = Scores({"article_share": 0.91, "favour_request": 0.4})
+    assert scores.labels_at({"article_share": 0.9, "favour_request": 0.5}) == ("article_share",)
+    assert scores.labels_at({"article_share": 0.95, "favour_request": 0.3}) == ("favour_request",)
+    assert scores.labels_at({}) == ()
+    assert scores.top() == ("article_share", 0.91)
+
+
+def test_default_model_path_is_models_default_in_the_repository() -> None:
+    assert default_model_path() == Path(__file__).resolve().parents[2] / "models" / "default"
+
+
+def test_shipped_model_scores_a_french_favour_request_above_a_newsletter() -> None:
+    bundle = ModelBundle.load(default_model_path())
+    request = parse_message((DATA / "favour_request_fr.eml").read_bytes())
+    newsletter = parse_message((DATA / "newsletter_en.eml").read_bytes())
+    request_scores, newsletter_scores = bundle.score([request, newsletter])
+    assert request_scores.values["favour_request"] > newsletter_scores.values["favour_request"]
+    assert request_scores.values["favour_request"] >= bundle.thresholds["favour_request"]
+    assert newsletter_scores.labels_at(bundle.thresholds) == ()
