@@ -124,8 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return UsageError.exit_code
-    if not args.verbose:
-        logging.getLogger("imapclient").setLevel(logging.WARNING)
+    # imapclient logs every server response at DEBUG, message bodies included: never let it.
+    logging.getLogger("imapclient").setLevel(logging.WARNING)
     try:
         if args.command == "classify":
             return _classify(args)

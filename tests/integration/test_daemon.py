@@ -304,3 +304,17 @@ def test_unreachable_server_exits_with_the_connect_code(tmp_path: Path) -> None:
         config = write_config(tmp_path, s)
     result = ployfilter("once", "-c", str(config))
     assert result.returncode == 5, result.stderr
+
+
+def test_verbose_logs_carry_no_message_text(server: LocalDovecot, tmp_path: Path) -> None:
+    secret = "zebra-quartz-7781"
+    data = (
+        f"From: a@example.org\r\nSubject: about {secret}\r\nMessage-ID: <s@example.org>\r\n\r\n"
+        f"Have a look at https://example.org/{secret} - {secret}\r\n"
+    ).encode()
+    server.append(DEFAULT_USER, "INBOX", data)
+    result = ployfilter("-v", "once", "-c", str(write_config(tmp_path, server)))
+    assert result.returncode == 0, result.stderr
+    assert "uid=1" in result.stderr
+    assert secret not in result.stderr + result.stdout
+    assert DEFAULT_PASSWORD not in result.stderr
