@@ -318,3 +318,28 @@ def test_verbose_logs_carry_no_message_text(server: LocalDovecot, tmp_path: Path
     assert "uid=1" in result.stderr
     assert secret not in result.stderr + result.stdout
     assert DEFAULT_PASSWORD not in result.stderr
+
+
+def test_dry_run_touches_nothing_on_the_server(server: LocalDovecot, tmp_path: Path) -> None:
+    seed(server, sample_mail())
+    before = {f: server.messages(DEFAULT_USER, f) for f in server.folders(DEFAULT_USER)}
+
+    def flags() -> list[set[str]]:  # the \Recent flag belongs to whichever session looks first
+        return [set(f) - {"\\Recent"} for f in server.flags(DEFAULT_USER, "INBOX")]
+
+    flags_before = flags()
+    result = ployfilter("once", "-c", str(write_config(tmp_path, server, action="dry-run")))
+    assert result.returncode == 0, result.stderr
+    assert "would move" in result.stdout
+    assert {f: server.messages(DEFAULT_USER, f) for f in server.folders(DEFAULT_USER)} == before
+    assert flags() == flags_before
+    assert not (tmp_path / "state.sqlite3").exists()
+
+
+def test_flag_mode_adds_keywords_and_moves_nothing(server: LocalDovecot, tmp_path: Path) -> None:
+    seed(server, [numbered(1), numbered(2)])
+    config = write_config(tmp_path, server, action="flag", thresholds=ALL_ARTICLES)
+    assert ployfilter("once", "-c", str(config)).returncode == 0
+    assert server.folders(DEFAULT_USER) == ["INBOX"]
+    assert all("$PloyArticle" in f for f in server.flags(DEFAULT_USER, "INBOX"))
+    assert all("\\Seen" not in f for f in server.flags(DEFAULT_USER, "INBOX"))
