@@ -41,7 +41,7 @@ EXIT_CODES = """exit codes:
   6  model refused (missing, sha256 mismatch, or built for other library versions)
   7  state database unusable, or locked by another ployfilter process
   8  the server refused an operation the filter needs (SELECT, CREATE, MOVE)
-  9  classify: some input files could not be read
+  9  classify: some input files could not be read or scored
 """
 
 
@@ -306,6 +306,7 @@ def _check_config(config: Config) -> int:
 
 def _classify(args: argparse.Namespace) -> int:
     from filter.message import parse_message
+    from filter.runner import score_each
 
     config = load_config(args.config) if args.config else None
     model = load_model(config, args.model)
@@ -316,7 +317,8 @@ def _classify(args: argparse.Namespace) -> int:
             raise UsageError("classify --headers reads one message from stdin; give no FILE (or '-')")
         data = sys.stdin.buffer.read()
         message = parse_message(data[:cap])
-        scores = {} if message.error else model.score([message])[0].values
+        result = None if message.error else score_each(model, [message], "classify")[0]
+        scores = result.values if result is not None else {}
         sys.stdout.buffer.write(with_headers(data, scores, thresholds))
         sys.stdout.buffer.flush()
         return 0
@@ -335,12 +337,17 @@ def _classify(args: argparse.Namespace) -> int:
                 failed = True
         parsed = [parse_message(d) if d is not None else None for d in datas]
         scorable = [p for p in parsed if p is not None and not p.error]
-        scored = iter(model.score(scorable) if scorable else [])
+        scored = iter(score_each(model, scorable, "classify"))
         for name, p in zip(names, parsed, strict=True):
             if p is None:
                 _emit(args.json, name, None, [], "unreadable file")
                 continue
-            values = {label: 0.0 for label in LABELS} if p.error else next(scored).values
+            result = None if p.error else next(scored)
+            if result is None and not p.error:
+                _emit(args.json, name, None, [], "the model could not score this message")
+                failed = True
+                continue
+            values = result.values if result is not None else {label: 0.0 for label in LABELS}
             labels = [label for label in LABELS if values.get(label, 0.0) >= thresholds[label]]
             _emit(args.json, name, values, labels, f"skipped: {p.error}" if p.error else None)
     return 9 if failed else 0

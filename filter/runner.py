@@ -70,6 +70,24 @@ class PassReport:
         return sum(1 for o in self.outcomes if o.action == action)
 
 
+def score_each(scorer: Scorer, parsed: Sequence[ParsedMessage], where: str) -> list[Scores | None]:
+    """Scores for a batch; None for a message the model fails on, so one bad message cannot stop the rest."""
+    if not parsed:
+        return []
+    try:
+        return list(scorer.score(parsed))
+    except Exception:  # noqa: BLE001 - retried one by one below
+        log.warning("%s: scoring a batch failed; scoring its messages one by one", where)
+    out: list[Scores | None] = []
+    for p in parsed:
+        try:
+            out.append(scorer.score([p])[0])
+        except Exception as exc:  # noqa: BLE001
+            log.warning("%s: a message could not be scored (%s: %s)", where, type(exc).__name__, exc)
+            out.append(None)
+    return out
+
+
 def fingerprint_of(raw: RawMessage) -> Fingerprint:
     return Fingerprint(raw.message_id, raw.size, raw.internaldate)
 
@@ -199,7 +217,9 @@ class AccountRunner:
                 decisions[i] = (skip(f"unreadable message ({parsed.error}); left in place"), {})
                 continue
             readable.append((i, parsed))
-        for (i, _), scores in zip(readable, self._score([p for _, p in readable]), strict=True):
+        for (i, _), scores in zip(
+            readable, score_each(self.scorer, [p for _, p in readable], self.account.name), strict=True
+        ):
             if scores is None:
                 decisions[i] = (skip("the model could not score this message; left in place"), {})
                 continue
@@ -214,22 +234,6 @@ class AccountRunner:
                 )
             decisions[i] = (d, scores.values)
         return [d if d is not None else (skip("not judged"), {}) for d in decisions]
-
-    def _score(self, parsed: Sequence[ParsedMessage]) -> list[Scores | None]:
-        if not parsed:
-            return []
-        try:
-            return list(self.scorer.score(parsed))
-        except Exception:  # noqa: BLE001 - one bad message must not stop the batch
-            log.warning("%s: scoring a batch failed; scoring its messages one by one", self.account.name)
-        out: list[Scores | None] = []
-        for p in parsed:
-            try:
-                out.append(self.scorer.score([p])[0])
-            except Exception as exc:  # noqa: BLE001
-                log.warning("%s: a message could not be scored (%s)", self.account.name, type(exc).__name__)
-                out.append(None)
-        return out
 
     def _finish(self, uv: int, done: Sequence[tuple[RawMessage, DecisionRecord]]) -> list[Outcome]:
         """Record what was done with these messages, in one transaction, and log each."""
