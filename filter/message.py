@@ -374,7 +374,7 @@ def _codec(charset: str | None) -> str | None:
 
 @dataclass
 class _Text:
-    kind: str  # "plain" or "html"
+    kind: str  # "plain", "html", or "head" (the headers of an attached message)
     text: str
     forwarded: bool
 
@@ -405,7 +405,7 @@ class _Body:
             if part is not msg:
                 self.defects += len(getattr(part, "defects", ()))
             ctype = _content_type(part)
-            payload = part.get_payload()
+            payload = _raw_payload(part)
             if isinstance(payload, list):
                 if depth >= MAX_DEPTH:
                     self.limits.append("depth")
@@ -457,7 +457,7 @@ class _Body:
         lines = [f"{name}: {head.text(name)}" for name in ("From", "Date", "Subject") if inner.get(name)]
         self.defects += head.defects
         if lines:
-            self.texts.append(_Text("plain", "\n".join(lines) + "\n", True))
+            self.texts.append(_Text("head", "\n".join(lines) + "\n", True))
 
     def _payload_bytes(self, part: email.message.Message) -> tuple[bytes, bool]:
         """The part's body decoded from its transfer encoding, reading at most ``raw_cap`` characters."""
@@ -487,11 +487,13 @@ class _Body:
         return self._select(forwarded=True)
 
     def _select(self, *, forwarded: bool) -> str:
+        """Plain text parts, or the HTML ones when the plain parts are (nearly) empty; headers of attached
+        messages are kept in place."""
         texts = [t for t in self.texts if t.forwarded == forwarded]
-        plain = [t.text for t in texts if t.kind == "plain"]
-        html = [t.text for t in texts if t.kind == "html"]
-        chosen = plain if len("".join(plain).strip()) >= 20 or not html else html
-        return "\n".join(chosen)
+        plain = "".join(t.text for t in texts if t.kind == "plain")
+        has_html = any(t.kind == "html" for t in texts)
+        body_kind = "html" if has_html and len(plain.strip()) < 20 else "plain"
+        return "\n".join(t.text for t in texts if t.kind in ("head", body_kind))
 
 
 def _raw_payload(part: email.message.Message) -> object:
@@ -706,6 +708,8 @@ _HEADER_LINE = re.compile(
     re.I,
 )
 _FROM_LINE = re.compile(r"^\s*(?:from|de)\s*:", re.I)
+# Any RFC 5322 field or folded continuation: raw headers pasted above a forwarded message's From line.
+_ANY_HEADER_LINE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9-]{1,40}:\s|[ \t]+\S)")
 _NOTES_DATE = re.compile(r"(?:^|\son\s)\s*\d{1,2}/\d{1,2}/\d{2,4}\s+\d{1,2}:\d{2}")
 _TO_LINE = re.compile(r"^\s*to\s*:", re.I)
 _CANDIDATE = re.compile(
@@ -724,10 +728,12 @@ def split_text(text: str, *, subject: str = "") -> tuple[str, str, str]:
     "From: ... Sent: ..." block, "De : ... Envoyé :") in English and French,
     and Lotus Notes ("----- Forwarded by ...", "Name <addr> on 01/02/2001").
     Outlook uses the same markers for replies and forwards, so the subject
-    prefix (Fwd:, FW:, TR:) decides. Isolated "> " lines above the first
-    marker are quoted too.
+    prefix (Fwd:, FW:, TR:) decides; it also turns "> " quoted lines
+    (webmail forwards) into forwarded text. Otherwise isolated "> " lines
+    above the first marker are quoted. Webmail advertising footers are
+    dropped first.
     """
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = _strip_ad_footers(text.replace("\r\n", "\n").replace("\r", "\n")).split("\n")
     forward_subject = bool(_FORWARD_PREFIX.match(subject))
     own: list[str] = []
     quoted: list[str] = []
@@ -739,14 +745,52 @@ def split_text(text: str, *, subject: str = "") -> tuple[str, str, str]:
         if kind:
             block = "\n".join(lines[start:])
             own = own[: len(own) - (i - start)] if start < i else own
-            if kind == "forward":
+            if kind == "forward" or forward_subject:
                 return "\n".join(own), "\n".join(quoted), block
             return "\n".join(own), _join("\n".join(quoted), block), ""
         if line.lstrip().startswith(">"):
             quoted.append(line)
         else:
             own.append(line)
+    if forward_subject:
+        return "\n".join(own), "", "\n".join(quoted)
     return "\n".join(own), "\n".join(quoted), ""
+
+
+_AD_FOOTER_START = re.compile(
+    r"^(?:do you yahoo!?\?|get your free download of msn|join the world's largest e-mail service|"
+    r"chat with friends online|send and receive hotmail|get more from the web|msn photos is the easiest|"
+    r"express yourself instantly with msn|protect your pc|send instant messages)",
+    re.I,
+)
+
+
+def _strip_ad_footers(text: str) -> str:
+    """Drop the advertising footers webmail services appended to every message (Hotmail, Yahoo!).
+
+    They are not the sender's words, and their links would make any short
+    note look like a shared link.
+    """
+    if "____" not in text and "Yahoo!" not in text:
+        return text
+    lines = text.split("\n")
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        nxt = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        if (re.fullmatch(r"_{10,}", line.strip()) and _AD_FOOTER_START.match(nxt)) or _AD_FOOTER_START.match(
+            line.strip()
+        ):
+            skip = 1 if _AD_FOOTER_START.match(line.strip()) else 2
+            i += skip
+            while i < len(lines) and lines[i].strip() and i < len(lines) and skip < 5:
+                i += 1
+                skip += 1
+            continue
+        out.append(line)
+        i += 1
+    return "\n".join(out)
 
 
 def _marker(lines: list[str], i: int, forward_subject: bool) -> tuple[str, int]:
@@ -768,7 +812,7 @@ def _marker(lines: list[str], i: int, forward_subject: bool) -> tuple[str, int]:
         window = lines[max(0, i - 3) : i + 6]
         if sum(1 for w in window if _HEADER_LINE.match(w)) >= 3:
             start = i
-            while start > 0 and i - start < 3 and _HEADER_LINE.match(lines[start - 1]):
+            while start > 0 and i - start < 30 and _ANY_HEADER_LINE.match(lines[start - 1]):
                 start -= 1
             return outlook, start
     if _NOTES_DATE.search(line) and len(line) < 200 and any(_TO_LINE.match(w) for w in lines[i + 1 : i + 5]):
@@ -837,7 +881,7 @@ def _skip_embedded_header(lines: list[str]) -> tuple[int, dict[str, str]]:
     while i < limit:
         line = lines[i]
         stripped = line.strip()
-        if _HEADER_LINE.match(line):
+        if _HEADER_LINE.match(line) or (last_header == i - 1 and _ANY_HEADER_LINE.match(line)):
             key, _, value = stripped.partition(":")
             key = _HEADER_ALIASES.get(key.strip().lower(), key.strip().lower())
             headers.setdefault(key, value.strip())
@@ -847,9 +891,11 @@ def _skip_embedded_header(lines: list[str]) -> tuple[int, dict[str, str]]:
         elif not stripped:
             pass
         elif subject_at >= 0:
+            after = lines[i + 1] if i + 1 < len(lines) else ""
             wrapped = i == subject_at + 1 and len(lines[subject_at].strip()) > 60
-            if not (wrapped and (i + 1 >= len(lines) or not lines[i + 1].strip())):
+            if not (wrapped and (not after.strip() or _ANY_HEADER_LINE.match(after))):
                 return i, headers
+            last_header = i
         elif last_header >= 0 and not lines[i - 1].strip():
             return i, headers
         i += 1

@@ -19,6 +19,7 @@ import argparse
 import csv
 import hashlib
 import logging
+import math
 import random
 import re
 import sys
@@ -86,6 +87,9 @@ def train(
     Returns the fitted pipeline and a metrics dict with, per label, the
     out-of-fold precision, recall and F1 at 0.5 and at the chosen default
     threshold (``metrics["thresholds"]``), and the average precision.
+    ``make_pipeline`` must end with a step named "classify" whose ``fit``
+    takes ``groups`` (as ``build_pipeline()``'s does), so that calibration
+    inside each fit also keeps mailboxes whole.
     """
     if len(examples) != len(groups):
         raise ValueError(f"{len(examples)} examples but {len(groups)} groups")
@@ -97,7 +101,7 @@ def train(
     started = time.monotonic()
     for fold, (train_idx, test_idx) in enumerate(GroupKFold(n_splits=splits).split(messages, y, group_array)):
         pipeline = make_pipeline()
-        pipeline.fit([messages[i] for i in train_idx], y[train_idx])
+        pipeline.fit([messages[i] for i in train_idx], y[train_idx], classify__groups=group_array[train_idx])
         oof[test_idx] = pipeline.predict_proba([messages[i] for i in test_idx])
         elapsed = time.monotonic() - started
         log.info("fold %d/%d done (%d test messages, %.0f s)", fold + 1, splits, len(test_idx), elapsed)
@@ -111,7 +115,7 @@ def train(
         metrics["thresholds"][label] = threshold
         metrics[label] = _label_metrics(y[:, j], oof[:, j], threshold, reason, sources)
     final = make_pipeline()
-    final.fit(messages, y)
+    final.fit(messages, y, classify__groups=group_array)
     log.info("final fit done (%d messages, %.0f s in all)", len(messages), time.monotonic() - started)
     return final, metrics
 
@@ -135,7 +139,8 @@ def choose_threshold(
             break
     if best is None:
         return FALLBACK_THRESHOLD, f"precision {target} not reached: fallback"
-    return round(min(max(best, 0.05), 0.99), 4), f"lowest threshold with out-of-fold precision >= {target}"
+    rounded_up = math.ceil(best * 10000) / 10000
+    return min(max(rounded_up, 0.05), 0.99), f"lowest threshold with out-of-fold precision >= {target}"
 
 
 def _label_metrics(
@@ -271,8 +276,15 @@ def _group(source: str, rel: str, data: bytes) -> str:
     return "spamassassin:" + rel.split("/")[-2]
 
 
+def normal_id(source: str, item_id: str) -> str:
+    """A corpus id as ``_corpus_files`` spells it (SpamAssassin ids may omit their "data/" folder)."""
+    if source == "spamassassin" and not item_id.startswith("data/"):
+        return "data/" + item_id
+    return item_id
+
+
 def _load(corpus: Path, source: str, item_id: str) -> tuple[ParsedMessage, str] | None:
-    rel, _, variant = item_id.partition("#")
+    rel, _, variant = normal_id(source, item_id).partition("#")
     file = _source_root(corpus, source) / rel
     try:
         data = file.read_bytes()
@@ -329,7 +341,7 @@ def first_model_examples(
     if not corpus.is_dir():
         raise PloyError(f"{corpus}: corpus folder not found; pass --corpus")
     rows = read_label_file(labels_file)
-    listed = {(r.source, r.id.partition("#")[0]) for r in rows}
+    listed = {(r.source, normal_id(r.source, r.id).partition("#")[0]) for r in rows}
     examples: list[Example] = []
     for row in rows:
         if row.labels is None:
@@ -378,6 +390,10 @@ def training_summary(examples: Sequence[Example], labels_file: Path = FIRST_LABE
     """Counts for the card: messages by source and language, positives per label by source."""
     by_source = Counter(e.source for e in examples)
     by_language = Counter(e.message.language for e in examples)
+    by_both: dict[str, dict[str, int]] = {}
+    for e in examples:
+        by_both.setdefault(e.source, {}).setdefault(e.message.language, 0)
+        by_both[e.source][e.message.language] += 1
     positives = {label: dict(Counter(e.source for e in examples if e.labels.get(label))) for label in LABELS}
     forwarded = sum(1 for e in examples if e.id.endswith(FORWARDED_SUFFIX))
     try:
@@ -388,6 +404,7 @@ def training_summary(examples: Sequence[Example], labels_file: Path = FIRST_LABE
         "messages": len(examples),
         "by_source": dict(sorted(by_source.items())),
         "by_language": dict(sorted(by_language.items())),
+        "by_source_and_language": {k: dict(sorted(v.items())) for k, v in sorted(by_both.items())},
         "positives_by_source": positives,
         "embedded_messages": forwarded,
         "groups": len({e.group for e in examples}),

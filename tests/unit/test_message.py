@@ -92,6 +92,19 @@ def test_forwarded_message_is_kept_apart_from_own_text() -> None:
     assert msg.links == ("https://harbour-weekly.example.org/2026/03/night-shift",)
 
 
+def test_quoted_lines_of_a_webmail_forward_are_forwarded_text() -> None:
+    msg = parse("webmail_forward.eml")
+    assert msg.own_text == "Too true!"
+    assert "Thou shalt end on time." in msg.forwarded_text
+    assert msg.quoted_text == ""
+
+
+def test_webmail_advertising_footer_is_dropped() -> None:
+    msg = parse("webmail_forward.eml")
+    assert "MSN Explorer" not in msg.own_text + msg.forwarded_text
+    assert msg.links == ()
+
+
 def test_attached_rfc822_message_is_forwarded_text() -> None:
     msg = parse("forward_rfc822.eml")
     assert msg.own_text == "See the note below, FYI."

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from filter.errors import ModelError
-from filter.features import build_pipeline
+from filter.features import FEATURE_VERSION, build_pipeline
 from filter.message import ParsedMessage, parse_message
 from filter.model import LABELS, ModelBundle, Scores, default_model_path, runtime_versions
 
@@ -100,6 +100,7 @@ def test_card_records_hash_versions_and_training_summary(bundle_dir: Path) -> No
     assert card["python"] == runtime_versions()["python"]
     assert card["joblib"] == runtime_versions()["joblib"]
     assert card["labels"] == list(LABELS)
+    assert card["features"] == FEATURE_VERSION
     assert card["training_data"] == {"messages": 72}
     assert card["created"].endswith("+00:00")
 
@@ -129,6 +130,12 @@ def test_card_from_another_sklearn_version_is_refused(bundle_copy: Path) -> None
 def test_card_from_another_joblib_version_is_refused(bundle_copy: Path) -> None:
     _edit_card(bundle_copy, joblib="0.1")
     with pytest.raises(ModelError, match="joblib 0.1"):
+        ModelBundle.load(bundle_copy)
+
+
+def test_card_from_other_feature_code_is_refused(bundle_copy: Path) -> None:
+    _edit_card(bundle_copy, features=FEATURE_VERSION + 1)
+    with pytest.raises(ModelError, match="feature code version"):
         ModelBundle.load(bundle_copy)
 
 
