@@ -52,13 +52,6 @@ class Scores:
             label for label, score in self.values.items() if label in thresholds and score >= thresholds[label]
         )
 
-    def top(self) -> tuple[str, float]:
-        """The label with the highest score and that score (("", 0.0) when there are no labels)."""
-        if not self.values:
-            return "", 0.0
-        label = max(self.values, key=lambda k: self.values[k])
-        return label, self.values[label]
-
 
 def default_model_path() -> Path:
     """The model shipped with the code: ``<repo>/models/default``."""

@@ -172,7 +172,6 @@ def test_scores_give_the_labels_at_their_thresholds() -> None:
     assert scores.labels_at({"article_share": 0.9, "favour_request": 0.5}) == ("article_share",)
     assert scores.labels_at({"article_share": 0.95, "favour_request": 0.3}) == ("favour_request",)
     assert scores.labels_at({}) == ()
-    assert scores.top() == ("article_share", 0.91)
 
 
 def test_default_model_path_is_models_default_in_the_repository() -> None:
