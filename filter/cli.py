@@ -183,25 +183,28 @@ def _connect(mailbox: ImapMailbox, account: AccountConfig) -> None:
         raise ConnectError(f"account {account.name}: cannot reach {account.host}:{account.port} ({exc})") from exc
 
 
-def _once(config: Config) -> int:
+def one_pass(config: Config, account: AccountConfig, model: ModelBundle, state: State) -> PassReport:
+    """Connect to one account, run one pass over its watched folder, log out."""
     from filter.runner import AccountRunner
 
+    mailbox = _mailbox(config, account)
+    _connect(mailbox, account)
+    try:
+        runner = AccountRunner(config, account, mailbox, model, thresholds_for(config, model), state)
+        runner.prepare()
+        return runner.pass_once()
+    except ConnectionLost as exc:
+        raise ConnectError(f"account {account.name}: connection lost during the pass ({exc})") from exc
+    finally:
+        mailbox.close()
+
+
+def _once(config: Config) -> int:
     model = load_model(config)
-    thresholds = thresholds_for(config, model)
     state = _open_state(config)
     try:
         for account in config.accounts:
-            mailbox = _mailbox(config, account)
-            _connect(mailbox, account)
-            try:
-                runner = AccountRunner(config, account, mailbox, model, thresholds, state)
-                runner.prepare()
-                report = runner.pass_once()
-            except ConnectionLost as exc:
-                raise ConnectError(f"account {account.name}: connection lost during the pass ({exc})") from exc
-            finally:
-                mailbox.close()
-            print(summary(report))
+            print(summary(one_pass(config, account, model, state)))
     finally:
         state.close()
     return 0

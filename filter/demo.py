@@ -19,11 +19,10 @@ from pathlib import Path
 
 import yaml
 
-from filter.cli import load_model, thresholds_for
-from filter.config import LABELS, load_config, read_password
+from filter.cli import load_model, one_pass, thresholds_for
+from filter.config import LABELS, load_config
 from filter.dovecot import DEFAULT_PASSWORD, DEFAULT_USER, LocalDovecot, unavailable_reason
-from filter.imap import ImapMailbox
-from filter.runner import AccountRunner, PassReport
+from filter.runner import PassReport
 from filter.state import State
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -112,16 +111,7 @@ def run_demo(keep: Path | None = None) -> int:
             )
             state = State.open(config.state_path)
             try:
-                reports = []
-                for _ in range(2):
-                    mailbox = ImapMailbox(account, read_password(account))
-                    mailbox.connect()
-                    try:
-                        runner = AccountRunner(config, account, mailbox, model, thresholds, state)
-                        runner.prepare()
-                        reports.append(runner.pass_once())
-                    finally:
-                        mailbox.close()
+                reports = [one_pass(config, account, model, state) for _ in range(2)]
             finally:
                 state.close()
             _print_report(reports[0], names, dict(samples))

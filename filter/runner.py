@@ -177,8 +177,10 @@ class AccountRunner:
                 log.info(
                     "%s: uid=%d vanished before it could be fetched (moved or deleted by another client)", name, uid
                 )
-        records = [_record(raw, d, scores) for raw, (d, scores) in zip(raws, self._decide(raws), strict=True)]
-        acting = [(raw, r) for raw, r in zip(raws, records, strict=True) if r.action in ("move", "flag")]
+        acting: list[tuple[RawMessage, DecisionRecord]] = []
+        left: list[tuple[RawMessage, DecisionRecord]] = []
+        for raw, (d, scores) in zip(raws, self._decide(raws), strict=True):
+            (acting if d.action in ("move", "flag") else left).append((raw, _record(raw, d, scores)))
         if acting and not self.dry_run:
             self.state.add_intents(
                 name,
@@ -187,7 +189,6 @@ class AccountRunner:
                 [Intent(raw.uid, fingerprint_of(raw), r.target or "", r) for raw, r in acting],
                 self.clock(),
             )
-        left = [(raw, r) for raw, r in zip(raws, records, strict=True) if r.action not in ("move", "flag")]
         outcomes = self._finish(uv, left)
         groups: dict[tuple[str, str | None, tuple[str, ...]], list[tuple[RawMessage, DecisionRecord]]] = {}
         for raw, r in acting:
@@ -270,17 +271,15 @@ class AccountRunner:
     def _carry_over(self, uv: int, current: Mapping[str, int]) -> int:
         """After a UIDVALIDITY change: mark messages judged in an earlier epoch as handled."""
         name, watch = self.account.name, self.account.watch
-        carried = 0
+        rows = []
         for key, uid in sorted(current.items(), key=lambda kv: kv[1]):
             earlier = self.state.earlier_action(name, watch, key)
-            if earlier is None:
-                continue
-            reason = f"already handled ({earlier}) before UIDVALIDITY changed to {uv}"
-            record = DecisionRecord(uid, "", {}, earlier, None, (), (reason,))
-            self.state.record(name, watch, uv, key, record, self.clock())
-            carried += 1
-        log.info("%s: %d messages carried over to UIDVALIDITY %d", name, carried, uv)
-        return carried
+            if earlier is not None:
+                reason = f"already handled ({earlier}) before UIDVALIDITY changed to {uv}"
+                rows.append((key, DecisionRecord(uid, "", {}, earlier, None, (), (reason,))))
+        self.state.record_many(name, watch, uv, rows, self.clock())
+        log.info("%s: %d messages carried over to UIDVALIDITY %d", name, len(rows), uv)
+        return len(rows)
 
     def _recover_intents(self, uv: int, current: Mapping[str, int] | None) -> int:
         """Resolve moves and flags that were started but not confirmed before a crash."""
@@ -314,9 +313,10 @@ class AccountRunner:
                     self.mailbox.add_keywords([uid], decision.keywords)
                 note = "keywords set after an interruption" if uid is not None else "message left the folder"
             log.info("%s: uid=%d recovered: %s", name, intent.uid, note)
-            self.state.drop_intent(name, watch, intent_uv, intent.uid)
             record = replace(decision, uid=uid if uid is not None else intent.uid, reasons=(*decision.reasons, note))
             self.state.record(name, watch, uv if uid is not None else intent_uv, key, record, self.clock())
+            # Only after the record is safe: under a new UIDVALIDITY it went to the message's new UID.
+            self.state.drop_intent(name, watch, intent_uv, intent.uid)
         return len(intents)
 
     # The daemon ---------------------------------------------------------------
