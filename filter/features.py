@@ -31,9 +31,11 @@ from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+from sklearn.naive_bayes import MultinomialNB
 from sklearn.pipeline import FeatureUnion, Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer
+from sklearn.svm import LinearSVC
 
 from filter.config import LABELS
 from filter.message import ParsedMessage
@@ -41,7 +43,7 @@ from filter.message import ParsedMessage
 # A pickled pipeline calls the functions of this module by name, so changing what they compute
 # silently changes a shipped model. Bump this whenever a change here alters the features of an
 # already fitted pipeline; ModelBundle refuses a bundle built with another version.
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 
 OWN_CHARS = 3000
 FORWARDED_CHARS = 3000
@@ -100,6 +102,19 @@ _NEWS_WORDS = (
     "les echos",
     "le figaro",
 )
+# The owner's own request, visible in the quoted part of a reply: "could you send me that piece?".
+# Matched on lower-cased text: a third of the time of re.I for this many alternatives.
+# An article or link sent because the recipient asked for it is not a share (LABELS.md).
+_ASKED_FOR = re.compile(
+    r"(?:could|can|would|will) you (?:please )?(?:send|forward|share|dig up|find)"
+    r"|(?:send|forward|pass) (?:me|it|that|this|over|along)\b"
+    r"|do you (?:still )?have (?:the|that|a) (?:link|article|piece|paper|report|study)"
+    r"|(?:what|where) (?:was|is) (?:the|that) (?:link|article|piece)"
+    r"|(?:envoie|envoyer|transf[eé]rer?|transmets|partager?)[- ](?:moi|le|la|les|me)\b"
+    r"|(?:m'|me l'|me les |me )(?:envoyer|envoies|transmettre|transf[eé]rer|faire suivre|renvoyer)"
+    r"|(?:tu as|vous avez|t'as) (?:le|ce|cet|l') ?(?:lien|article|papier|[ée]tude)",
+)
+QUOTED_CHARS = 1500
 _BYLINE = re.compile(r"\b(?:By|BY|Par|PAR) [A-Z][A-Za-z]+ [A-Z][A-Za-z]+")
 
 # Stands for an empty channel: a token of its own, so that "nothing forwarded" can be learnt
@@ -115,18 +130,18 @@ def subject_text(messages: Sequence[ParsedMessage]) -> list[str]:
     return [m.subject or EMPTY_MARK for m in messages]
 
 
-def own_text(messages: Sequence[ParsedMessage]) -> list[str]:
+def own_text(messages: Sequence[ParsedMessage], limit: int = OWN_CHARS) -> list[str]:
     """The sender's own words; each link becomes the token "httplink" (its domain has a channel of its own)."""
-    return [_URL.sub(" httplink ", m.own_text[:OWN_CHARS]) or EMPTY_MARK for m in messages]
+    return [_URL.sub(" httplink ", m.own_text[:limit]) or EMPTY_MARK for m in messages]
 
 
-def forwarded_text(messages: Sequence[ParsedMessage]) -> list[str]:
-    return [_URL.sub(" httplink ", m.forwarded_text[:FORWARDED_CHARS]) or EMPTY_MARK for m in messages]
+def forwarded_text(messages: Sequence[ParsedMessage], limit: int = FORWARDED_CHARS) -> list[str]:
+    return [_URL.sub(" httplink ", m.forwarded_text[:limit]) or EMPTY_MARK for m in messages]
 
 
-def char_text(messages: Sequence[ParsedMessage]) -> list[str]:
+def char_text(messages: Sequence[ParsedMessage], limit: int = CHAR_NGRAM_CHARS) -> list[str]:
     """Subject and the start of the own text, for character n-grams (robust to spelling and inflection)."""
-    return [f"{m.subject}\n{_URL.sub(' ', m.own_text[: CHAR_NGRAM_CHARS * 2])}"[:CHAR_NGRAM_CHARS] for m in messages]
+    return [f"{m.subject}\n{_URL.sub(' ', m.own_text[: limit * 2])}"[:limit] for m in messages]
 
 
 def link_domains(messages: Sequence[ParsedMessage]) -> list[str]:
@@ -180,6 +195,16 @@ def structure(messages: Sequence[ParsedMessage]) -> np.ndarray[Any, np.dtype[np.
     return rows
 
 
+def asked_for(messages: Sequence[ParsedMessage]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """1 when the quoted part of a reply shows the recipient asking for what is now sent."""
+    column = [bool(m.quoted_text) and bool(_ASKED_FOR.search(m.quoted_text[:QUOTED_CHARS].lower())) for m in messages]
+    return np.asarray(column, dtype=np.float32).reshape(-1, 1)
+
+
+def asked_for_names(transformer: Any, names: Any) -> list[str]:
+    return ["quoted_asks_for_it"]
+
+
 def _news_markers(text: str) -> float:
     """How much the start of a text looks like a pasted press article: 0, 0.25, ... 1 (four markers or more)."""
     head = text[:NEWS_MARKER_CHARS]
@@ -196,33 +221,49 @@ def _log_scale(value: float, scale: float) -> float:
 # The classifier: one calibrated linear model per label
 
 
+FAMILIES = ("logistic", "linear_svm", "naive_bayes")
+
+
 class PerLabelClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
-    """One Platt-calibrated logistic regression per label; ``predict_proba`` gives P(label) per column.
+    """One calibrated linear model per label; ``predict_proba`` gives P(label) per column.
 
     Labels are independent (a message can be both, LABELS.md), so each gets
-    its own model. Classes are weighted to balance the rare positives, and
-    the scores are then calibrated with a sigmoid (Platt scaling) fitted on
-    cross-validated decision values, as ``CalibratedClassifierCV(ensemble=
-    False)`` does, but with folds that keep each mailbox whole when groups
-    are given: decision values for people the model has seen are
-    optimistic, and a sigmoid fitted on them is overconfident on new
-    senders. Only the resulting numbers are kept (``coef_``,
-    ``intercept_``, ``scale_``, ``offset_``), so that scoring is one sparse
-    product and a sigmoid, without per-call estimator overhead. A label
-    with no positives (or no negatives) gets a constant probability.
+    its own model. ``family`` picks it: a logistic regression or a linear
+    SVM with classes weighted to balance the rare positives, or multinomial
+    naive Bayes. All three are linear in the features, so each fit is kept
+    as the same four numbers per label (``coef_``, ``intercept_``,
+    ``scale_``, ``offset_``) and scoring is one sparse product and a
+    sigmoid, whatever the family.
+
+    The sigmoid (Platt scaling) is fitted on cross-validated decision
+    values, as ``CalibratedClassifierCV(ensemble=False)`` does, but with
+    folds that keep each mailbox whole when groups are given: decision
+    values for people the model has seen are optimistic, and a sigmoid
+    fitted on them is overconfident on new senders. A label with no
+    positives (or no negatives) gets a constant probability.
     """
 
-    def __init__(self, labels: Sequence[str] = LABELS, C: float = 32.0, calibration_folds: int = 3) -> None:
+    def __init__(
+        self,
+        labels: Sequence[str] = LABELS,
+        C: float = 32.0,
+        calibration_folds: int = 3,
+        family: str = "logistic",
+    ) -> None:
         self.labels = labels
         self.C = C
         self.calibration_folds = calibration_folds
+        self.family = family
 
     def fit(self, x: Any, y: Any, sample_weight: Any = None, groups: Any = None) -> PerLabelClassifier:
         """Fit; ``groups`` (one mailbox id per row) makes the calibration folds keep each mailbox whole."""
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {', '.join(FAMILIES)}, not {self.family!r}")
         targets = np.asarray(y, dtype=np.int8)
         if targets.ndim != 2 or targets.shape[1] != len(self.labels):
             raise ValueError(f"expected y of shape (n, {len(self.labels)}), got {targets.shape}")
         weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        group_array = None if groups is None else np.asarray(groups)
         n_labels, n_features = targets.shape[1], x.shape[1]
         self.coef_ = np.zeros((n_labels, n_features), dtype=np.float64)
         self.intercept_ = np.zeros(n_labels, dtype=np.float64)
@@ -234,29 +275,40 @@ class PerLabelClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             if positives == 0 or negatives == 0:
                 self.offset_[j] = 30.0 if positives else -30.0
                 continue
-            base = LogisticRegression(C=self.C, class_weight="balanced", solver="liblinear", max_iter=1000)
             folds = min(self.calibration_folds, positives, negatives)
-            params = {} if weights is None else {"sample_weight": weights}
-            if groups is not None:
-                folds = min(folds, len(set(np.asarray(groups)[column == 1].tolist())))
+            if group_array is not None:
+                folds = min(folds, len(set(group_array[column == 1].tolist())))
             if folds >= 2:
                 splitter: Any = (
                     StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
-                    if groups is None
+                    if group_array is None
                     else StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=0)
                 )
-                decision = cross_val_predict(
-                    base, x, column, groups=groups, cv=splitter, method="decision_function", params=params
-                )
+                decision = np.zeros(len(column), dtype=np.float64)
+                for train_idx, test_idx in splitter.split(x, column, group_array):
+                    coef, intercept = self._fit_linear(x[train_idx], column[train_idx], _rows(weights, train_idx))
+                    decision[test_idx] = np.asarray(x[test_idx] @ coef).ravel() + intercept
                 platt = LogisticRegression(C=1e6, solver="lbfgs").fit(decision.reshape(-1, 1), column)
                 self.scale_[j], self.offset_[j] = float(platt.coef_[0, 0]), float(platt.intercept_[0])
             else:
                 self.scale_[j] = 1.0
-            base.fit(x, column, **params)
-            self.coef_[j] = base.coef_[0]
-            self.intercept_[j] = base.intercept_[0]
+            self.coef_[j], self.intercept_[j] = self._fit_linear(x, column, weights)
         self.classes_ = np.array(self.labels)
         return self
+
+    def _fit_linear(self, x: Any, y: Any, weights: Any) -> tuple[np.ndarray[Any, Any], float]:
+        """One binary fit, reduced to its weight vector and bias."""
+        if self.family == "naive_bayes":
+            nb = MultinomialNB(alpha=1.0 / self.C).fit(x, y, sample_weight=weights)
+            log_prob = nb.feature_log_prob_
+            return log_prob[1] - log_prob[0], float(nb.class_log_prior_[1] - nb.class_log_prior_[0])
+        model: Any
+        if self.family == "linear_svm":
+            model = LinearSVC(C=self.C / 64, class_weight="balanced", max_iter=5000)
+        else:
+            model = LogisticRegression(C=self.C, class_weight="balanced", solver="liblinear", max_iter=1000)
+        model.fit(x, y, sample_weight=weights)
+        return np.asarray(model.coef_[0], dtype=np.float64), float(model.intercept_[0])
 
     def decision_function(self, x: Any) -> np.ndarray[Any, np.dtype[np.float64]]:
         return np.asarray(x @ self.coef_.T, dtype=np.float64) + self.intercept_
@@ -268,12 +320,45 @@ class PerLabelClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         return (self.predict_proba(x) >= 0.5).astype(np.int8)
 
 
+def _rows(weights: np.ndarray[Any, Any] | None, index: np.ndarray[Any, Any]) -> np.ndarray[Any, Any] | None:
+    return None if weights is None else weights[index]
+
+
 # ---------------------------------------------------------------------------
 # The pipeline
 
 
+class CompactTfidfVectorizer(TfidfVectorizer):  # type: ignore[misc]
+    """A TfidfVectorizer whose vocabulary pickles as one string.
+
+    joblib unpickles with the pure-Python pickler, for which a dict of tens
+    of thousands of terms is most of a model's load time; one string split
+    on load costs a few milliseconds. Fitting and transforming are the
+    parent's, untouched.
+    """
+
+    def __getstate__(self) -> dict[str, Any]:
+        state: dict[str, Any] = dict(super().__getstate__())
+        vocabulary = state.get("vocabulary_")
+        if isinstance(vocabulary, dict) and sorted(vocabulary.values()) == list(range(len(vocabulary))):
+            terms = sorted(vocabulary, key=vocabulary.__getitem__)
+            if not any(_TERM_SEPARATOR in term for term in terms):
+                del state["vocabulary_"]
+                state["terms_"] = _TERM_SEPARATOR.join(terms)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        terms = state.pop("terms_", None)
+        if terms is not None:
+            state["vocabulary_"] = {term: i for i, term in enumerate(terms.split(_TERM_SEPARATOR))} if terms else {}
+        super().__setstate__(state)
+
+
+_TERM_SEPARATOR = "\x00"
+
+
 def _words(max_features: int, ngram_range: tuple[int, int] = (1, 2), min_df: int = 2) -> TfidfVectorizer:
-    return TfidfVectorizer(
+    return CompactTfidfVectorizer(
         ngram_range=ngram_range,
         max_features=max_features,
         min_df=min_df,
@@ -283,39 +368,53 @@ def _words(max_features: int, ngram_range: tuple[int, int] = (1, 2), min_df: int
     )
 
 
+def _limit(chars: int) -> dict[str, int]:
+    return {"limit": chars}
+
+
 def build_pipeline(
     *,
+    family: str = "logistic",
     C: float = 32.0,
     own_features: int = 30000,
     forwarded_features: int = 15000,
     char_features: int = 30000,
+    own_chars: int = OWN_CHARS,
+    forwarded_chars: int = FORWARDED_CHARS,
+    char_chars: int = CHAR_NGRAM_CHARS,
     labels: Sequence[str] = LABELS,
 ) -> Pipeline:
-    """The unfitted pipeline: ``fit(messages, y)`` with y of shape (n, len(labels)), then ``predict_proba``."""
-    channels = FeatureUnion(
-        [
-            ("subject", make_pipeline(FunctionTransformer(subject_text), _words(5000))),
-            ("own", make_pipeline(FunctionTransformer(own_text), _words(own_features))),
-            ("forwarded", make_pipeline(FunctionTransformer(forwarded_text), _words(forwarded_features))),
-            ("domains", make_pipeline(FunctionTransformer(link_domains), _words(3000, (1, 1)))),
-            (
-                # 3-4 rather than 3-5 characters: the same cross-validated average
-                # precision on the first model's data, and a third less scoring time.
-                "chars",
-                make_pipeline(
-                    FunctionTransformer(char_text),
-                    TfidfVectorizer(
-                        analyzer="char_wb",
-                        ngram_range=(3, 4),
-                        max_features=char_features,
-                        min_df=3,
-                        sublinear_tf=True,
-                        lowercase=True,
-                        dtype=np.float32,
-                    ),
-                ),
+    """The unfitted pipeline: ``fit(messages, y)`` with y of shape (n, len(labels)), then ``predict_proba``.
+
+    ``char_features=0`` leaves the character n-gram channel out. The
+    ``*_chars`` arguments cut each text channel to that many characters:
+    scoring time grows with them.
+    """
+    channels: list[tuple[str, Any]] = [
+        ("subject", make_pipeline(FunctionTransformer(subject_text), _words(5000))),
+        ("own", make_pipeline(FunctionTransformer(own_text, kw_args=_limit(own_chars)), _words(own_features))),
+        (
+            "forwarded",
+            make_pipeline(
+                FunctionTransformer(forwarded_text, kw_args=_limit(forwarded_chars)), _words(forwarded_features)
             ),
-            ("structure", FunctionTransformer(structure)),
-        ]
-    )
-    return Pipeline([("features", channels), ("classify", PerLabelClassifier(labels=labels, C=C))])
+        ),
+        ("domains", make_pipeline(FunctionTransformer(link_domains), _words(3000, (1, 1)))),
+    ]
+    if char_features:
+        # 3-4 rather than 3-5 characters: the same cross-validated average
+        # precision on the first model's data, and a third less scoring time.
+        chars = CompactTfidfVectorizer(
+            analyzer="char_wb",
+            ngram_range=(3, 4),
+            max_features=char_features,
+            min_df=3,
+            sublinear_tf=True,
+            lowercase=True,
+            dtype=np.float32,
+        )
+        channels.append(("chars", make_pipeline(FunctionTransformer(char_text, kw_args=_limit(char_chars)), chars)))
+    channels.append(("structure", FunctionTransformer(structure)))
+    channels.append(("asked", FunctionTransformer(asked_for, feature_names_out=asked_for_names)))
+    classify = PerLabelClassifier(labels=labels, C=C, family=family)
+    return Pipeline([("features", FeatureUnion(channels)), ("classify", classify)])

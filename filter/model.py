@@ -75,7 +75,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-_RETRAIN = "retrain it with `ployfilter train` (or `python -m filter.train --first-model` for the default model)"
+_RETRAIN = "retrain it with `ployfilter train` (or `python -m filter.train --default-model` for the shipped one)"
 
 
 class ModelBundle:
