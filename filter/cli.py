@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from filter import __version__
 from filter.config import LABELS, AccountConfig, Config, load_config, read_password
-from filter.errors import ConnectError, PloyError, UsageError
+from filter.errors import ConnectError, ModelError, PloyError, UsageError
 from filter.mailbox import ConnectionLost
 
 if TYPE_CHECKING:
+    from filter.explain import Explanation
     from filter.imap import ImapMailbox
     from filter.model import ModelBundle
     from filter.runner import PassReport
@@ -102,6 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     classify.add_argument("-c", "--config", type=Path, help="take thresholds from this configuration")
     classify.add_argument("--model", type=Path, help="a model bundle folder (default: the shipped model)")
+    classify.add_argument(
+        "--explain",
+        action="store_true",
+        help="show the features that pushed each score up and down, in logit units "
+        "(with --json: an 'explain' key in each scored record); not with --headers",
+    )
     classify.add_argument("files", nargs="*", metavar="FILE", help="message files; '-' for stdin")
     demo = command(
         "demo",
@@ -111,7 +118,74 @@ def _parser() -> argparse.ArgumentParser:
         "and stop the server.",
     )
     demo.add_argument("--keep", type=Path, help="keep the server's files and the state in this folder")
+    train = command(
+        "train",
+        "train a model bundle from labelled mail files",
+        "Read labelled mail from each DATA path, measure the model with grouped cross-validation\n"
+        "and choose its thresholds (best F1 with little ordinary mail flagged), fit it on all the mail and\n"
+        "write a bundle (model.joblib and card.json) to --out.\n\n" + _DATA_HELP,
+    )
+    _data_arguments(train)
+    train.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="the bundle folder to write (a bundle there is replaced)"
+    )
+    train.add_argument("--folds", type=_folds, default=5, metavar="N", help="cross-validation folds (default 5)")
+    train.add_argument(
+        "--group-by",
+        choices=("sender", "folder"),
+        default="sender",
+        help="keep each sender's mail (default), or each folder or mailbox, on one side of every split",
+    )
+    evaluate = command(
+        "evaluate",
+        "measure a model on labelled mail: precision, recall, F1, ordinary mail flagged",
+        "Score labelled mail with a model and report, per label and per language, precision,\n"
+        "recall, F1 and the confusion counts at the thresholds the daemon would use (from -c\n"
+        "CONFIG, else the model's card), the average precision, and the share of ordinary mail\n"
+        "(labelled neither) that would get a label. Use mail the model was not trained on.\n\n" + _DATA_HELP,
+    )
+    _data_arguments(evaluate)
+    evaluate.add_argument(
+        "--model", type=Path, metavar="DIR", help="a model bundle folder (default: the shipped model)"
+    )
+    evaluate.add_argument(
+        "-c", "--config", type=Path, help="take thresholds and max_message_bytes from this configuration"
+    )
+    evaluate.add_argument(
+        "--plot", type=Path, metavar="FILE", help="write a precision-recall plot (.svg; .png needs matplotlib)"
+    )
+    evaluate.add_argument("--json", action="store_true", help="print the report as one JSON object")
     return p
+
+
+_DATA_HELP = """\
+DATA is a folder tree of .eml files, a Maildir (cur/ and new/), an mbox file or one .eml
+file. Labels come from folder names: a folder named article_share, article or articles;
+favour_request, favour, favor, favours or requests; both; or neither, ordinary, ham or
+inbox labels the mail beneath it (the deepest such folder counts; an mbox file's name
+counts as a folder). --labels CSV gives them instead, and wins where both speak: columns
+path,article_share,favour_request (others, such as lang and note, are ignored), paths
+relative to the CSV's folder (box.mbox#3 is the third message of an mbox), values 1, 0
+or ? (left out). A message with no label is an error unless --skip-unlabelled is given.
+Unreadable, empty or binary files are skipped with a warning."""
+
+
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", nargs="+", type=Path, metavar="DATA", help="mail to read (see above)")
+    parser.add_argument("--labels", type=Path, metavar="CSV", help="a label file (see above)")
+    parser.add_argument(
+        "--skip-unlabelled", action="store_true", help="leave out messages without a label, with a warning"
+    )
+
+
+def _folds(value: str) -> int:
+    try:
+        folds = int(value)
+    except ValueError:
+        folds = 0
+    if folds < 2:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of folds; give 2 or more")
+    return folds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,6 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "classify":
             return _classify(args)
+        if args.command == "train":
+            return _train(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         if args.command == "demo":
             from filter.demo import run_demo
 
@@ -308,6 +386,7 @@ def _check_config(config: Config) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
+    from filter.explain import explain
     from filter.message import parse_message
     from filter.runner import score_each
 
@@ -316,6 +395,8 @@ def _classify(args: argparse.Namespace) -> int:
     thresholds = thresholds_for(config, model)
     cap = config.max_message_bytes if config else 262144
     if args.headers:
+        if args.explain:
+            raise UsageError("classify --explain writes to the terminal; it does not go with --headers")
         if args.files not in ([], ["-"]):
             raise UsageError("classify --headers reads one message from stdin; give no FILE (or '-')")
         data = sys.stdin.buffer.read()
@@ -352,7 +433,8 @@ def _classify(args: argparse.Namespace) -> int:
                 continue
             values = result.values if result is not None else {label: 0.0 for label in LABELS}
             labels = [label for label in LABELS if values.get(label, 0.0) >= thresholds[label]]
-            _emit(args.json, name, values, labels, f"skipped: {p.error}" if p.error else None)
+            explained = explain(model, p) if args.explain and result is not None else None
+            _emit(args.json, name, values, labels, f"skipped: {p.error}" if p.error else None, explained)
     return 9 if failed else 0
 
 
@@ -363,7 +445,17 @@ def _read_input(name: str, stdin: BinaryIO, cap: int) -> bytes:
         return f.read(cap)
 
 
-def _emit(as_json: bool, name: str, scores: Mapping[str, float] | None, labels: list[str], note: str | None) -> None:
+def _emit(
+    as_json: bool,
+    name: str,
+    scores: Mapping[str, float] | None,
+    labels: list[str],
+    note: str | None,
+    explained: Mapping[str, Explanation] | None = None,
+) -> None:
+    """One result: a line (then the explanation's lines) or one JSON object (with "explain" when explained)."""
+    from filter.explain import explanation_json, explanation_lines
+
     if as_json:
         obj: dict[str, object] = {"file": name}
         if scores is None:
@@ -373,12 +465,16 @@ def _emit(as_json: bool, name: str, scores: Mapping[str, float] | None, labels: 
             obj["labels"] = labels
             if note:
                 obj["note"] = note
+            if explained is not None:
+                obj["explain"] = explanation_json(explained)
         print(json.dumps(obj, ensure_ascii=False))
     elif scores is None:
         print(f"{name}: {note}")
     else:
         shown = " ".join(f"{k}={v:.2f}" for k, v in scores.items())
         print(f"{name}: {shown} -> {', '.join(labels) or 'none'}" + (f" ({note})" if note else ""))
+        for line in explanation_lines(explained or {}):
+            print(line)
 
 
 def with_headers(data: bytes, scores: Mapping[str, float], thresholds: Mapping[str, float]) -> bytes:
@@ -395,3 +491,118 @@ def with_headers(data: bytes, scores: Mapping[str, float], thresholds: Mapping[s
         end = data.find(b"\n") + 1 or len(data)
         return data[:end] + headers + data[end:]
     return headers + data
+
+
+def _train(args: argparse.Namespace) -> int:
+    from filter.dataset import read_labelled
+    from filter.model import ModelBundle
+    from filter.train import Example, deduplicate, train, training_summary
+
+    data = read_labelled(
+        args.data, label_file=args.labels, group_by=args.group_by, skip_unlabelled=args.skip_unlabelled
+    )
+    examples = deduplicate(Example(m.source, m.id, m.message, m.labels, m.group) for m in data.messages)
+    if len(examples) < len(data.messages):
+        log.info(
+            "%d duplicate messages (same Message-ID, or same subject and text) left out",
+            len(data.messages) - len(examples),
+        )
+    groups = [e.group for e in examples]
+    kind = "senders" if args.group_by == "sender" else "folders"
+    if len(set(groups)) < 2:
+        raise UsageError(f"train: cross-validation needs labelled mail from 2 or more {kind}; found {len(set(groups))}")
+    for label in LABELS:
+        if not any(e.labels.get(label) for e in examples):
+            log.warning("no message is labelled %s: the model will never flag it", label)
+    log.info(
+        "training on %d messages from %d %s, %d-fold cross-validation",
+        len(examples),
+        len(set(groups)),
+        kind,
+        min(args.folds, len(set(groups))),
+    )
+    try:
+        pipeline, metrics = train(
+            [(e.message, e.labels) for e in examples], groups, n_splits=args.folds, sources=[e.source for e in examples]
+        )
+    except ValueError as exc:
+        raise UsageError(f"train: cannot train on these {len(examples)} messages ({exc})") from exc
+    if pipeline is None:
+        raise PloyError("train: no model was fitted")
+    metrics["cv"]["grouped_by"] = "sender address" if args.group_by == "sender" else "folder or mailbox"
+    summary = training_summary(examples)
+    summary["label_files"] = [str(args.labels)] if args.labels else []
+    summary["labels_from"] = data.labels_from
+    summary["left_out"] = {
+        "unreadable": len(data.unreadable),
+        "undecided": len(data.undecided),
+        "unlabelled": len(data.unlabelled),
+        "duplicates": len(data.messages) - len(examples),
+    }
+    summary["note"] = "trained with `ployfilter train` on the DATA paths listed in by_source"
+    try:
+        card = ModelBundle.save(
+            pipeline, args.out, thresholds=metrics["thresholds"], metrics=metrics, training_summary=summary
+        )
+    except OSError as exc:
+        raise UsageError(f"--out {args.out}: cannot write the bundle ({exc.strerror or exc})") from exc
+    cv = metrics["cv"]
+    print(
+        f"wrote {args.out} ({card['size_bytes'] / 1e6:.1f} MB, sha256 {card['sha256'][:12]}): "
+        f"{len(examples)} messages, {cv['folds']}-fold cross-validation grouped by {cv['grouped_by']}"
+    )
+    for label in LABELS:
+        m = metrics[label]
+        t = m["at_threshold"]
+        ap = "-" if m["average_precision"] is None else f"{m['average_precision']:.3f}"
+        print(
+            f"{label}: {m['positives']} positives, AP {ap}, threshold {m['threshold']:.4f} "
+            f"({m['threshold_reason']}): precision {t['precision']:.2f} recall {t['recall']:.2f} F1 {t['f1']:.2f}"
+        )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from filter.dataset import MAX_MESSAGE_BYTES, read_labelled
+    from filter.evaluate import curves, evaluate, format_report, plot_format, report_dict, write_plot
+    from filter.runner import score_each
+
+    if args.plot:
+        plot_format(args.plot)
+    config = load_config(args.config) if args.config else None
+    model = load_model(config, args.model)
+    thresholds = thresholds_for(config, model)
+    cap = config.max_message_bytes if config else MAX_MESSAGE_BYTES
+    data = read_labelled(args.data, label_file=args.labels, skip_unlabelled=args.skip_unlabelled, max_bytes=cap)
+    if not data.messages:
+        raise UsageError("evaluate: no labelled message could be read")
+    truth: list[list[bool]] = []
+    scores: list[list[float]] = []
+    languages: list[str] = []
+    for start in range(0, len(data.messages), 256):
+        batch = data.messages[start : start + 256]
+        for item, result in zip(batch, score_each(model, [m.message for m in batch], "evaluate"), strict=True):
+            if result is None:
+                log.warning("%s: could not be scored; left out", item.id)
+                continue
+            truth.append([bool(item.labels.get(label)) for label in LABELS])
+            scores.append([result.values.get(label, 0.0) for label in LABELS])
+            languages.append(item.message.language)
+        done = start + len(batch)
+        if done % 2048 == 0:
+            log.info("scored %d of %d messages", done, len(data.messages))
+    if not truth:
+        raise ModelError(f"{model.path}: the model could not score any message")
+    report = evaluate(np.array(truth), np.array(scores), thresholds, languages)
+    origin = f"the configuration {args.config}" if config else "the model's card"
+    if args.plot:
+        write_plot(args.plot, curves(np.array(truth), np.array(scores), report), f"Precision-recall: {model.path.name}")
+        log.info("wrote the precision-recall plot to %s", args.plot)
+    if args.json:
+        print(json.dumps({"model": str(model.path), "thresholds_from": origin, **report_dict(report)}, indent=2))
+    else:
+        print(f"model {model.path}, thresholds from {origin}")
+        print(format_report(report))
+    return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ def test_no_label_says_none() -> None:
     assert b"X-Ploy-Labels: none\n" in out
 
 
-@pytest.mark.parametrize("command", ["run", "once", "check-config", "classify", "demo"])
+@pytest.mark.parametrize("command", ["run", "once", "check-config", "classify", "demo", "train", "evaluate"])
 def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])
@@ -57,3 +58,58 @@ def test_model_refused_exits_with_code_6(tmp_path: Path) -> None:
     message = tmp_path / "m.eml"
     message.write_bytes(b"Subject: x\n\nhello\n")
     assert main(["classify", "--model", str(tmp_path / "model"), str(message)]) == 6
+
+
+SHARE = "Thought you might find this article interesting: {topic}. https://news.example.com/{n}\nBest, {name}"
+REQUEST = (
+    "Could you introduce me to your HR team, or spare time for a coffee so I can pick your brain on {topic}?\n{name}"
+)
+WORK = "Please send the figures on {topic} before the review meeting on Tuesday.\nThanks, {name}"
+TOPICS = ["ports automating night shifts", "rail freight", "solar tariffs", "city budgets", "river dredging"]
+
+
+def _write_labelled_mail(root: Path) -> None:
+    for folder, template in (("articles", SHARE), ("favours", REQUEST), ("ham", WORK)):
+        for n in range(10):
+            name = f"{folder}{n}"
+            body = template.format(topic=TOPICS[n % len(TOPICS)], n=n, name=name)
+            path = root / folder / f"{n}.eml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(
+                f"From: {name} <{name}@example.org>\nTo: me@example.org\nSubject: {TOPICS[n % 5]}\n\n{body}\n"
+            )
+
+
+def test_train_writes_a_bundle_that_evaluate_measures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _write_labelled_mail(tmp_path / "mail")
+    model = tmp_path / "model"
+    assert main(["train", str(tmp_path / "mail"), "--out", str(model), "--folds", "2"]) == 0
+    assert "wrote " in capsys.readouterr().out
+    card = json.loads((model / "card.json").read_text())
+    assert card["training_data"]["messages"] == 30
+    assert card["metrics"]["cv"]["grouped_by"] == "sender address"
+    plot = tmp_path / "pr.svg"
+    assert main(["evaluate", str(tmp_path / "mail"), "--model", str(model), "--json", "--plot", str(plot)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["messages"] == 30
+    assert report["labels"]["article_share"]["positives"] == 10
+    assert report["labels"]["favour_request"]["tp"] + report["labels"]["favour_request"]["fn"] == 10
+    assert report["ordinary_flagged"]["messages"] == 10
+    assert plot.read_text().count('class="curve"') == 2
+
+
+def test_evaluate_refuses_a_plot_it_cannot_write_before_doing_any_work(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert main(["evaluate", str(tmp_path / "absent"), "--plot", str(tmp_path / "pr.pdf")]) == 2
+    assert "must end in .svg or .png" in caplog.text
+
+
+def test_train_needs_two_folds_and_labelled_mail(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["train", str(tmp_path), "--out", str(tmp_path / "model"), "--folds", "1"])
+    assert info.value.code == 2
+    (tmp_path / "misc").mkdir()
+    (tmp_path / "misc" / "a.eml").write_bytes(b"From: a@example.org\nSubject: x\n\nhello there\n")
+    assert main(["train", str(tmp_path), "--out", str(tmp_path / "model")]) == 2
+    assert not (tmp_path / "model").exists()
