@@ -33,7 +33,7 @@ def error_of(data: Any) -> str:
 def test_example_config_is_valid() -> None:
     config = load_config(REPO / "config.example.yaml")
     assert config.accounts[0].folders["favour_request"] == "Networking/Requests"
-    assert config.thresholds == {"article_share": 0.8, "favour_request": 0.8}
+    assert config.thresholds == {"article_share": 0.76, "favour_request": 0.82}
 
 
 def test_defaults_fill_optional_keys() -> None:

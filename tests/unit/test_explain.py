@@ -13,26 +13,15 @@ import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import FeatureUnion, Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer
+from tiny_model import THRESHOLDS, message, save_tiny_bundle, training_set
 
 import filter.explain
 from filter.cli import main
 from filter.explain import NAME_CHARS, Explanation, explain, feature_names
-from filter.features import STRUCTURE_FEATURES, PerLabelClassifier, build_pipeline, own_text, structure
+from filter.features import STRUCTURE_FEATURES, PerLabelClassifier, own_text, structure
 from filter.message import ParsedMessage, parse_message
 from filter.model import LABELS, ModelBundle, default_model_path
 
-SHARES = [
-    "Thought you might find this article interesting: {n} ports automate night shifts",
-    "FYI, a good read on rail freight {n}, worth a look",
-]
-REQUESTS = [
-    "Could you introduce me to your HR team? I am looking for a job, number {n}",
-    "Would you have time for a coffee so I can pick your brain about my career {n}?",
-]
-WORK = [
-    "Please send the Q3 numbers before the review meeting {n}",
-    "The call moves to 3pm tomorrow, agenda attached {n}",
-]
 LONG_WORD = "supercalifragilisticexpialidociousnessandthenalittlemore"
 
 REQUEST_EML = b"""\
@@ -55,48 +44,19 @@ Lucas
 """
 
 
-def _message(text: str, subject: str) -> ParsedMessage:
-    return ParsedMessage(subject=subject, own_text=text, to_count=1, language="en")
-
-
-def _training_set(extra: str = "") -> tuple[list[ParsedMessage], list[list[int]]]:
-    messages: list[ParsedMessage] = []
-    y: list[list[int]] = []
-    for n in range(12):
-        for templates, target, subject in ((SHARES, [1, 0], "article"), (REQUESTS, [0, 1], "a favour")):
-            for template in templates:
-                messages.append(_message(template.format(n=n) + extra, subject))
-                y.append(target)
-        for template in WORK:
-            messages.append(_message(template.format(n=n), "work"))
-            y.append([0, 0])
-    return messages, y
-
-
 def _fit_bundle(pipeline: Pipeline, extra: str = "") -> ModelBundle:
-    messages, y = _training_set(extra)
+    messages, y = training_set(extra)
     pipeline.fit(messages, y)
-    card = {"labels": list(LABELS), "thresholds": {"article_share": 0.7, "favour_request": 0.6}}
+    card = {"labels": list(LABELS), "thresholds": THRESHOLDS}
     return ModelBundle(pipeline, card, Path("in-memory"))
 
 
-REQUEST = _message("Could you introduce me to your HR team? I am looking for a job", "a favour")
+REQUEST = message("Could you introduce me to your HR team? I am looking for a job", "a favour")
 
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    messages, y = _training_set()
-    pipeline = build_pipeline(own_features=500, forwarded_features=100, char_features=500)
-    pipeline.fit(messages, y)
-    path = tmp_path_factory.mktemp("bundle") / "tiny"
-    ModelBundle.save(
-        pipeline,
-        path,
-        thresholds={"article_share": 0.7, "favour_request": 0.6},
-        metrics={"note": "tiny test model"},
-        training_summary={"messages": len(messages)},
-    )
-    return path
+    return save_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
 
 
 @pytest.fixture(scope="module")
@@ -190,9 +150,9 @@ def test_any_channels_are_explained_and_long_names_are_cut() -> None:
     names = feature_names(bundle)
     assert names.channels == ("words", "structure", "numbers")
     assert names.lookup(int(names.starts[2]) + 1) == ("numbers", "#1")
-    message = _message(f"Could you introduce me to your HR team? {LONG_WORD}", "a favour")
-    explained = explain(bundle, message, top=1_000_000)
-    _assert_adds_up(explained, dict(bundle.score([message])[0].values))
+    request = message(f"Could you introduce me to your HR team? {LONG_WORD}", "a favour")
+    explained = explain(bundle, request, top=1_000_000)
+    _assert_adds_up(explained, dict(bundle.score([request])[0].values))
     shown = [c for e in explained.values() for c in e.up + e.down]
     assert LONG_WORD[:NAME_CHARS] in {c.feature for c in shown if c.channel == "words"}
     assert all(len(c.feature) <= NAME_CHARS for c in shown)

@@ -7,62 +7,19 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tiny_model import message, save_tiny_bundle
 
 from filter.errors import ModelError
-from filter.features import FEATURE_VERSION, build_pipeline
-from filter.message import ParsedMessage, parse_message
+from filter.features import FEATURE_VERSION
+from filter.message import parse_message
 from filter.model import LABELS, ModelBundle, Scores, default_model_path, runtime_versions
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
-SHARES = [
-    "Thought you might find this article interesting: {n} ports automate night shifts",
-    "FYI, a good read on rail freight {n}, worth a look",
-]
-REQUESTS = [
-    "Could you introduce me to your HR team? I am looking for a job, number {n}",
-    "Would you have time for a coffee so I can pick your brain about my career {n}?",
-]
-WORK = [
-    "Please send the Q3 numbers before the review meeting {n}",
-    "The call moves to 3pm tomorrow, agenda attached {n}",
-]
-
-
-def _message(text: str, subject: str) -> ParsedMessage:
-    return ParsedMessage(subject=subject, own_text=text, to_count=1, language="en")
-
-
-def _tiny_training_set() -> tuple[list[ParsedMessage], list[list[int]]]:
-    messages: list[ParsedMessage] = []
-    y: list[list[int]] = []
-    for n in range(12):
-        for template in SHARES:
-            messages.append(_message(template.format(n=n), "article"))
-            y.append([1, 0])
-        for template in REQUESTS:
-            messages.append(_message(template.format(n=n), "a favour"))
-            y.append([0, 1])
-        for template in WORK:
-            messages.append(_message(template.format(n=n), "work"))
-            y.append([0, 0])
-    return messages, y
-
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    messages, y = _tiny_training_set()
-    pipeline = build_pipeline(own_features=500, forwarded_features=100, char_features=500)
-    pipeline.fit(messages, y)
-    path = tmp_path_factory.mktemp("bundle") / "tiny"
-    ModelBundle.save(
-        pipeline,
-        path,
-        thresholds={"article_share": 0.7, "favour_request": 0.6},
-        metrics={"note": "tiny test model"},
-        training_summary={"messages": len(messages)},
-    )
-    return path
+    return save_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
 
 
 @pytest.fixture
@@ -85,8 +42,8 @@ def test_saved_bundle_loads_and_scores(bundle_dir: Path) -> None:
     assert bundle.card["sklearn"] == runtime_versions()["sklearn"]
     share, request = bundle.score(
         [
-            _message("Thought you might find this article interesting: ports", "article"),
-            _message("Could you introduce me to your HR team? I am looking for a job", "a favour"),
+            message("Thought you might find this article interesting: ports", "article"),
+            message("Could you introduce me to your HR team? I am looking for a job", "a favour"),
         ]
     )
     assert share.values["article_share"] > share.values["favour_request"]
