@@ -19,13 +19,16 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import email.errors
 import email.header
 import email.message
 import email.policy
 import email.utils
+import heapq
 import quopri
 import re
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from email.parser import BytesParser
 from html.parser import HTMLParser
@@ -124,14 +127,16 @@ def _parse(data: bytes, max_text_chars: int) -> ParsedMessage:
         return ParsedMessage(error="binary data, not a mail message")
     limits: list[str] = []
     data = _defuse(data, limits)
-    try:
-        msg = BytesParser(policy=email.policy.compat32).parsebytes(data)
-    except RecursionError:
-        limits.append("depth")
-        msg = BytesParser(policy=email.policy.compat32).parsebytes(data, headersonly=True)
+    msg = _parse_single_part(data)
+    if msg is None:
+        try:
+            msg = BytesParser(policy=email.policy.compat32).parsebytes(data)
+        except RecursionError:
+            limits.append("depth")
+            msg = BytesParser(policy=email.policy.compat32).parsebytes(data, headersonly=True)
     head = _Headers(msg)
     body = _Body(max_text_chars)
-    body.walk(msg)
+    body.walk(msg, head.fields)
     subject = head.text("Subject")
     own, quoted, forwarded = split_text(body.main_text(), subject=subject)
     forwarded = _join(forwarded, body.forwarded_text())
@@ -160,7 +165,7 @@ def _parse(data: bytes, max_text_chars: int) -> ParsedMessage:
         forwarded_text=forwarded,
         links=_links(own, forwarded, body.hrefs),
         bulk=bulk,
-        language=detect_language(_join(subject, own) if _word_count(own) >= 5 else _join(subject, own, forwarded)),
+        language=detect_language(_join(subject, own) if _has_words(own, 5) else _join(subject, own, forwarded)),
         attachments=tuple(body.attachments),
         has_html=body.has_html,
         part_count=body.part_count,
@@ -251,24 +256,113 @@ def _param_field_starts(data: bytes) -> list[int]:
 
 
 # ---------------------------------------------------------------------------
+# The single-part reader
+
+# The lines the stdlib feed parser takes as header lines (its ``headerRE``): a field ("Name:"), a
+# folded continuation, or an mbox "From " line; each up to and including its end of line (CRLF, CR, LF).
+# The repeats are possessive: a line once read is never given back, so the engine keeps no state per
+# line (a plain repeat would, for every line of a header block that may be megabytes long). Most mail
+# has no CR in its header, and there the _LF patterns, which the engine runs faster, find the same lines.
+_HEADER_BLOCK = re.compile(rb"(?:(?:From |[\x21-\x39\x3b-\x7e]*+:|[\t ])[^\r\n]*+(?:\r\n|\r|\n|\Z))*+")
+_HEADER_BLOCK_LF = re.compile(rb"(?:(?:From |[\x21-\x39\x3b-\x7e]*+:|[\t ])[^\n]*+(?:\n|\Z))*+")
+_FIRST_LINE = re.compile(r"\A[^\r\n]*(?:\r\n|\r|\n)?")
+# The end of a line that the next field follows (the next line is not folded): fields are split there.
+_FIELD_BREAK = re.compile(r"(?:\r\n|\r|\n)(?=[^ \t\n])")
+# Without CR: a field's name and its value as compat32's header_source_parse keeps it (blanks after
+# the colon dropped, folded lines kept with their line ends, the last line end dropped).
+_FIELD_LF = re.compile(r"^([^:\n]*+):[ \t]*+(.*+(?:\n[ \t].*+)*+)", re.M)
+_COMPAT32 = email.policy.compat32
+
+
+def _parse_single_part(data: bytes) -> email.message.Message | None:
+    """The message ``BytesParser(policy=compat32)`` builds from ``data`` when it has one part, else None.
+
+    Most mail is a single text part, and the feed parser spends most of its
+    time reading it line by line. This finds the header block the way the
+    feed parser does (the same line ends, the same test for a header line)
+    and, when every line in it is a plain field or a folded continuation
+    (an mbox "From " envelope line first is fine), splits and unfolds the
+    fields as the feed parser does and takes the rest as the payload in one
+    slice. Anything else (multipart and message/* bodies, a header block
+    that starts folded, a misplaced "From " line, a field with no name) is
+    left to the feed parser.
+    """
+    match = _HEADER_BLOCK_LF.match(data)
+    end = match.end() if match else 0
+    has_cr = b"\r" in data[:end]
+    if has_cr:
+        match = _HEADER_BLOCK.match(data)
+        end = match.end() if match else 0
+    block = data[:end].decode("ascii", "surrogateescape")
+    if block.startswith("From "):
+        block = _FIRST_LINE.sub("", block, count=1)
+    # a first line folded, a misplaced "From " line or a field with no name: the feed parser's special cases
+    if block[:1] in (" ", "\t", ":") or block.startswith("From ") or "\nFrom " in block or "\n:" in block:
+        return None
+    msg = email.message.Message()
+    if not has_cr:
+        for name, value in _FIELD_LF.findall(block):
+            msg.set_raw(name, value)
+    elif "\rFrom " in block or "\r:" in block:
+        return None
+    else:
+        for lines in _FIELD_BREAK.split(block) if block else ():
+            # as compat32's header_source_parse: blanks after the colon go, folded line ends stay
+            name, _, value = lines.partition(":")
+            msg.set_raw(name, value.lstrip(" \t").rstrip("\r\n"))
+    if end < len(data):
+        if data[end] in b"\r\n":
+            end += 2 if data.startswith(b"\r\n", end) else 1
+        else:
+            msg.defects.append(email.errors.MissingHeaderBodySeparatorDefect())
+    if msg.get_content_maintype() in ("message", "multipart"):
+        return None
+    msg.set_payload(data[end:].decode("ascii", "surrogateescape"))
+    return msg
+
+
+# ---------------------------------------------------------------------------
 # Headers
+
+
+class _Fields:
+    """The first occurrence of each header field of one part, read as ``Message.get`` reads it.
+
+    ``Message.get`` scans and lowercases every field name on each call, and
+    a part is asked for the same few fields many times; this indexes them
+    once and converts a value only when it is asked for.
+    """
+
+    def __init__(self, part: email.message.Message) -> None:
+        fields = list(part.raw_items())
+        # built backwards, so that the first occurrence of a name is the one kept
+        self.raw: dict[str, tuple[str, str]] = {name.lower(): (name, value) for name, value in reversed(fields)}
+
+    def get(self, name: str) -> object:
+        """The value of the field ``name`` (lowercase): a str, an email.header.Header, or None."""
+        found = self.raw.get(name)
+        if found is None:
+            return None
+        field, value = found
+        # An ASCII value holds no undecodable bytes, and compat32 returns it as it is.
+        return value if value.isascii() else _COMPAT32.header_fetch_parse(field, value)
+
+    def str(self, name: str) -> str:
+        """The value of the field ``name`` (lowercase) as a capped string, "" when it is absent."""
+        value = self.get(name)
+        return "" if value is None else str(value)[:MAX_HEADER_CHARS]
 
 
 class _Headers:
     """Header access that decodes RFC 2047 words safely and caps the size of every value."""
 
     def __init__(self, msg: email.message.Message) -> None:
-        self.values: dict[str, object] = {}
+        self.fields = _Fields(msg)
         self.defects = len(msg.defects)
         self.truncated = False
-        try:
-            for name, value in msg.items():
-                self.values.setdefault(str(name).lower(), value)
-        except Exception:
-            self.defects += 1
 
     def text(self, name: str) -> str:
-        value = self.values.get(name.lower())
+        value = self.fields.get(name.lower())
         if value is None:
             return ""
         text, ok, truncated = decode_header_value(value)
@@ -282,21 +376,28 @@ def decode_header_value(value: object) -> tuple[str, bool, bool]:
     ok = True
     raw = value if isinstance(value, email.header.Header) else str(value)
     truncated = isinstance(raw, str) and len(raw) > MAX_HEADER_CHARS
-    try:
-        chunks = email.header.decode_header(raw if isinstance(raw, email.header.Header) else raw[:MAX_HEADER_CHARS])
-    except Exception:
-        chunks = [(str(value)[:MAX_HEADER_CHARS], None)]
-        ok = False
-    parts: list[str] = []
-    for chunk, charset in chunks:
-        if isinstance(chunk, bytes):
-            text, clean = decode_bytes(chunk, charset)
-            ok = ok and clean
-            parts.append(text)
-        else:
-            parts.append(chunk)
-    text = "".join(parts).replace("\r", "").replace("\n", " ").replace("\x00", "")
-    text = re.sub(r"[ \t]+", " ", text).strip()
+    if isinstance(raw, str) and "=?" not in raw:
+        text = raw[:MAX_HEADER_CHARS]  # no encoded word: decode_header would return it as it is
+    else:
+        try:
+            chunks = email.header.decode_header(raw if isinstance(raw, email.header.Header) else raw[:MAX_HEADER_CHARS])
+        except Exception:
+            chunks = [(str(value)[:MAX_HEADER_CHARS], None)]
+            ok = False
+        parts: list[str] = []
+        for chunk, charset in chunks:
+            if isinstance(chunk, bytes):
+                decoded, clean = decode_bytes(chunk, charset)
+                ok = ok and clean
+                parts.append(decoded)
+            else:
+                parts.append(chunk)
+        text = "".join(parts)
+    text = text.replace("\r", "").replace("\n", " ").replace("\x00", "")
+    text = text.replace("\t", " ")
+    while "  " in text:  # each pass halves every run of blanks
+        text = text.replace("  ", " ")
+    text = text.strip()
     return text[:MAX_HEADER_CHARS], ok, truncated or len(text) > MAX_HEADER_CHARS
 
 
@@ -317,7 +418,7 @@ def parse_address(value: str) -> tuple[str, str]:
 
 def _address_count(value: str) -> int:
     """Distinct addresses in an address header; a fast count rather than a full RFC 5322 parse."""
-    return len({a.lower() for a in _ADDRESS.findall(value)})
+    return len(set(map(str.lower, _ADDRESS.findall(value)))) if "@" in value else 0
 
 
 # ---------------------------------------------------------------------------
@@ -394,7 +495,8 @@ class _Body:
         self.limits: list[str] = []
         self.budget = max_text_chars
 
-    def walk(self, msg: email.message.Message) -> None:
+    def walk(self, msg: email.message.Message, fields: _Fields) -> None:
+        """Read the tree under ``msg``, whose header fields are ``fields``."""
         stack: list[tuple[email.message.Message, int, bool]] = [(msg, 0, False)]
         while stack:
             part, depth, forwarded = stack.pop()
@@ -404,7 +506,8 @@ class _Body:
             self.part_count += 1
             if part is not msg:
                 self.defects += len(getattr(part, "defects", ()))
-            ctype = _content_type(part)
+                fields = _Fields(part)
+            ctype = _content_type(fields)
             payload = _raw_payload(part)
             if isinstance(payload, list):
                 if depth >= MAX_DEPTH:
@@ -419,32 +522,33 @@ class _Body:
                     self.has_html = self.has_html or dropped_html
                 stack.extend((child, depth + 1, inner) for child in reversed(children))
                 continue
-            self._leaf(part, ctype, forwarded)
+            self._leaf(part, fields, ctype, forwarded)
 
-    def _leaf(self, part: email.message.Message, ctype: str, forwarded: bool) -> None:
-        disposition = _header_str(part, "Content-Disposition").split(";", 1)[0].strip().lower()
-        filename = _filename(part)
+    def _leaf(self, part: email.message.Message, fields: _Fields, ctype: str, forwarded: bool) -> None:
+        disposition = fields.str("content-disposition").split(";", 1)[0].strip().lower()
+        filename = _filename(fields)
         is_text = ctype in ("text/plain", "text/html", "text/enriched")
         if ctype == "text/html":
             self.has_html = True
         if disposition == "attachment" or filename or not is_text:
             if len(self.attachments) < MAX_ATTACHMENTS:
-                self.attachments.append(Attachment(ctype, filename, _encoded_size(part)))
+                self.attachments.append(Attachment(ctype, filename, _encoded_size(part, fields)))
             else:
                 self.limits.append("attachments")
             return
         if self.budget <= 0:
             self.limits.append("text")
             return
-        raw, clean = self._payload_bytes(part)
-        text, ok = decode_bytes(raw, _charset(part))
+        cte = fields.str("content-transfer-encoding").strip().lower()
+        raw, clean = self._payload_bytes(part, cte)
+        text, ok = decode_bytes(raw, _param(fields.str("content-type"), "charset") or None)
         self.defects += (0 if clean else 1) + (0 if ok else 1)
         if ctype == "text/html":
             text, hrefs = html_to_text(text[: self.max_text_chars * _MAX_HTML_FACTOR])
             self.hrefs.extend(hrefs)
             kind = "html"
         else:
-            text = _clean_qp_leftovers(text) if _cte(part) != "quoted-printable" else text
+            text = _clean_qp_leftovers(text) if cte != "quoted-printable" else text
             kind = "plain"
         if len(text) > self.budget:
             text = text[: self.budget]
@@ -454,13 +558,13 @@ class _Body:
 
     def _forwarded_headers(self, inner: email.message.Message) -> None:
         head = _Headers(inner)
-        lines = [f"{name}: {head.text(name)}" for name in ("From", "Date", "Subject") if inner.get(name)]
+        lines = [f"{name}: {head.text(name)}" for name in ("From", "Date", "Subject") if head.fields.get(name.lower())]
         self.defects += head.defects
         if lines:
             self.texts.append(_Text("head", "\n".join(lines) + "\n", True))
 
-    def _payload_bytes(self, part: email.message.Message) -> tuple[bytes, bool]:
-        """The part's body decoded from its transfer encoding, reading at most ``raw_cap`` characters."""
+    def _payload_bytes(self, part: email.message.Message, cte: str) -> tuple[bytes, bool]:
+        """The part's body decoded from its transfer encoding ``cte``, reading at most ``raw_cap`` characters."""
         payload = _raw_payload(part)
         if not isinstance(payload, str):
             return b"", False
@@ -468,7 +572,6 @@ class _Body:
             payload = payload[: self.raw_cap]
             self.limits.append("text")
         data = payload.encode("utf-8", "surrogateescape")
-        cte = _cte(part)
         if cte == "base64":
             return _b64decode(data)
         if cte == "quoted-printable":
@@ -512,8 +615,9 @@ def _prefer_plain(children: list[email.message.Message]) -> tuple[list[email.mes
     Returns the children to read and whether an HTML alternative was dropped;
     converting HTML is the costly step, so it is done only when needed.
     """
-    plain = [c for c in children if _content_type(c) == "text/plain" and _has_text(c)]
-    html = [c for c in children if _content_type(c) == "text/html"]
+    types = [_content_type(_Fields(c)) for c in children]
+    plain = [c for c, ctype in zip(children, types, strict=True) if ctype == "text/plain" and _has_text(c)]
+    html = [c for c, ctype in zip(children, types, strict=True) if ctype == "text/html"]
     if plain and html:
         return plain, True
     return children, False
@@ -524,27 +628,26 @@ def _has_text(part: email.message.Message) -> bool:
     return isinstance(payload, str) and len(payload.strip()) >= 40
 
 
-def _header_str(part: email.message.Message, name: str) -> str:
-    try:
-        value = part.get(name)
-    except Exception:
-        return ""
-    return "" if value is None else str(value)[:MAX_HEADER_CHARS]
-
-
 _TOKEN = re.compile(r"^\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*/\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)")
 
 
-def _content_type(part: email.message.Message) -> str:
-    raw = _header_str(part, "Content-Type")
-    match = _TOKEN.match(raw)
+def _content_type(fields: _Fields) -> str:
+    match = _TOKEN.match(fields.str("content-type"))
     if match:
         return f"{match.group(1)}/{match.group(2)}".lower()
     return "text/plain"
 
 
+_PARAMS = {
+    name: re.compile(rf"(?:^|;)\s*{name}\*?(?:0\*?)?\s*=\s*(\"[^\"]*\"|[^;\s]*)", re.I)
+    for name in ("charset", "filename", "name")
+}
+
+
 def _param(raw: str, name: str) -> str:
-    match = re.search(rf"(?:^|;)\s*{name}\*?(?:0\*?)?\s*=\s*(\"[^\"]*\"|[^;\s]*)", raw, re.I)
+    if raw.isascii() and name not in raw.lower():  # for ASCII, re.I matches exactly what lower() finds
+        return ""
+    match = _PARAMS[name].search(raw)
     if not match:
         return ""
     value = match.group(1).strip('"')
@@ -554,32 +657,25 @@ def _param(raw: str, name: str) -> str:
     return value
 
 
-def _charset(part: email.message.Message) -> str | None:
-    return _param(_header_str(part, "Content-Type"), "charset") or None
-
-
-def _filename(part: email.message.Message) -> str:
-    name = _param(_header_str(part, "Content-Disposition"), "filename") or _param(
-        _header_str(part, "Content-Type"), "name"
-    )
+def _filename(fields: _Fields) -> str:
+    name = _param(fields.str("content-disposition"), "filename") or _param(fields.str("content-type"), "name")
     return decode_header_value(name)[0][:255] if name else ""
 
 
-def _cte(part: email.message.Message) -> str:
-    return _header_str(part, "Content-Transfer-Encoding").strip().lower()
-
-
-def _encoded_size(part: email.message.Message) -> int:
+def _encoded_size(part: email.message.Message, fields: _Fields) -> int:
     payload = _raw_payload(part)
     if not isinstance(payload, str):
         return 0
-    if _cte(part) == "base64":
+    if fields.str("content-transfer-encoding").strip().lower() == "base64":
         return len(payload) * 3 // 4
     return len(payload)
 
 
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/=]")
+
+
 def _b64decode(data: bytes) -> tuple[bytes, bool]:
-    compact = re.sub(rb"[^A-Za-z0-9+/=]", b"", data)
+    compact = _NOT_BASE64.sub(b"", data)
     try:
         return binascii.a2b_base64(compact), len(compact) == len(data.replace(b"\n", b"").replace(b"\r", b""))
     except binascii.Error:
@@ -604,7 +700,7 @@ def _clean_qp_leftovers(text: str) -> str:
     and only when they occur more than once, so that an equals sign at the
     end of a line of code is left alone.
     """
-    if text.count("=\n") + text.count("=\r\n") + text.count("=20") < 2:
+    if "=" not in text or text.count("=\n") + text.count("=\r\n") + text.count("=20") < 2:
         return text
     text = _QP_SOFT.sub("", text)
     return _QP_ESCAPE.sub(lambda m: _QP_ESCAPES[m.group(1)], text)
@@ -627,6 +723,10 @@ class _HtmlText(HTMLParser):
         self.skip = 0
         self.quote = 0
         self.hrefs: list[str] = []
+
+    def updatepos(self, i: int, j: int) -> int:
+        """Skip the line and column bookkeeping (a count of newlines per token); positions are never reported."""
+        return j
 
     def _newline(self) -> None:
         line = " ".join("".join(self.current).split())
@@ -679,29 +779,28 @@ def html_to_text(html: str) -> tuple[str, list[str]]:
 # ---------------------------------------------------------------------------
 # Own text, quoted replies and forwarded parts
 
-_FORWARD_MARKERS = [
-    re.compile(p, re.I)
-    for p in (
-        r"^\s*-{2,}\s*(?:forwarded message|forwarded e-?mail)\s*-{2,}",
-        r"^\s*-{2,}\s*message transf[ée]r[ée]\s*-{2,}",
-        r"^\s*-{2,}\s*forwarded by\b",
-        r"^\s*begin forwarded message\s*:?\s*$",
-        r"^\s*d[ée]but du message r[ée]exp[ée]di[ée]\s*:?\s*$",
-    )
-]
-_QUOTE_MARKERS = [
-    re.compile(p, re.I)
-    for p in (
-        r"^\s*-{2,}\s*original message\s*-{2,}",
-        r"^\s*-{2,}\s*message d'origine\s*-{2,}",
-        r"^\s*-{2,}\s*message original\s*-{2,}",
-        r"^\s*_{10,}\s*$",
-    )
-]
-_ATTRIBUTION = [
-    re.compile(r"^\s*(?:-{2,}\s*)?on\b.{0,300}\bwrote\s*:\s*$", re.I),
-    re.compile(r"^\s*(?:-{2,}\s*)?le\b.{0,300}\ba\s+[ée]crit\s*:\s*$", re.I),
-]
+# Each family of markers is one alternation, tried in one search; "^" stays outside the
+# alternation so that a search that fails at the start of the line stops there.
+_FORWARD_MARKER = re.compile(
+    r"^(?:\s*-{2,}\s*(?:forwarded message|forwarded e-?mail)\s*-{2,}"
+    r"|\s*-{2,}\s*message transf[ée]r[ée]\s*-{2,}"
+    r"|\s*-{2,}\s*forwarded by\b"
+    r"|\s*begin forwarded message\s*:?\s*$"
+    r"|\s*d[ée]but du message r[ée]exp[ée]di[ée]\s*:?\s*$)",
+    re.I,
+)
+_QUOTE_MARKER = re.compile(
+    r"^(?:\s*-{2,}\s*original message\s*-{2,}"
+    r"|\s*-{2,}\s*message d'origine\s*-{2,}"
+    r"|\s*-{2,}\s*message original\s*-{2,}"
+    r"|\s*_{10,}\s*$)",
+    re.I,
+)
+_ATTRIBUTION = re.compile(
+    r"^\s*(?:-{2,}\s*)?on\b.{0,300}\bwrote\s*:\s*$"
+    r"|^\s*(?:-{2,}\s*)?le\b.{0,300}\ba\s+[ée]crit\s*:\s*$",
+    re.I,
+)
 _HEADER_LINE = re.compile(
     r"^\s*(?:from|sent|date|to|cc|subject|de|envoy[ée]|[àa]|objet|reply-to|please respond to|content-[a-z-]+"
     r"|mime-version)\s*:",
@@ -712,10 +811,65 @@ _FROM_LINE = re.compile(r"^\s*(?:from|de)\s*:", re.I)
 _ANY_HEADER_LINE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9-]{1,40}:\s|[ \t]+\S)")
 _NOTES_DATE = re.compile(r"(?:^|\son\s)\s*\d{1,2}/\d{1,2}/\d{2,4}\s+\d{1,2}:\d{2}")
 _TO_LINE = re.compile(r"^\s*to\s*:", re.I)
-_CANDIDATE = re.compile(
-    r"^\s*(?:-{2,}|_{10,}|>|on\b|le\b|begin\b|d[ée]but\b|(?:from|de|sent|date|to)\s*:)|.{0,120}\d/\d{1,2}/\d",
+# A line that may open a reply or forward block starts (after blanks) with one of these, or has a
+# "1/2/2001"-like date within its first 120 characters. Each is searched for in the whole text at
+# once; the lookahead lets the search skip, in one step, the lines no alternative can start.
+_CANDIDATE_START = re.compile(
+    r"\n[^\S\n]*(?=[-_>olbdfst])(?:-{2,}|_{10,}|>|on\b|le\b|begin\b|d[ée]but\b|(?:from|de|sent|date|to)[^\S\n]*:)",
     re.I,
 )
+_DATE_SLASH = re.compile(r"/(?=\d{1,2}/\d)")
+_DATE_COLUMN = 120
+
+
+def _matching_lines(pattern: re.Pattern[str], text: str) -> Iterator[int]:
+    """Indexes, in order, of the lines of ``text`` (split at "\\n") at whose start ``pattern`` matches.
+
+    ``pattern`` opens with "\\n": searching the whole text for "\\n" and what
+    follows is much faster than matching every line on its own.
+    """
+    text = "\n" + text  # the "\n" before each line, the first one included, marks where it starts
+    line = last = 0
+    for match in pattern.finditer(text):
+        line += text.count("\n", last, match.start())
+        last = match.start()
+        yield line
+
+
+def _date_lines(text: str) -> Iterator[int]:
+    """Indexes, in order, of the lines of ``text`` with a "1/2/2001"-like date in their first 120 characters."""
+    text = "\n" + text
+    line, last, line_start = -1, 0, 0
+    for match in _DATE_SLASH.finditer(text):
+        slash = match.start()
+        newlines = text.count("\n", last, slash)
+        if newlines:
+            line += newlines
+            line_start = text.rfind("\n", last, slash) + 1
+        last = slash
+        if text[slash - 1].isdecimal() and slash - 1 - line_start <= _DATE_COLUMN:
+            yield line
+
+
+def _candidate_lines(text: str) -> Iterator[int]:
+    """Indexes, in order and each once, of the lines of ``text`` worth testing for a reply or forward marker.
+
+    They are searched for only as they are asked for, so the rest of a long
+    thread below the first marker is never searched.
+    """
+    markers = _matching_lines(_CANDIDATE_START, text)
+    if "/" not in text:
+        return markers
+    return _distinct(heapq.merge(markers, _date_lines(text)))
+
+
+def _distinct(ordered: Iterator[int]) -> Iterator[int]:
+    """The non-negative integers of ``ordered``, each once."""
+    previous = -1
+    for value in ordered:
+        if value != previous:
+            yield value
+            previous = value
 
 
 def split_text(text: str, *, subject: str = "") -> tuple[str, str, str]:
@@ -733,14 +887,16 @@ def split_text(text: str, *, subject: str = "") -> tuple[str, str, str]:
     above the first marker are quoted. Webmail advertising footers are
     dropped first.
     """
-    lines = _strip_ad_footers(text.replace("\r\n", "\n").replace("\r", "\n")).split("\n")
+    text = _strip_ad_footers(text.replace("\r\n", "\n").replace("\r", "\n"))
+    lines = text.split("\n")
     forward_subject = bool(_FORWARD_PREFIX.match(subject))
     own: list[str] = []
     quoted: list[str] = []
-    for i, line in enumerate(lines):
-        if not _CANDIDATE.match(line):
-            own.append(line)
-            continue
+    after = 0
+    for i in _candidate_lines(text):
+        own.extend(lines[after:i])
+        after = i + 1
+        line = lines[i]
         kind, start = _marker(lines, i, forward_subject)
         if kind:
             block = "\n".join(lines[start:])
@@ -752,62 +908,70 @@ def split_text(text: str, *, subject: str = "") -> tuple[str, str, str]:
             quoted.append(line)
         else:
             own.append(line)
+    own.extend(lines[after:])
     if forward_subject:
         return "\n".join(own), "", "\n".join(quoted)
     return "\n".join(own), "\n".join(quoted), ""
 
 
-_AD_FOOTER_START = re.compile(
-    r"^(?:do you yahoo!?\?|get your free download of msn|join the world's largest e-mail service|"
-    r"chat with friends online|send and receive hotmail|get more from the web|msn photos is the easiest|"
-    r"express yourself instantly with msn|protect your pc|send instant messages)",
+_AD_FOOTER_LINE = re.compile(
+    r"\n[^\S\n]*(?=[cdegjmps])(?:do you yahoo!?\?|get your free download of msn|"
+    r"join the world's largest e-mail service|chat with friends online|send and receive hotmail|"
+    r"get more from the web|msn photos is the easiest|express yourself instantly with msn|protect your pc|"
+    r"send instant messages)",
     re.I,
 )
+_UNDERSCORES = re.compile(r"_{10,}")
 
 
 def _strip_ad_footers(text: str) -> str:
     """Drop the advertising footers webmail services appended to every message (Hotmail, Yahoo!).
 
     They are not the sender's words, and their links would make any short
-    note look like a shared link.
+    note look like a shared link. A footer runs from its first line (or the
+    line of underscores above it) over at most five lines, up to a blank one.
     """
     if "____" not in text and "Yahoo!" not in text:
+        return text
+    starts = set(_matching_lines(_AD_FOOTER_LINE, text))
+    if not starts:
         return text
     lines = text.split("\n")
     out: list[str] = []
     i = 0
-    while i < len(lines):
-        line = lines[i]
-        nxt = lines[i + 1].strip() if i + 1 < len(lines) else ""
-        if (re.fullmatch(r"_{10,}", line.strip()) and _AD_FOOTER_START.match(nxt)) or _AD_FOOTER_START.match(
-            line.strip()
-        ):
-            skip = 1 if _AD_FOOTER_START.match(line.strip()) else 2
-            i += skip
-            while i < len(lines) and lines[i].strip() and i < len(lines) and skip < 5:
-                i += 1
-                skip += 1
+    for at in sorted(starts | {start - 1 for start in starts if start}):
+        if at < i:
             continue
-        out.append(line)
-        i += 1
+        out.extend(lines[i:at])
+        i = at
+        if at in starts:
+            skip = 1
+        elif _UNDERSCORES.fullmatch(lines[at].strip()):
+            skip = 2
+        else:
+            continue
+        i += skip
+        while i < len(lines) and lines[i].strip() and skip < 5:
+            i += 1
+            skip += 1
+    out.extend(lines[i:])
     return "\n".join(out)
 
 
 def _marker(lines: list[str], i: int, forward_subject: bool) -> tuple[str, int]:
     """("forward" | "quote" | "", first line of the block) for the block that may start at line i."""
     line = lines[i]
-    if any(p.search(line) for p in _FORWARD_MARKERS):
+    if _FORWARD_MARKER.search(line):
         return "forward", i
     outlook = "forward" if forward_subject else "quote"
-    if any(p.search(line) for p in _QUOTE_MARKERS):
+    if _QUOTE_MARKER.search(line):
         if line.strip().startswith("_") and not (i + 1 < len(lines) and _FROM_LINE.match(lines[i + 1])):
             return "", i
         return outlook, i
     if len(line) < 400:
         joined = f"{line} {lines[i + 1]}" if i + 1 < len(lines) else line
-        for pattern in _ATTRIBUTION:
-            if pattern.match(line) or (len(joined) < 400 and pattern.match(joined)):
-                return "quote", i
+        if _ATTRIBUTION.match(line) or (len(joined) < 400 and _ATTRIBUTION.match(joined)):
+            return "quote", i
     if _FROM_LINE.match(line):
         window = lines[max(0, i - 3) : i + 6]
         if sum(1 for w in window if _HEADER_LINE.match(w)) >= 3:
@@ -908,12 +1072,16 @@ _HEADER_ALIASES = {"objet": "subject", "de": "from", "à": "to", "a": "to", "env
 # ---------------------------------------------------------------------------
 # Links, language, tidying
 
-_URL = re.compile(r"https?://[^\s<>\"'\]\[{}|\\^`]+", re.I)
+# The scheme is spelled out case by case ("ſ" is an "s" to re.I) rather than with re.I, which would
+# stop the search from skipping ahead to the next "h".
+_URL = re.compile(r"[hH][tT][tT][pP][sS\u017f]?://[^\s<>\"'\]\[{}|\\^`]+")
 
 
 def _links(own: str, forwarded: str, hrefs: list[str]) -> tuple[str, ...]:
     found: dict[str, None] = {}
     for text in (own, forwarded):
+        if "://" not in text:
+            continue
         for match in _URL.finditer(text):
             found.setdefault(_trim_url(match.group(0)), None)
             if len(found) >= MAX_LINKS:
@@ -938,21 +1106,23 @@ _EN = frozenset(
     + ("your", "my", "we", "would", "could", "please", "thanks", "was", "will", "what", "about", "from")
     + ("they", "i", "if", "can", "just", "not")
 )
-_FR = frozenset(
+_FR = frozenset(  # disjoint from _EN: a word counts for one language only
     ("le", "la", "les", "et", "des", "un", "une", "est", "pour", "que", "qui", "dans", "vous", "je")
     + ("nous", "pas", "sur", "avec", "ce", "cette", "mon", "votre", "merci", "bonjour", "au", "du")
     + ("mes", "vos", "être", "très", "suis", "ai")
 )
 
 
+# For ASCII text, _WORD's words are the runs left when every other character becomes a blank.
+_ASCII_NON_WORD = str.maketrans({chr(c): " " for c in range(128) if not _WORD.fullmatch(chr(c))})
+
+
 def detect_language(text: str) -> str:
     """ "en", "fr" or "unknown", from counts of common words in the first 2,000 characters."""
-    en = fr = 0
-    for word in _WORD.findall(text[:2000].lower()):
-        if word in _EN:
-            en += 1
-        elif word in _FR:
-            fr += 1
+    text = text[:2000].lower()
+    words = text.translate(_ASCII_NON_WORD).split() if text.isascii() else _WORD.findall(text)
+    en = sum(map(_EN.__contains__, words))
+    fr = sum(map(_FR.__contains__, words))
     if en + fr < 3:
         return "unknown"
     if fr > en:
@@ -960,17 +1130,18 @@ def detect_language(text: str) -> str:
     return "en"
 
 
-def _word_count(text: str) -> int:
-    return len(text.split())
+def _has_words(text: str, count: int) -> bool:
+    """Whether ``text`` has at least ``count`` words, without splitting all of a long text."""
+    return len(text.split(maxsplit=count - 1)) >= count
 
 
 def _join(*texts: str) -> str:
-    return "\n".join(t for t in texts if t and t.strip())
+    return "\n".join(t for t in texts if t and not t.isspace())
 
 
-_BLANKS = re.compile(r"\n{3,}")
+_BLANKS = re.compile(r"\n\n\n+")  # not \n{3,}: a literal start lets the search skip ahead
 
 
 def _tidy(text: str) -> str:
-    lines = (line.rstrip() for line in text.replace("\x00", "").split("\n"))
-    return _BLANKS.sub("\n\n", "\n".join(lines)).strip()
+    text = "\n".join(map(str.rstrip, text.replace("\x00", "").split("\n")))
+    return (_BLANKS.sub("\n\n", text) if "\n\n\n" in text else text).strip()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import email.policy
 import os
+from email.parser import BytesParser
 from pathlib import Path
 
 import pytest
@@ -12,10 +14,12 @@ from filter.message import (
     MAX_DEPTH,
     MAX_PARTS,
     ParsedMessage,
+    _parse_single_part,
     decode_bytes,
     detect_language,
     forwarded_message,
     parse_message,
+    split_text,
 )
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -266,3 +270,113 @@ def test_cpython_email_fixtures_all_parse() -> None:
         msg = parse_message(file.read_bytes())
         assert isinstance(msg, ParsedMessage), file.name
         assert msg.error == "", file.name
+
+
+# The single-part reader: it must build exactly the message the stdlib parser builds, or step aside.
+
+SINGLE_PART = {
+    "folded_lines": b"From: a@example.org\nSubject: a long subject\n  that goes on\n\tand on\nTo: b@x.org\n\nbody\n",
+    "duplicate_fields": b"Subject: first\nSubject: second\nX-A: 1\nx-a: 2\n\nbody\n",
+    "crlf_line_ends": b"From: a@example.org\r\nSubject: hi\r\n there\r\n\r\nline one\r\nline two\r\n",
+    "cr_line_ends": b"From: a@example.org\rSubject: hi\r\rline one\rline two\r",
+    "mixed_line_ends": b"From: a@example.org\r\nSubject: hi\n\r\nbody\r\n",
+    "missing_blank_line": b"From: a@example.org\nSubject: hi\nthe body starts here\n",
+    "mbox_envelope_line": b"From a@example.org Mon Jan  1 00:00:00 2001\nSubject: hi\n\nbody\n",
+    "eight_bit_header": b"From: Jos\xe9 <j@example.org>\nSubject: caf\xc3\xa9\n\nbody \xe9\n",
+    "blank_values": b"Subject:\nX-Empty:   \r\nX-Folded:\n continued\n\nbody\n",
+    "no_body": b"From: a@example.org\nSubject: hi",
+    "no_header": b"just words\nand more\n",
+    "text_html": b"Content-Type: text/html; charset=utf-8\n\n<p>hi</p>\n",
+    "bad_content_type": b"Content-Type: multipart\nSubject: x\n\nbody\n",
+    "qp_body": b"Content-Type: text/plain; charset=latin-1\nContent-Transfer-Encoding: quoted-printable\n\nd=E9j=E0\n",
+}
+
+
+@pytest.mark.parametrize("data", SINGLE_PART.values(), ids=SINGLE_PART.keys())
+def test_single_part_reader_builds_what_the_stdlib_parser_builds(data: bytes) -> None:
+    fast = _parse_single_part(data)
+    full = BytesParser(policy=email.policy.compat32).parsebytes(data)
+    assert fast is not None
+    assert list(fast.raw_items()) == list(full.raw_items())
+    assert fast.get_payload() == full.get_payload()
+    assert [type(d) for d in fast.defects] == [type(d) for d in full.defects]
+
+
+LEFT_TO_STDLIB = {
+    "multipart": b'Content-Type: multipart/mixed; boundary="b"\n\n--b\n\nhi\n--b--\n',
+    "attached_message": b"Content-Type: message/rfc822\n\nSubject: inner\n\ninner body\n",
+    "misplaced_from_line": b"Subject: hi\nFrom a@example.org Mon Jan  1 00:00:00 2001\nTo: b@example.org\n\nbody\n",
+    "first_line_folded": b" folded\nSubject: hi\n\nbody\n",
+    "nameless_field": b"Subject: hi\n: no name\n\nbody\n",
+}
+
+
+@pytest.mark.parametrize("data", LEFT_TO_STDLIB.values(), ids=LEFT_TO_STDLIB.keys())
+def test_multipart_and_unusual_headers_are_left_to_the_stdlib_parser(data: bytes) -> None:
+    assert _parse_single_part(data) is None
+    assert parse_message(data).error == ""
+
+
+def test_folded_subject_is_unfolded_and_the_first_of_duplicate_fields_wins() -> None:
+    msg = parse_message(
+        b"Subject: Lunch on\n  Thursday?\nSubject: ignored\nFrom: Ana <ana@example.org>\n\nSee you there.\n"
+    )
+    assert msg.subject == "Lunch on Thursday?"
+    assert msg.sender == "ana@example.org"
+
+
+def test_crlf_and_lf_line_ends_give_the_same_message() -> None:
+    lf = b"From: a@example.org\nSubject: Report\n\nHere is the report.\n\nOn Mon, Bob wrote:\n> send it\n"
+    assert parse_message(lf.replace(b"\n", b"\r\n")) == parse_message(lf)
+
+
+def test_missing_blank_line_keeps_the_body_and_counts_a_defect() -> None:
+    msg = parse_message(b"From: a@example.org\nSubject: hi\nthe body starts here\n")
+    assert msg.own_text == "the body starts here"
+    assert msg.defects == 1
+
+
+def test_quoted_printable_single_part_is_decoded_in_its_charset() -> None:
+    msg = parse_message(
+        b"Subject: =?iso-8859-1?q?D=E9j=E0?=\nContent-Type: text/plain; charset=iso-8859-1\n"
+        b"Content-Transfer-Encoding: quoted-printable\n\nLe caf=E9 est pr=EAt, =\nvenez vite.\n"
+    )
+    assert msg.subject == "Déjà"
+    assert msg.own_text == "Le café est prêt, venez vite."
+    assert msg.defects == 0
+
+
+def test_base64_single_part_is_decoded() -> None:
+    body = base64.encodebytes("Merci pour votre aide, à bientôt.".encode())
+    msg = parse_message(
+        b"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\n" + body, max_text_chars=100
+    )
+    assert msg.own_text == "Merci pour votre aide, à bientôt."
+
+
+def test_undeclared_eight_bit_header_and_body_are_read() -> None:
+    msg = parse_message(b"From: Jos\xc3\xa9 <j@example.org>\nSubject: caf\xe9\n\nd\xe9j\xe0 vu\n")
+    assert msg.sender_name == "José"
+    assert msg.subject == "café"
+    assert msg.own_text == "déjà vu"
+
+
+def test_blanks_and_tabs_in_a_header_collapse_to_one_space() -> None:
+    assert parse_message(b"Subject: a \t  b\t\tc\n\nbody\n").subject == "a b c"
+
+
+def test_links_are_found_whatever_the_case_of_the_scheme() -> None:
+    msg = parse_message(b"Subject: x\n\nSee HTTP://EXAMPLE.ORG/a and Https://example.org/b.\n")
+    assert msg.links == ("HTTP://EXAMPLE.ORG/a", "Https://example.org/b")
+
+
+def test_notes_date_line_opens_a_quote_only_near_the_start_of_the_line() -> None:
+    near = "Thanks.\nBob Smith <bob@example.org> on 01/02/2001 10:00 AM\nTo: Ann\nSubject: plan\n\nold text"
+    far = "Thanks.\n" + "x" * 121 + " 01/02/2001 10:00\nTo: Ann\nSubject: plan\n\nold text"
+    assert split_text(near)[0] == "Thanks."
+    assert split_text(far)[1] == ""
+
+
+def test_advertising_footer_below_a_line_of_underscores_is_dropped() -> None:
+    text = "See you at six.\n\n__________________\nDo You Yahoo!?\nGet email at http://mail.example.com\n\nAnn"
+    assert split_text(text)[0] == "See you at six.\n\n\nAnn"
