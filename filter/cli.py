@@ -8,8 +8,10 @@ ended it (see errors.py and the README's table).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -226,6 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`classify ... | head`): stop quietly, as other Unix tools do, and
+        # point stdout at /dev/null so that the interpreter's final flush cannot fail again.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def load_model(config: Config | None, override: Path | None = None) -> ModelBundle:

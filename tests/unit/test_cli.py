@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,17 @@ def test_train_needs_two_folds_and_labelled_mail(tmp_path: Path) -> None:
     (tmp_path / "misc" / "a.eml").write_bytes(b"From: a@example.org\nSubject: x\n\nhello there\n")
     assert main(["train", str(tmp_path), "--out", str(tmp_path / "model")]) == 2
     assert not (tmp_path / "model").exists()
+
+
+def test_a_reader_that_goes_away_ends_classify_quietly() -> None:
+    files = [str(p) for p in sorted((Path(__file__).resolve().parents[1] / "data").glob("*.eml"))] * 40
+    code = "import sys; from filter.cli import main; sys.exit(main())"
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, "classify", *files], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.readline()
+    process.stdout.close()
+    errors = process.stderr.read()
+    assert process.wait(timeout=120) == 141
+    assert b"Traceback" not in errors
