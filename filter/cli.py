@@ -21,7 +21,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, BinaryIO
 
 from filter import __version__
-from filter.config import LABELS, AccountConfig, Config, load_config, read_password
+from filter.config import DEFAULT_MAX_MESSAGE_BYTES, LABELS, AccountConfig, Config, load_config, read_password
 from filter.errors import ConnectError, ModelError, PloyError, UsageError
 from filter.mailbox import ConnectionLost
 
@@ -401,7 +401,7 @@ def _classify(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else None
     model = load_model(config, args.model)
     thresholds = thresholds_for(config, model)
-    cap = config.max_message_bytes if config else 262144
+    cap = config.max_message_bytes if config else DEFAULT_MAX_MESSAGE_BYTES
     if args.headers:
         if args.explain:
             raise UsageError("classify --explain writes to the terminal; it does not go with --headers")
@@ -504,12 +504,12 @@ def with_headers(data: bytes, scores: Mapping[str, float], thresholds: Mapping[s
 def _train(args: argparse.Namespace) -> int:
     from filter.dataset import read_labelled
     from filter.model import ModelBundle
-    from filter.train import Example, deduplicate, train, training_summary
+    from filter.train import deduplicate, metric_lines, train, training_summary
 
     data = read_labelled(
         args.data, label_file=args.labels, group_by=args.group_by, skip_unlabelled=args.skip_unlabelled
     )
-    examples = deduplicate(Example(m.source, m.id, m.message, m.labels, m.group) for m in data.messages)
+    examples = deduplicate(data.messages)
     if len(examples) < len(data.messages):
         log.info(
             "%d duplicate messages (same Message-ID, or same subject and text) left out",
@@ -535,8 +535,6 @@ def _train(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(f"train: cannot train on these {len(examples)} messages ({exc})") from exc
-    if pipeline is None:
-        raise PloyError("train: no model was fitted")
     metrics["cv"]["grouped_by"] = "sender address" if args.group_by == "sender" else "folder or mailbox"
     summary = training_summary(examples)
     summary["label_files"] = [str(args.labels)] if args.labels else []
@@ -559,21 +557,14 @@ def _train(args: argparse.Namespace) -> int:
         f"wrote {args.out} ({card['size_bytes'] / 1e6:.1f} MB, sha256 {card['sha256'][:12]}): "
         f"{len(examples)} messages, {cv['folds']}-fold cross-validation grouped by {cv['grouped_by']}"
     )
-    for label in LABELS:
-        m = metrics[label]
-        t = m["at_threshold"]
-        ap = "-" if m["average_precision"] is None else f"{m['average_precision']:.3f}"
-        print(
-            f"{label}: {m['positives']} positives, AP {ap}, threshold {m['threshold']:.4f} "
-            f"({m['threshold_reason']}): precision {t['precision']:.2f} recall {t['recall']:.2f} F1 {t['f1']:.2f}"
-        )
+    print("\n".join(metric_lines(metrics)))
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from filter.dataset import MAX_MESSAGE_BYTES, read_labelled
+    from filter.dataset import read_labelled
     from filter.evaluate import curves, evaluate, format_report, plot_format, report_dict, write_plot
     from filter.runner import score_each
 
@@ -582,7 +573,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else None
     model = load_model(config, args.model)
     thresholds = thresholds_for(config, model)
-    cap = config.max_message_bytes if config else MAX_MESSAGE_BYTES
+    cap = config.max_message_bytes if config else DEFAULT_MAX_MESSAGE_BYTES
     data = read_labelled(args.data, label_file=args.labels, skip_unlabelled=args.skip_unlabelled, max_bytes=cap)
     if not data.messages:
         raise UsageError("evaluate: no labelled message could be read")

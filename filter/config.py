@@ -30,6 +30,7 @@ SECURITY_MODES = ("tls", "starttls", "plain")
 ACTIONS = ("move", "flag", "dry-run")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_STATE_PATH = "~/.local/state/ployfilter/state.sqlite3"
+DEFAULT_MAX_MESSAGE_BYTES = 262144
 DEFAULT_FOLDERS = {"article_share": "Networking/Articles", "favour_request": "Networking/Requests"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -244,7 +245,9 @@ def parse_config(data: Any, source: Path | None = None) -> Config:
         state_path=state_path,
         model=model,
         batch_size=int(r.number("batch_size", 100, 1, 10000, integer=True)),
-        max_message_bytes=int(r.number("max_message_bytes", 262144, 4096, 64 * 1024 * 1024, integer=True)),
+        max_message_bytes=int(
+            r.number("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES, 4096, 64 * 1024 * 1024, integer=True)
+        ),
         poll_interval=r.number("poll_interval", 60, 1, 86400),
         idle_renew=r.number("idle_renew", 540, 10, 600),
         reconnect_max=r.number("reconnect_max", 300, 1, 3600),

@@ -25,12 +25,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from filter.config import DEFAULT_MAX_MESSAGE_BYTES
 from filter.errors import PloyError, UsageError
 from filter.message import ParsedMessage, parse_message
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 262144
 PROGRESS_EVERY = 500
 GROUP_BY = ("sender", "folder")
 
@@ -49,10 +49,16 @@ FOLDER_LABELS: Mapping[str, Mapping[str, bool]] = {
 
 
 @dataclass(frozen=True)
-class LabelledMessage:
-    """One message read from disk: the DATA path it was found under, where it is, its parse, labels, CV group.
+class Example:
+    """One labelled message: where it came from, its parse, its labels and its CV group.
 
-    ``id`` is the file's path, or ``path#N`` for the Nth message of an mbox.
+    ``source`` is the DATA path it was found under (or, for the shipped
+    model's training set, the corpus it comes from); ``id`` is the file's
+    path, or ``path#N`` for the Nth message of an mbox. ``path`` is the file
+    it was read from (for an embedded ``#forwarded`` message, the file that
+    holds it). ``trusted`` is False for a message taken as ordinary mail
+    without being read: those train the model but are left out of every
+    reported metric.
     """
 
     source: str
@@ -60,13 +66,15 @@ class LabelledMessage:
     message: ParsedMessage
     labels: Mapping[str, bool]
     group: str
+    path: Path | None = None
+    trusted: bool = True
 
 
 @dataclass
 class Dataset:
     """The messages read, and what was left out and why (ids only)."""
 
-    messages: list[LabelledMessage] = field(default_factory=list)
+    messages: list[Example] = field(default_factory=list)
     unlabelled: list[str] = field(default_factory=list)
     undecided: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
@@ -105,7 +113,7 @@ def read_labelled(
     label_file: Path | None = None,
     group_by: str = "sender",
     skip_unlabelled: bool = False,
-    max_bytes: int = MAX_MESSAGE_BYTES,
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     progress_every: int = PROGRESS_EVERY,
 ) -> Dataset:
     """Read every message under ``paths`` with its labels.
@@ -154,7 +162,7 @@ def read_labelled(
             dataset.unreadable.append(source.id)
             continue
         group = _group(source, message, group_by)
-        dataset.messages.append(LabelledMessage(source.source, source.id, message, labels, group))
+        dataset.messages.append(Example(source.source, source.id, message, labels, group, source.file))
         if progress_every and len(dataset.messages) % progress_every == 0:
             log.info("read %d of %d labelled messages", len(dataset.messages), len(to_read))
     log.info(

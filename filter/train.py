@@ -36,7 +36,9 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline
 
 from filter.config import LABELS
+from filter.dataset import Example
 from filter.errors import PloyError, UsageError
+from filter.evaluate import counts
 from filter.features import build_pipeline
 from filter.message import ParsedMessage, forwarded_message, parse_message
 from filter.model import ModelBundle, default_model_path
@@ -61,25 +63,6 @@ FORWARDED_SUFFIX = "#forwarded"
 SOURCES = ("enron-berkeley", "enron-maildir", "spamassassin", "written")
 
 
-@dataclass(frozen=True)
-class Example:
-    """One labelled message: where it came from, its parse, its labels and its CV group.
-
-    ``path`` is the file it was read from (for an embedded ``#forwarded``
-    message, the file that holds it). ``trusted`` is False for a message
-    taken as ordinary mail without being read: those train the model but
-    are left out of every reported metric.
-    """
-
-    source: str
-    id: str
-    message: ParsedMessage
-    labels: Mapping[str, bool]
-    group: str
-    path: Path | None = None
-    trusted: bool = True
-
-
 # ---------------------------------------------------------------------------
 # Training
 
@@ -93,14 +76,12 @@ def train(
     make_pipeline: Callable[[], Pipeline] = build_pipeline,
     sources: Sequence[str] | None = None,
     trusted: Sequence[bool] | None = None,
-    fit_final: bool = True,
-) -> tuple[Pipeline | None, dict[str, Any]]:
+) -> tuple[Pipeline, dict[str, Any]]:
     """Grouped cross-validation for metrics and thresholds, then a fit on all the data.
 
-    Returns the fitted pipeline (None when ``fit_final`` is False) and a
-    metrics dict (see ``cv_metrics``). Thresholds and metrics come from the
-    out-of-fold scores of the ``trusted`` examples only (all of them when
-    not given). ``make_pipeline`` must end with a step named "classify"
+    Returns the fitted pipeline and a metrics dict (see ``cv_metrics``).
+    Thresholds and metrics come from the out-of-fold scores of the
+    ``trusted`` examples only (all of them when not given). ``make_pipeline`` must end with a step named "classify"
     whose ``fit`` takes ``groups`` (as ``build_pipeline()``'s does), so that
     calibration inside each fit also keeps mailboxes whole.
     """
@@ -123,8 +104,6 @@ def train(
         "scored": int(keep.sum()),
         "left_out_of_metrics": int((~keep).sum()),
     }
-    if not fit_final:
-        return None, metrics
     started = time.monotonic()
     final = make_pipeline()
     final.fit(messages, y, classify__groups=np.asarray(groups))
@@ -236,6 +215,20 @@ def _breakdown(
     return out
 
 
+def metric_lines(metrics: Mapping[str, Any], labels: Sequence[str] = LABELS) -> list[str]:
+    """One line per label of a metrics dict (``cv_metrics``): positives, AP, threshold and its figures."""
+    lines = []
+    for label in labels:
+        m = metrics[label]
+        t = m["at_threshold"]
+        ap = "-" if m["average_precision"] is None else f"{m['average_precision']:.3f}"
+        lines.append(
+            f"{label}: {m['positives']} positives, AP {ap}, threshold {m['threshold']:.4f} "
+            f"({m['threshold_reason']}): precision {t['precision']:.2f} recall {t['recall']:.2f} F1 {t['f1']:.2f}"
+        )
+    return lines
+
+
 def _share(flags: np.ndarray[Any, Any]) -> float | None:
     return round(float(flags.mean()), 4) if flags.size else None
 
@@ -336,13 +329,15 @@ def _label_metrics(
 
 
 def _prf(truth: np.ndarray[Any, Any], predicted: np.ndarray[Any, Any]) -> dict[str, float | int]:
-    tp = int((predicted & (truth == 1)).sum())
-    fp = int((predicted & (truth == 0)).sum())
-    fn = int((~predicted & (truth == 1)).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4), "tp": tp, "fp": fp}
+    """The card's form of ``evaluate.counts``: a figure without a denominator is written as 0."""
+    c = counts(truth == 1, predicted)
+    return {
+        "precision": round(c.precision or 0.0, 4),
+        "recall": round(c.recall or 0.0, 4),
+        "f1": round(c.f1 or 0.0, 4),
+        "tp": c.tp,
+        "fp": c.fp,
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -675,13 +670,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     out = args.out or default_model_path()
     print(f"wrote {out} ({card['size_bytes'] / 1e6:.1f} MB, sha256 {card['sha256'][:12]})")
-    for label in card["labels"]:
-        m = card["metrics"][label]
-        t = m["at_threshold"]
-        print(
-            f"{label}: {m['positives']} positives, AP {m['average_precision']}, threshold {m['threshold']}: "
-            f"precision {t['precision']:.2f} recall {t['recall']:.2f} F1 {t['f1']:.2f}"
-        )
+    print("\n".join(metric_lines(card["metrics"], card["labels"])))
     return 0
 
 

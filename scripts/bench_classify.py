@@ -48,12 +48,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from filter.config import LABELS  # noqa: E402
+from filter.dataset import Example  # noqa: E402
+from filter.evaluate import counts  # noqa: E402
 from filter.features import build_pipeline  # noqa: E402
 from filter.model import CARD_FILE, default_model_path  # noqa: E402
 from filter.train import (  # noqa: E402
     DEFAULT_CORPUS,
     FORWARDED_SUFFIX,
-    Example,
     cv_metrics,
     evaluation_set,
     label_matrix,
@@ -390,22 +391,19 @@ def label_rows(verdicts: Verdicts, test: Sequence[Example]) -> list[tuple[str, .
     for j, label in enumerate(LABELS):
         truth = y[:, j]
         flagged = verdicts.flagged[label][keep]
-        tp = int((flagged & truth).sum())
-        precision = tp / flagged.sum() if flagged.sum() else 0.0
-        recall = tp / truth.sum() if truth.sum() else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        c = counts(truth, flagged)
         ap = average_precision_score(truth, verdicts.scores[label][keep]) if truth.any() else float("nan")
         rows.append(
             (
                 label,
                 verdicts.tool,
                 verdicts.cutoff[label],
-                f"{precision:.2f}",
-                f"{recall:.2f}",
-                f"{f1:.2f}",
+                f"{c.precision or 0.0:.2f}",
+                f"{c.recall or 0.0:.2f}",
+                f"{c.f1 or 0.0:.2f}",
                 f"{ap:.2f}",
                 f"{100 * flagged[ordinary].mean():.1f}%",
-                f"{tp}/{int(truth.sum())}",
+                f"{c.tp}/{c.positives}",
             )
         )
     return rows
