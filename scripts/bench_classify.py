@@ -47,6 +47,9 @@ from sklearn.metrics import average_precision_score
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import benchlib  # noqa: E402
+from benchlib import Run  # noqa: E402
+
 from filter.config import LABELS  # noqa: E402
 from filter.dataset import Example  # noqa: E402
 from filter.evaluate import counts  # noqa: E402
@@ -71,17 +74,6 @@ SPEED_GLOBS = {
 }
 TEST_SHARE = 0.22
 
-LAUNCHER = """
-import os, sys, time
-report, argv = sys.argv[1], sys.argv[2:]
-start = time.perf_counter()
-pid = os.posix_spawnp(argv[0], argv, os.environ)
-_, status, usage = os.wait4(pid, 0)
-wall = time.perf_counter() - start
-with open(report, "w") as f:
-    f.write(f"{wall} {usage.ru_utime + usage.ru_stime} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
-"""
-
 PROBE = """
 import json, sys, time
 started = time.perf_counter()
@@ -93,39 +85,12 @@ json.dump({"import": imported - started, "load": time.perf_counter() - imported}
 """
 
 
-@dataclass(frozen=True)
-class Run:
-    """One child process: wall seconds, user+sys CPU seconds, peak RSS in MiB."""
-
-    wall: float
-    cpu: float
-    rss: float
-
-
 def run_child(argv: Sequence[str], output: Path, stdin: bytes | None = None) -> Run:
-    """Run ``argv`` with stdout to ``output``; its own wall time and rusage, not the benchmark's.
-
-    The child is started by a small launcher (LAUNCHER), not by this
-    process: Linux carries the peak RSS of the process that spawns a child
-    into the child's ru_maxrss, and this one holds the labelled data.
-    """
-    report = output.with_suffix(".rusage")
-    with output.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", LAUNCHER, str(report), *argv],
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=out,
-        )
-        if stdin is not None:
-            assert proc.stdin is not None
-            proc.stdin.write(stdin)
-            proc.stdin.close()
-        if proc.wait() != 0:
-            raise SystemExit(f"the launcher failed for {' '.join(argv[:3])} ...")
-    wall, cpu, maxrss, code = report.read_text().split()
-    if int(code) not in (0, 1, 2):  # bogofilter: 0 spam, 1 ham, 2 unsure (of the last message), 3 error
-        raise SystemExit(f"{' '.join(argv[:3])} ... failed with status {code}")
-    return Run(float(wall), float(cpu), int(maxrss) / 1024)
+    """``benchlib.run_child``, stopping on a failed child (bogofilter: 0 spam, 1 ham, 2 unsure; 3 is an error)."""
+    run = benchlib.run_child(argv, output, stdin=stdin)
+    if run.code not in (0, 1, 2):
+        raise SystemExit(f"{' '.join(argv[:3])} ... failed with status {run.code}")
+    return run
 
 
 def median_run(runs: Sequence[Run]) -> Run:

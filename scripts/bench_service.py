@@ -34,6 +34,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchlib import run_child  # noqa: E402
+
 from filter.dovecot import DEFAULT_PASSWORD, DEFAULT_USER, LocalDovecot  # noqa: E402
 
 CORPUS = REPO.parent / "shared" / "corpus" / "enron-maildir"
@@ -74,16 +76,6 @@ def config(root: Path, server: LocalDovecot, **extra: object) -> Path:
     return path
 
 
-def timed_child(argv: list[str], env: dict[str, str], output: Path) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS in MiB and exit status of one child process; its stdout goes to ``output``."""
-    start = time.perf_counter()
-    with output.open("wb") as out:
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    return elapsed, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
-
-
 def seed(server: LocalDovecot, datas: list[bytes]) -> None:
     for data in datas:
         server.append(DEFAULT_USER, "INBOX", data)
@@ -95,12 +87,12 @@ def bench_once(root: Path, datas: list[bytes], env: dict[str, str]) -> tuple[flo
         seed(server, datas)
         cfg = config(root, server)
         out = root / "once.out"
-        elapsed, rss, code = timed_child([sys.executable, "-m", "filter", "once", "-c", str(cfg)], env, out)
+        run = run_child([sys.executable, "-m", "filter", "once", "-c", str(cfg)], out, env=env, quiet=True)
         moved = len(datas) - len(server.uids(DEFAULT_USER, "INBOX"))
-        if code != 0:
-            raise SystemExit(f"ployfilter once failed with status {code}")
+        if run.code != 0:
+            raise SystemExit(f"ployfilter once failed with status {run.code}")
         match = re.search(r"new messages in ([0-9.]+) s", out.read_text())
-        return elapsed, rss, moved, float(match.group(1)) if match else float("nan")
+        return run.wall, run.rss, moved, float(match.group(1)) if match else float("nan")
 
 
 IMAPFILTER_RULES = """
@@ -129,10 +121,10 @@ def bench_imapfilter(root: Path, datas: list[bytes], env: dict[str, str]) -> tup
         )
         home = root / "imapfilter-home"
         home.mkdir()
-        elapsed, rss, code = timed_child([binary, "-c", str(rules)], {**env, "HOME": str(home)}, root / "if.out")
-        if code != 0:
+        run = run_child([binary, "-c", str(rules)], root / "if.out", env={**env, "HOME": str(home)}, quiet=True)
+        if run.code != 0:
             return None
-        return elapsed, rss, len(datas) - len(server.uids(DEFAULT_USER, "INBOX"))
+        return run.wall, run.rss, len(datas) - len(server.uids(DEFAULT_USER, "INBOX"))
 
 
 def bench_latency(root: Path, rounds: int, env: dict[str, str]) -> tuple[list[float], float]:
