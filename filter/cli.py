@@ -394,7 +394,6 @@ def _check_config(config: Config) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from filter.explain import explain
     from filter.message import parse_message
     from filter.runner import score_each
 
@@ -441,7 +440,11 @@ def _classify(args: argparse.Namespace) -> int:
                 continue
             values = result.values if result is not None else {label: 0.0 for label in LABELS}
             labels = [label for label in LABELS if values.get(label, 0.0) >= thresholds[label]]
-            explained = explain(model, p) if args.explain and result is not None else None
+            explained = None
+            if args.explain and result is not None:
+                from filter.explain import explain  # scikit-learn is imported only to explain
+
+                explained = explain(model, p)
             _emit(args.json, name, values, labels, f"skipped: {p.error}" if p.error else None, explained)
     return 9 if failed else 0
 
@@ -462,8 +465,6 @@ def _emit(
     explained: Mapping[str, Explanation] | None = None,
 ) -> None:
     """One result: a line (then the explanation's lines) or one JSON object (with "explain" when explained)."""
-    from filter.explain import explanation_json, explanation_lines
-
     if as_json:
         obj: dict[str, object] = {"file": name}
         if scores is None:
@@ -474,6 +475,8 @@ def _emit(
             if note:
                 obj["note"] = note
             if explained is not None:
+                from filter.explain import explanation_json
+
                 obj["explain"] = explanation_json(explained)
         print(json.dumps(obj, ensure_ascii=False))
     elif scores is None:
@@ -481,8 +484,11 @@ def _emit(
     else:
         shown = " ".join(f"{k}={v:.2f}" for k, v in scores.items())
         print(f"{name}: {shown} -> {', '.join(labels) or 'none'}" + (f" ({note})" if note else ""))
-        for line in explanation_lines(explained or {}):
-            print(line)
+        if explained is not None:
+            from filter.explain import explanation_lines
+
+            for line in explanation_lines(explained):
+                print(line)
 
 
 def with_headers(data: bytes, scores: Mapping[str, float], thresholds: Mapping[str, float]) -> bytes:

@@ -34,8 +34,8 @@ import sklearn
 from scipy.sparse import csr_matrix
 from scipy.special import expit
 
+from filter.channels import STRUCTURE_FEATURES
 from filter.errors import ModelError
-from filter.features import STRUCTURE_FEATURES
 from filter.message import ParsedMessage
 from filter.model import ModelBundle
 

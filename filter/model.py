@@ -1,4 +1,4 @@
-"""ModelBundle: a fitted pipeline on disk with its card, checked before it is unpickled.
+"""ModelBundle: a fitted pipeline on disk with its card, checked before it is loaded.
 
 A model is pickled code: loading it runs whatever it contains, and a model
 pickled by another scikit-learn, or fitted with other feature code, may
@@ -9,11 +9,19 @@ default thresholds, training data summary, metrics), and
 ``ModelBundle.load`` reads the card first, checks the hash and the versions
 and only then calls ``joblib.load``. A bundle that fails a check is refused
 with a ``ModelError`` that says how to fix it; it moves no mail.
+
+Scoring does not need the pickle. ``save`` also writes ``scorer.npz``, the
+pipeline's features and weights as plain arrays (``filter.scoring``), with
+its own sha256 in the card. When the card names one, ``load`` reads only
+that (``allow_pickle=False``: no code runs) and scores without importing
+scikit-learn; the pipeline is unpickled, after the same checks, only when
+something needs it (``--explain``, ``evaluate``, training).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import sys
@@ -24,16 +32,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
-import sklearn
 
+from filter.channels import FEATURE_VERSION
 from filter.config import LABELS
 from filter.errors import ModelError
-from filter.features import FEATURE_VERSION
 from filter.message import ParsedMessage
+from filter.scoring import LinearScorer, ScorerFormatError
+from filter.scoring import export as scoring_export
 
 MODEL_FILE = "model.joblib"
+SCORER_FILE = "scorer.npz"
 CARD_FILE = "card.json"
 CARD_FORMAT = 1
 
@@ -62,9 +71,17 @@ def runtime_versions() -> dict[str, str]:
     """The versions a bundle must match: Python major.minor, scikit-learn and joblib."""
     return {
         "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-        "sklearn": sklearn.__version__,
-        "joblib": joblib.__version__,
+        "sklearn": _installed("scikit-learn"),
+        "joblib": _installed("joblib"),
     }
+
+
+def _installed(package: str) -> str:
+    """A package's installed version, read from its metadata: importing scikit-learn to ask costs 1.5 s."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def _sha256(path: Path) -> str:
@@ -81,8 +98,16 @@ _RETRAIN = "retrain it with `ployfilter train` (or `python -m filter.train --def
 class ModelBundle:
     """A verified, loaded model: ``labels``, default ``thresholds``, the ``card`` and ``score()``."""
 
-    def __init__(self, pipeline: Any, card: Mapping[str, Any], path: Path) -> None:
-        self.pipeline = pipeline
+    def __init__(
+        self,
+        pipeline: Any,
+        card: Mapping[str, Any],
+        path: Path,
+        *,
+        scorer: LinearScorer | None = None,
+    ) -> None:
+        self._pipeline = pipeline
+        self.scorer = scorer
         self.card: dict[str, Any] = dict(card)
         self.path = path
         self.labels: tuple[str, ...] = tuple(card["labels"])
@@ -92,26 +117,31 @@ class ModelBundle:
 
     @classmethod
     def load(cls, path: Path) -> ModelBundle:
-        """Read and check ``card.json``, verify ``model.joblib`` against it, then unpickle it."""
+        """Read and check ``card.json``, then the exported scorer it names, or else the pipeline."""
         path = Path(path)
         card = _read_card(path)
-        model_file = path / MODEL_FILE
-        if not model_file.is_file():
-            raise ModelError(f"{model_file}: missing; the bundle is incomplete, {_RETRAIN}")
-        found = _sha256(model_file)
-        if found != card["sha256"]:
-            raise ModelError(
-                f"{model_file}: sha256 {found[:12]}... does not match the card ({card['sha256'][:12]}...); "
-                f"the file was altered or replaced. Restore the bundle or {_RETRAIN}"
-            )
         _check_versions(path, card)
-        try:
-            pipeline = joblib.load(model_file)
-        except Exception as exc:
-            raise ModelError(f"{model_file}: cannot be loaded ({type(exc).__name__}: {exc}); {_RETRAIN}") from exc
-        if not hasattr(pipeline, "predict_proba"):
-            raise ModelError(f"{model_file}: holds a {type(pipeline).__name__}, not a classifier; {_RETRAIN}")
-        return cls(pipeline, card, path)
+        # The pickle is checked even when only the scorer is read: an altered bundle is refused whole.
+        _verify(path / MODEL_FILE, card["sha256"])
+        entry = card.get("scorer")
+        if isinstance(entry, dict) and isinstance(entry.get("sha256"), str):
+            scorer_file = path / SCORER_FILE
+            _verify(scorer_file, entry["sha256"])
+            try:
+                scorer = LinearScorer.load(scorer_file)
+            except ScorerFormatError as exc:
+                raise ModelError(f"{exc}; {_RETRAIN}") from exc
+            if scorer.labels != tuple(card["labels"]):
+                raise ModelError(f"{scorer_file}: its labels differ from the card's; {_RETRAIN}")
+            return cls(None, card, path, scorer=scorer)
+        return cls(_load_pipeline(path, card), card, path)
+
+    @property
+    def pipeline(self) -> Any:
+        """The fitted scikit-learn pipeline, unpickled (after its checks) on first use."""
+        if self._pipeline is None:
+            self._pipeline = _load_pipeline(self.path, self.card)
+        return self._pipeline
 
     # -- scoring ---------------------------------------------------------------
 
@@ -119,10 +149,15 @@ class ModelBundle:
         """Score a batch; one Scores per message, in order."""
         if not messages:
             return []
-        # The pipeline's input is built here and trusted: skipping scikit-learn's per-call
-        # validation saves a few milliseconds per batch.
-        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-            proba = np.asarray(self.pipeline.predict_proba(list(messages)), dtype=np.float64)
+        if self.scorer is not None:
+            proba = self.scorer.score(messages)
+        else:
+            import sklearn
+
+            # The pipeline's input is built here and trusted: skipping scikit-learn's per-call
+            # validation saves a few milliseconds per batch.
+            with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+                proba = np.asarray(self.pipeline.predict_proba(list(messages)), dtype=np.float64)
         if proba.shape != (len(messages), len(self.labels)):
             raise ModelError(
                 f"{self.path}: the model returned scores of shape {proba.shape}, expected "
@@ -142,11 +177,15 @@ class ModelBundle:
         training_summary: Mapping[str, Any],
         labels: Sequence[str] = LABELS,
     ) -> dict[str, Any]:
-        """Write ``model.joblib`` then ``card.json`` into ``path``; returns the card.
+        """Write ``model.joblib``, ``scorer.npz`` and then ``card.json`` into ``path``; returns the card.
 
         The card is written last (and atomically), so a folder whose card
-        exists always has the model the card describes.
+        exists always has the model the card describes. A pipeline whose
+        shape ``filter.scoring`` cannot reproduce is saved without a scorer
+        and is scored through scikit-learn.
         """
+        import joblib
+
         path = Path(path)
         missing = [label for label in labels if label not in thresholds]
         if missing:
@@ -155,6 +194,7 @@ class ModelBundle:
         (path / CARD_FILE).unlink(missing_ok=True)
         model_file = path / MODEL_FILE
         joblib.dump(pipeline, model_file, compress=3)
+        scorer = write_scorer(pipeline, path, labels)
         card: dict[str, Any] = {
             "format": CARD_FORMAT,
             "sha256": _sha256(model_file),
@@ -167,8 +207,48 @@ class ModelBundle:
             "training_data": dict(training_summary),
             "metrics": dict(metrics),
         }
+        if scorer is not None:
+            card["scorer"] = scorer
         _write_atomic(path / CARD_FILE, json.dumps(card, indent=2, sort_keys=False) + "\n")
         return card
+
+
+def write_scorer(pipeline: Any, path: Path, labels: Sequence[str] = LABELS) -> dict[str, Any] | None:
+    """Export the pipeline's scorer to ``path/scorer.npz``; its card entry, or None when it cannot be exported."""
+    scorer_file = path / SCORER_FILE
+    try:
+        data = scoring_export(pipeline, labels)
+    except ScorerFormatError:
+        scorer_file.unlink(missing_ok=True)
+        return None
+    scorer_file.write_bytes(data)
+    return {"file": SCORER_FILE, "sha256": _sha256(scorer_file), "size_bytes": len(data)}
+
+
+def _verify(file: Path, expected: str) -> None:
+    if not file.is_file():
+        raise ModelError(f"{file}: missing; the bundle is incomplete, {_RETRAIN}")
+    found = _sha256(file)
+    if found != expected:
+        raise ModelError(
+            f"{file}: sha256 {found[:12]}... does not match the card ({expected[:12]}...); "
+            f"the file was altered or replaced. Restore the bundle or {_RETRAIN}"
+        )
+
+
+def _load_pipeline(path: Path, card: Mapping[str, Any]) -> Any:
+    """Verify ``model.joblib`` against the card, then unpickle it."""
+    model_file = path / MODEL_FILE
+    _verify(model_file, card["sha256"])
+    import joblib
+
+    try:
+        pipeline = joblib.load(model_file)
+    except Exception as exc:
+        raise ModelError(f"{model_file}: cannot be loaded ({type(exc).__name__}: {exc}); {_RETRAIN}") from exc
+    if not hasattr(pipeline, "predict_proba"):
+        raise ModelError(f"{model_file}: holds a {type(pipeline).__name__}, not a classifier; {_RETRAIN}")
+    return pipeline
 
 
 def _read_card(path: Path) -> dict[str, Any]:
