@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, BinaryIO
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from filter.explain import Explanation
     from filter.imap import ImapMailbox
     from filter.model import ModelBundle
-    from filter.runner import PassReport
+    from filter.runner import AccountRunner, PassReport
     from filter.state import State
 
 log = logging.getLogger("ployfilter")
@@ -82,6 +83,19 @@ def _parser() -> argparse.ArgumentParser:
         "Handle every message of each watched folder not handled before, print a summary, exit 0.",
     )
     once.add_argument("-c", "--config", required=True, type=Path, help="the YAML configuration file")
+    senders = command(
+        "senders",
+        "the networkers report: who shares and asks most, and whether you ever wrote back",
+        "List the senders in the ledger ranked by article shares plus favour requests, with whether\n"
+        "you ever wrote to them (from your sent folder), when they were first and last seen, and\n"
+        "whether they show the give-then-ask pattern. Reads the state; works while the daemon runs.",
+    )
+    senders.add_argument("-c", "--config", required=True, type=Path, help="the YAML configuration file")
+    senders.add_argument("--json", action="store_true", help="a JSON list instead of the table")
+    senders.add_argument("--limit", type=int, default=None, metavar="N", help="show only the first N senders")
+    senders.add_argument(
+        "--days", type=float, default=None, metavar="D", help="count only mail received in the last D days"
+    )
     check = command(
         "check-config",
         "validate the config, try the login, print what would happen",
@@ -220,9 +234,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger().setLevel(config.log_level.upper())
         if args.command == "check-config":
             return _check_config(config)
+        if args.command == "senders":
+            return _senders(config, args)
         if args.command == "once":
             return _once(config)
-        return _run(config)
+        return _run(config, args.config)
     except PloyError as exc:
         log.error("%s", exc)
         return exc.exit_code
@@ -314,25 +330,60 @@ def summary(report: PassReport) -> str:
     return head + (": " + ", ".join(parts) if parts else "")
 
 
-def _run(config: Config) -> int:
+def _senders(config: Config, args: argparse.Namespace) -> int:
+    import time
+
+    from filter.senders import NO_SENDERS, format_table, rank, to_json
+    from filter.state import State
+
+    if config.action == "dry-run":
+        print("action is dry-run: nothing is recorded, so there is no ledger to report")
+        return 0
+    if not config.state_path.exists():
+        print(f"no state yet at {config.state_path}: run `ployfilter once` or `ployfilter run` first")
+        return 0
+    # No lock: the report only reads, and the daemon holding the lock must not stop it.
+    state = State.open(config.state_path, lock=False)
+    try:
+        now = time.time()
+        since = now - args.days * 86400 if args.days else 0.0
+        pattern_shares = config.policy.pattern_shares
+        rows = rank(state.senders(since=since), pattern_shares=pattern_shares, limit=args.limit)
+    finally:
+        state.close()
+    if args.json:
+        print(json.dumps(to_json(rows, pattern_shares), indent=2))
+    else:
+        print(format_table(rows, now, pattern_shares) if rows else NO_SENDERS)
+    return 0
+
+
+def _run(config: Config, path: Path) -> int:
     from filter.runner import AccountRunner
 
     model = load_model(config)
     thresholds = thresholds_for(config, model)
     state = _open_state(config)
     stop = threading.Event()
+    reload = threading.Event()
     failures: list[PloyError] = []
+    runners: dict[str, AccountRunner] = {}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("received %s; stopping", signal.Signals(signum).name)
         stop.set()
 
+    def on_hangup(signum: int, frame: FrameType | None) -> None:
+        reload.set()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
 
     def serve(account: AccountConfig) -> None:
         try:
             runner = AccountRunner(config, account, _mailbox(config, account), model, thresholds, state)
+            runners[account.name] = runner
             runner.run_forever(stop)
         except PloyError as exc:
             failures.append(exc)
@@ -352,12 +403,57 @@ def _run(config: Config) -> int:
     while any(t.is_alive() for t in threads):
         for t in threads:
             t.join(0.2)
+        if reload.is_set():
+            reload.clear()
+            config = _reload(config, path, model, runners)
     state.close()
     if failures:
         log.error("%s", failures[0])
         return failures[0].exit_code
     log.info("stopped")
     return 0
+
+
+def _reload(config: Config, path: Path, model: ModelBundle, runners: Mapping[str, AccountRunner]) -> Config:
+    """SIGHUP: read the file again. A valid one applies from each account's next pass; an invalid one is refused."""
+    from filter.config import config_changes
+
+    try:
+        new = load_config(path)
+    except PloyError as exc:
+        log.error("reload refused, the running configuration stays in force: %s", exc)
+        return config
+    changes, restart = config_changes(config, new)
+    if not changes:
+        log.info("reloaded %s: nothing changed", path)
+        return config
+    for line in changes:
+        log.info("reloaded %s: %s", path, line)
+    if restart:
+        log.warning("these changes take effect only after a restart: %s", "; ".join(restart))
+    logging.getLogger().setLevel(new.log_level.upper())
+    # What the running process was built on stays: the state, the model, the connections' polling.
+    action = new.action if "dry-run" not in (config.action, new.action) else config.action
+    if action != new.action:
+        log.warning("action %s -> %s takes effect only after a restart", config.action, new.action)
+    new = replace(
+        new, state_path=config.state_path, model=config.model, poll_interval=config.poll_interval, action=action
+    )
+    thresholds = thresholds_for(new, model)
+    for account in config.accounts:
+        runner = runners.get(account.name)
+        update = next((a for a in new.accounts if a.name == account.name), None)
+        if runner is None or update is None:
+            continue
+        # The connection stays as it was started; everything that shapes decisions is taken over.
+        kept = replace(
+            account,
+            folders=update.folders,
+            review_folder=update.review_folder,
+            sent=update.sent,
+        )
+        runner.reconfigure(new, kept, thresholds)
+    return new
 
 
 def _check_config(config: Config) -> int:
@@ -374,6 +470,7 @@ def _check_config(config: Config) -> int:
         try:
             status = mailbox.select(account.watch)
             caps = mailbox.capabilities()
+            sent = account.sent or mailbox.find_sent_folder()
         except ConnectionLost as exc:
             raise ConnectError(f"account {account.name}: connection lost ({exc})") from exc
         finally:
@@ -390,6 +487,19 @@ def _check_config(config: Config) -> int:
         )
         for label in LABELS:
             print(f"  {label} at or above {thresholds[label]:.2f} -> {account.folders[label]}")
+        if sent:
+            print(f"  reads your sent mail from {sent}" + ("" if account.sent else " (the folder marked \\Sent)"))
+        else:
+            print("  no folder is marked \\Sent: set accounts[].sent to keep correspondents' mail in place")
+    policy = config.policy
+    print(
+        f"policy: correspondents ({policy.correspondent_days:g} days) {policy.correspondents}; "
+        f"give-then-ask after {policy.pattern_shares} shares; drip {policy.drip_shares} shares in "
+        f"{policy.drip_days:g} days lowers thresholds by {policy.drip_lower:.2f}; "
+        f"review band {policy.review_band:.2f}; "
+        f"{len(policy.allow)} allowed, {len(policy.block)} blocked; "
+        + (f"weekly digest to {config.digest.folder} on {config.digest.weekday}" if config.digest else "no digest")
+    )
     return 0
 
 
@@ -410,7 +520,8 @@ def _classify(args: argparse.Namespace) -> int:
         message = parse_message(data[:cap])
         result = None if message.error else score_each(model, [message], "classify")[0]
         scores = result.values if result is not None else {}
-        sys.stdout.buffer.write(with_headers(data, scores, thresholds))
+        keywords = _filter_keywords(config, data[:cap], message.sender, scores, thresholds) if result else ()
+        sys.stdout.buffer.write(with_headers(data, scores, thresholds, keywords))
         sys.stdout.buffer.flush()
         return 0
     if not args.files:
@@ -491,8 +602,46 @@ def _emit(
                 print(line)
 
 
-def with_headers(data: bytes, scores: Mapping[str, float], thresholds: Mapping[str, float]) -> bytes:
-    """The message with X-Ploy-Scores and X-Ploy-Labels put first (after an mbox "From " line).
+def _filter_keywords(
+    config: Config | None, data: bytes, sender: str, scores: Mapping[str, float], thresholds: Mapping[str, float]
+) -> tuple[str, ...]:
+    """The keywords the daemon's policy would give this message, with the ledger read when -c names a state."""
+    import time
+
+    from filter.config import DEFAULT_FOLDERS, PolicyConfig
+    from filter.policy import SenderHistory, decide, normalise_address
+    from filter.runner import message_time
+
+    address = normalise_address(sender)
+    history = SenderHistory()
+    if config is not None and config.action != "dry-run" and address and config.state_path.exists():
+        from filter.state import State
+
+        state = State.open(config.state_path, lock=False)
+        try:
+            history = state.history(address)
+        finally:
+            state.close()
+    decision = decide(
+        scores,
+        thresholds,
+        DEFAULT_FOLDERS,
+        "flag",
+        sender=address,
+        history=history,
+        policy=config.policy if config is not None else PolicyConfig(),
+        now=message_time(data, None, time.time()),
+    )
+    return decision.keywords
+
+
+def with_headers(
+    data: bytes, scores: Mapping[str, float], thresholds: Mapping[str, float], keywords: Sequence[str] = ()
+) -> bytes:
+    """The message with X-Ploy-Scores, X-Ploy-Labels and X-Ploy-Keywords put first (after an mbox "From " line).
+
+    X-Ploy-Keywords carries what the daemon would set as IMAP keywords
+    ($PloyArticle, $PloyFavour, $PloyPattern, $PloyReview), or "none".
 
     Prepending leaves the original bytes untouched, which matters for
     signed mail; the line ending follows the message's own.
@@ -500,7 +649,14 @@ def with_headers(data: bytes, scores: Mapping[str, float], thresholds: Mapping[s
     eol = b"\r\n" if b"\r\n" in data[:4096] else b"\n"
     shown = "; ".join(f"{label}={scores.get(label, 0.0):.3f}" for label in LABELS)
     labels = [label for label in LABELS if scores.get(label, 0.0) >= thresholds[label]]
-    headers = f"X-Ploy-Scores: {shown}".encode() + eol + f"X-Ploy-Labels: {', '.join(labels) or 'none'}".encode() + eol
+    headers = (
+        f"X-Ploy-Scores: {shown}".encode()
+        + eol
+        + f"X-Ploy-Labels: {', '.join(labels) or 'none'}".encode()
+        + eol
+        + f"X-Ploy-Keywords: {' '.join(keywords) or 'none'}".encode()
+        + eol
+    )
     if data.startswith(b"From "):
         end = data.find(b"\n") + 1 or len(data)
         return data[:end] + headers + data[end:]

@@ -33,6 +33,44 @@ DEFAULT_STATE_PATH = "~/.local/state/ployfilter/state.sqlite3"
 DEFAULT_MAX_MESSAGE_BYTES = 262144
 DEFAULT_FOLDERS = {"article_share": "Networking/Articles", "favour_request": "Networking/Requests"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+CORRESPONDENT_ACTIONS = ("keep", "stricter")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """How a sender's history and the owner's lists change a decision (top-level YAML keys).
+
+    ``review_band``: width of the band below each threshold whose mail is
+    marked for review (0 = no review band). ``correspondent_days``: the owner
+    wrote to the sender within this many days (0 = no reciprocity rule);
+    ``correspondents``: "keep" leaves their mail in place, "stricter" adds
+    ``correspondent_raise`` to each threshold. ``pattern_shares``: article
+    shares with no reply before an ask that marks the give-then-ask pattern.
+    ``drip_shares`` shares within ``drip_days`` days lower the sender's
+    thresholds by ``drip_lower`` (``drip_shares`` 0 = off). ``allow`` and
+    ``block``: lower-cased address or domain patterns, ``*`` and ``?`` wildcards.
+    """
+
+    review_band: float = 0.0
+    correspondent_days: float = 365.0
+    correspondents: str = "keep"
+    correspondent_raise: float = 0.15
+    pattern_shares: int = 2
+    drip_shares: int = 3
+    drip_days: float = 7.0
+    drip_lower: float = 0.15
+    allow: tuple[str, ...] = ()
+    block: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DigestConfig:
+    """The weekly summary appended to ``folder`` of each account, on ``weekday``, naming ``senders`` senders."""
+
+    folder: str
+    weekday: str = "monday"
+    senders: int = 10
 
 
 @dataclass(frozen=True)
@@ -51,6 +89,8 @@ class AccountConfig:
     watch: str
     folders: Mapping[str, str]
     timeout: float
+    sent: str | None = None  # the owner's sent folder; None: the folder LIST marks \Sent (RFC 6154)
+    review_folder: str | None = None  # where review-band mail goes; None: keyword $PloyReview in place
 
     @property
     def is_loopback(self) -> bool:
@@ -73,6 +113,8 @@ class Config:
     reconnect_max: float
     log_level: str
     source: Path | None = None
+    policy: PolicyConfig = PolicyConfig()
+    digest: DigestConfig | None = None
 
     def threshold(self, label: str, card_default: float) -> float:
         """The configured threshold for ``label``, else the model card's."""
@@ -186,12 +228,17 @@ def _account(data: Any, path: str) -> AccountConfig:
     if password is not None and not isinstance(password, str):
         raise ConfigError(f"{r.key('password')}: expected a string")
     watch = r.string("watch", "INBOX")
+    sent = r.optional_string("sent")
+    if sent == watch:
+        raise ConfigError(f"{r.key('sent')}: {sent!r} is the watched folder; name the folder your sent mail is in")
     folders_reader = _Reader(r.get("folders", dict(DEFAULT_FOLDERS)), r.key("folders"))
     folders = {label: folders_reader.string(label, DEFAULT_FOLDERS[label]) for label in LABELS}
+    review_folder = folders_reader.optional_string("review")
     folders_reader.finish()
-    for label, folder in folders.items():
+    targets = {**folders, "review": review_folder}
+    for key, folder in targets.items():
         if folder == watch:
-            raise ConfigError(f"{folders_reader.key(label)}: {folder!r} is the watched folder; choose another")
+            raise ConfigError(f"{folders_reader.key(key)}: {folder!r} is the watched folder; choose another")
     timeout = r.number("timeout", 60, 5, 3600)
     r.finish()
     return AccountConfig(
@@ -207,7 +254,82 @@ def _account(data: Any, path: str) -> AccountConfig:
         watch=watch,
         folders=folders,
         timeout=timeout,
+        sent=sent,
+        review_folder=review_folder,
     )
+
+
+def _section(r: _Reader, name: str) -> _Reader:
+    """The reader of an optional mapping under ``name``: absent or null reads as empty, so every default applies."""
+    value = r.get(name)
+    return _Reader({} if value is None else value, r.key(name))
+
+
+def _policy(r: _Reader) -> PolicyConfig:
+    review_band = r.number("review_band", 0.0, 0.0, 0.5)
+    cr = _section(r, "correspondents")
+    correspondent_days = float(cr.number("window_days", 365, 0, 3650))
+    correspondents = cr.choice("action", CORRESPONDENT_ACTIONS, "keep")
+    correspondent_raise = cr.number("raise", 0.15, 0.0, 1.0)
+    cr.finish()
+    pr = _section(r, "pattern")
+    pattern_shares = int(pr.number("shares_before_ask", 2, 1, 100, integer=True))
+    pr.finish()
+    dr = _section(r, "drip")
+    drip_shares = int(dr.number("shares", 3, 0, 1000, integer=True))
+    drip_days = float(dr.number("days", 7, 0.1, 365))
+    drip_lower = dr.number("lower", 0.15, 0.0, 0.5)
+    dr.finish()
+    allow = _sender_list(r, "allow")
+    block = _sender_list(r, "block")
+    for entry in sorted(set(allow) & set(block)):
+        log.warning("%s is on both the allow and the block list; the allow list wins", entry)
+    return PolicyConfig(
+        review_band=review_band,
+        correspondent_days=correspondent_days,
+        correspondents=correspondents,
+        correspondent_raise=correspondent_raise,
+        pattern_shares=pattern_shares,
+        drip_shares=drip_shares,
+        drip_days=drip_days,
+        drip_lower=drip_lower,
+        allow=allow,
+        block=block,
+    )
+
+
+_SENDER_FORMS = "an address (ann@example.org), an address pattern (*@example.org) or a domain (example.org)"
+
+
+def _sender_list(r: _Reader, name: str) -> tuple[str, ...]:
+    """Addresses, address patterns and domains, lower-cased: how the allow and block lists are written."""
+    value = r.get(name)
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(f"{r.key(name)}: {_show(value)} is not valid; expected a list, each entry {_SENDER_FORMS}")
+    entries = []
+    for i, item in enumerate(value):
+        entry = item.strip().lower() if isinstance(item, str) else ""
+        local, at, domain = entry.rpartition("@")
+        if not entry or any(c.isspace() for c in entry) or "@" in local or (at and not (local and domain)):
+            raise ConfigError(f"{r.key(name)}[{i}]: {_show(item)} is not valid; expected {_SENDER_FORMS}")
+        entries.append(entry)
+    return tuple(entries)
+
+
+def _digest(r: _Reader) -> DigestConfig | None:
+    value = r.get("digest")
+    if value is None:
+        return None
+    dr = _Reader(value, r.key("digest"))
+    digest = DigestConfig(
+        folder=dr.string("folder", required=True),
+        weekday=dr.choice("weekday", WEEKDAYS, "monday"),
+        senders=int(dr.number("senders", 10, 1, 100, integer=True)),
+    )
+    dr.finish()
+    return digest
 
 
 def parse_config(data: Any, source: Path | None = None) -> Config:
@@ -253,9 +375,105 @@ def parse_config(data: Any, source: Path | None = None) -> Config:
         reconnect_max=r.number("reconnect_max", 300, 1, 3600),
         log_level=r.choice("log_level", LOG_LEVELS, "info"),
         source=source,
+        policy=_policy(r),
+        digest=_digest(r),
     )
     r.finish()
     return config
+
+
+# What a running daemon cannot take over from a reloaded file: the connection, the state, the model.
+_RESTART_KEYS = (
+    "host",
+    "port",
+    "security",
+    "ca_file",
+    "username",
+    "password_command",
+    "password_env",
+    "password",
+    "timeout",
+    "watch",
+    "state_path",
+    "model",
+    "idle_renew",
+    "reconnect_max",
+    "poll_interval",
+)
+
+
+def config_changes(old: Config, new: Config) -> tuple[list[str], list[str]]:
+    """What differs between two configurations: (changes, changes that need a restart), one line each.
+
+    Passwords written in the file are never shown, only that they changed.
+    """
+    before, after = _flatten(old), _flatten(new)
+    changes: list[str] = []
+    restart: list[str] = []
+    for key in sorted(set(before) | set(after)):
+        if before.get(key, _ABSENT) == after.get(key, _ABSENT):
+            continue
+        secret = key.endswith(".password")
+        shown = (
+            f"{key} changed"
+            if secret
+            else f"{key}: {_value(before.get(key, _ABSENT))} -> {_value(after.get(key, _ABSENT))}"
+        )
+        changes.append(shown)
+        if key.rsplit(".", 1)[-1] in _RESTART_KEYS or key.startswith("accounts[") and key.endswith("]"):
+            restart.append(shown)
+    return changes, restart
+
+
+_ABSENT = object()
+# PolicyConfig's fields by the YAML keys the owner writes.
+_POLICY_KEYS = {
+    "review_band": "review_band",
+    "correspondent_days": "correspondents.window_days",
+    "correspondents": "correspondents.action",
+    "correspondent_raise": "correspondents.raise",
+    "pattern_shares": "pattern.shares_before_ask",
+    "drip_shares": "drip.shares",
+    "drip_days": "drip.days",
+    "drip_lower": "drip.lower",
+    "allow": "allow",
+    "block": "block",
+}
+
+
+def _flatten(config: Config) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for name, value in vars(config).items():
+        if name in ("accounts", "source"):
+            continue
+        if name == "thresholds":
+            for label in LABELS:
+                out[f"thresholds.{label}"] = value.get(label, "the model's default")
+        elif name == "policy":
+            out.update({_POLICY_KEYS[k]: v for k, v in vars(value).items()})
+        elif name == "digest":
+            out["digest"] = "on" if value else "off"
+            out.update({f"digest.{k}": v for k, v in (vars(value).items() if value else [])})
+        else:
+            out[name] = value
+    for account in config.accounts:
+        out[f"accounts[{account.name}]"] = "present"
+        for key, value in vars(account).items():
+            if key == "folders":
+                out.update({f"accounts[{account.name}].folders.{k}": v for k, v in value.items()})
+            elif key == "review_folder":
+                out[f"accounts[{account.name}].folders.review"] = value
+            elif key != "name":
+                out[f"accounts[{account.name}].{key}"] = value
+    return out
+
+
+def _value(value: object) -> str:
+    if value is _ABSENT:
+        return "(none)"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

@@ -54,3 +54,12 @@ class MailboxError(PloyError):
     """The server answered, but refused an operation the filter needs (SELECT, CREATE, MOVE)."""
 
     exit_code = 8
+
+
+class FolderError(MailboxError):
+    """A folder the filter was told to read does not exist; the message names it.
+
+    A subclass of ``MailboxError``, so it ends a command the same way, but a
+    caller that can do without the folder (the sent folder, say) catches
+    this one alone, logs it and goes on.
+    """

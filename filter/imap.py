@@ -7,7 +7,8 @@ Three things matter more here than anywhere else in the filter:
   of exactly the copied UIDs (RFC 4315 section 2.1); never a bare EXPUNGE,
   which would also remove messages the owner had marked \\Deleted.
 * Reading never changes the mailbox: every fetch uses BODY.PEEK, so \\Seen
-  stays as the owner left it (RFC 9051 section 6.4.5).
+  stays as the owner left it (RFC 9051 section 6.4.5), and folders other
+  than the watched one are only ever EXAMINEd (read-only).
 * Every failure is sorted into one of two kinds. ``ConnectionLost`` means a
   new session may cure it (socket, TLS and protocol-level breakage);
   ``AuthError``, ``ConnectError`` and ``MailboxError`` mean it will not (a
@@ -18,6 +19,7 @@ Three things matter more here than anywhere else in the filter:
 
 from __future__ import annotations
 
+import email.utils
 import imaplib
 import logging
 import re
@@ -25,15 +27,16 @@ import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
 from filter.config import AccountConfig
-from filter.errors import AuthError, ConnectError, MailboxError, PloyError
-from filter.mailbox import ConnectionLost, Fingerprint, MailboxStatus, RawMessage
+from filter.errors import AuthError, ConnectError, FolderError, MailboxError, PloyError
+from filter.mailbox import ConnectionLost, Fingerprint, MailboxStatus, RawMessage, SentMessage
+from filter.state import fingerprint_key
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +51,10 @@ _FETCH_CHUNK = 50
 _FINGERPRINT_CHUNK = 500
 _IDLE_STEP = 1.0
 _CHANGE_RESPONSES = frozenset({b"EXISTS", b"RECENT", b"EXPUNGE", b"FETCH"})
-_MESSAGE_ID_FIELD = b"BODY[HEADER.FIELDS (MESSAGE-ID)]"
 _DELETED = "\\Deleted"
+_UNSELECTABLE = frozenset({"\\noselect", "\\nonexistent"})
+_SENT_ITEMS = ["RFC822.SIZE", "INTERNALDATE", "BODY.PEEK[HEADER.FIELDS (DATE TO CC BCC MESSAGE-ID)]"]
+_RECIPIENT_FIELDS = frozenset({b"to", b"cc", b"bcc"})
 
 
 class ImapMailbox:
@@ -152,7 +157,7 @@ class ImapMailbox:
     def close(self) -> None:
         """Log out if possible; never raises."""
         imap, self._imap = self._imap, None
-        self._selected = None
+        self._forget_selection()
         if imap is not None:
             imap.close_quietly()
 
@@ -173,19 +178,53 @@ class ImapMailbox:
         out cannot be used safely, since UIDs would then mean nothing.
         """
         response = self._session.select_folder(folder)
-        try:
-            status = MailboxStatus(
-                uidvalidity=int(response[b"UIDVALIDITY"]),
-                uidnext=int(response[b"UIDNEXT"]),
-                exists=int(response[b"EXISTS"]),
-            )
-        except KeyError as exc:
-            raise MailboxError(f"{self._where}: SELECT {folder!r} returned no {exc.args[0].decode()}") from None
+        status = self._status_of("SELECT", folder, response)
         self._selected = folder
         self._uidvalidity = status.uidvalidity
         self._permanent_flags = frozenset(_text(flag) for flag in response.get(b"PERMANENTFLAGS", ()))
         log.debug("%s: selected %s %s", self._where, folder, status)
         return status
+
+    def _status_of(self, command: str, folder: str, response: dict[bytes, Any]) -> MailboxStatus:
+        try:
+            return MailboxStatus(
+                uidvalidity=int(response[b"UIDVALIDITY"]),
+                uidnext=int(response[b"UIDNEXT"]),
+                exists=int(response[b"EXISTS"]),
+            )
+        except KeyError as exc:
+            raise MailboxError(f"{self._where}: {command} {folder!r} returned no {exc.args[0].decode()}") from None
+
+    def _examine(self, folder: str) -> MailboxStatus:
+        """EXAMINE ``folder``: select it read-only (RFC 9051 section 6.3.3), so no flag in it changes.
+
+        The folder selected before is deselected, also when EXAMINE fails
+        (RFC 9051 section 6.3.2). A folder that LIST does not show raises
+        ``FolderError``; one that exists but will not open, ``MailboxError``.
+        """
+        imap = self._session
+        self._forget_selection()
+        try:
+            response = imap.select_folder(folder, readonly=True)
+        except MailboxError as exc:
+            if self._folder_exists(folder):
+                raise
+            raise FolderError(f"{self._where}: folder {folder!r} does not exist") from exc
+        return self._status_of("EXAMINE", folder, response)
+
+    def _leave_examined(self) -> None:
+        """Close the folder EXAMINEd for a lookup, with UNSELECT (RFC 3691) where the server has it.
+
+        A caller that forgets to select its own folder again then gets an
+        error from the server, rather than another folder's messages.
+        """
+        if "UNSELECT" in self._capabilities:
+            self._session.unselect_folder()
+
+    def _forget_selection(self) -> None:
+        self._selected = None
+        self._uidvalidity = 0
+        self._permanent_flags = frozenset()
 
     def search_uids(self, first_uid: int = 1) -> list[int]:
         """UIDs >= ``first_uid`` in the selected folder, ascending.
@@ -204,7 +243,7 @@ class ImapMailbox:
         for chunk in _chunks(sorted(set(uids)), _FINGERPRINT_CHUNK):
             for uid, data in self._session.fetch(chunk, items).items():
                 found[uid] = Fingerprint(
-                    message_id=message_id_of(data.get(_MESSAGE_ID_FIELD) or b""),
+                    message_id=message_id_of(_header_block(data)),
                     size=int(data.get(b"RFC822.SIZE", 0)),
                     internaldate=_datetime(data.get(b"INTERNALDATE")),
                 )
@@ -260,16 +299,13 @@ class ImapMailbox:
         if not self._folder_exists(folder):
             return False
         previous, previous_uidvalidity = self._selected, self._uidvalidity
-        imap = self._session
-        self._selected = None
         try:
-            imap.select_folder(folder, readonly=True)
+            self._examine(folder)
             if fingerprint.message_id:
-                charset = None if fingerprint.message_id.isascii() else "UTF-8"
-                criteria: list[Any] = ["HEADER", "Message-ID", fingerprint.message_id.encode()]
-                candidates = imap.search(criteria, charset)
+                candidates = self._search_message_id(fingerprint.message_id)
             else:
-                candidates = imap.search(["LARGER", max(fingerprint.size - 1, 0), "SMALLER", fingerprint.size + 1])
+                size = fingerprint.size
+                candidates = self._session.search(["LARGER", max(size - 1, 0), "SMALLER", size + 1])
             found = any(_same(fingerprint, other) for other in self.fingerprints(candidates).values())
         finally:
             if previous is not None:
@@ -279,9 +315,135 @@ class ImapMailbox:
                         f"{self._where}: UIDVALIDITY of {previous} changed from {previous_uidvalidity} to "
                         f"{status.uidvalidity}; starting over"
                     )
-            elif "UNSELECT" in self._capabilities:
-                imap.unselect_folder()
+            else:
+                self._leave_examined()
         log.debug("%s: %s %s message %r", self._where, folder, "holds" if found else "lacks", fingerprint)
+        return found
+
+    def _search_message_id(self, message_id: str) -> list[int]:
+        """UIDs in the selected folder whose Message-ID header contains ``message_id``.
+
+        SEARCH HEADER matches substrings (RFC 9051 section 6.4.4), so these
+        are only candidates: callers compare the header itself.
+        """
+        charset = None if message_id.isascii() else "UTF-8"
+        criteria: list[Any] = ["HEADER", "Message-ID", message_id.encode()]
+        return list(self._session.search(criteria, charset))
+
+    def find_sent_folder(self) -> str | None:
+        """The folder LIST marks \\Sent (RFC 6154 section 2), or None when there is none.
+
+        With SPECIAL-USE advertised, the SPECIAL-USE selection option of the
+        extended LIST (RFC 6154, RFC 5258) asks for the special-use folders
+        alone; a server that refuses it, or does not advertise SPECIAL-USE,
+        gets a plain LIST, whose attributes many servers (Dovecot among
+        them) fill in too. No folder is ever taken for the sent folder
+        because of its name: a server that marks none leaves the choice to
+        the ``sent`` setting. When several are marked, the first listed wins.
+        """
+        imap = self._session
+        folders: list[tuple[tuple[bytes, ...], Any, Any]] | None = None
+        if "SPECIAL-USE" in self._capabilities:
+            try:
+                # imapclient has no call for LIST selection options; these two are how it sends and
+                # parses its own extension commands.
+                lines = imap._raw_command_untagged(b"LIST", [b"(SPECIAL-USE)", b'""', b'"*"'], uid=False)
+                folders = imap._proc_folder_list(lines)
+            except MailboxError as exc:
+                log.debug("%s: LIST (SPECIAL-USE) refused (%s); using a plain LIST", self._where, exc)
+        if folders is None:
+            folders = imap.list_folders()
+        marked = [_text(name) for flags, _, name in folders if _is_sent(flags)]
+        if not marked:
+            log.info("%s: no folder has the \\Sent attribute", self._where)
+            return None
+        others = f" (also marked: {', '.join(marked[1:])})" if len(marked) > 1 else ""
+        log.info("%s: sent folder is %s, marked \\Sent by the server%s", self._where, marked[0], others)
+        return marked[0]
+
+    def read_sent(self, folder: str, first_uid: int, limit: int = 5000) -> tuple[int, list[SentMessage], int]:
+        """(UIDVALIDITY, messages, next_uid): up to ``limit`` messages of ``folder`` with UID >= ``first_uid``.
+
+        The folder is EXAMINEd, and only RFC822.SIZE, INTERNALDATE and
+        BODY.PEEK[HEADER.FIELDS (DATE TO CC BCC MESSAGE-ID)] are fetched
+        (RFC 9051 sections 6.3.3 and 6.4.5), in chunks: no body is read and
+        no flag changes. ``next_uid`` is the UID after the last message
+        read when ``limit`` cut the list short; else it is the folder's
+        UIDNEXT (or past a UID that arrived meanwhile), so UIDs of messages
+        expunged before this read are never searched again. A new
+        UIDVALIDITY makes every UID held by the caller void (RFC 9051
+        section 2.3.1.1); the caller then starts again from 1.
+
+        Afterwards *no* folder is selected: the caller must ``select`` its
+        watched folder again before fetching, moving or waiting in IDLE.
+        A missing folder raises ``FolderError``, naming it.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        status = self._examine(folder)
+        uids = self.search_uids(first_uid)
+        batch = uids[:limit]
+        messages: list[SentMessage] = []
+        for chunk in _chunks(batch, _FINGERPRINT_CHUNK):
+            response = self._session.fetch(chunk, _SENT_ITEMS)
+            for uid in chunk:
+                data = response.get(uid)
+                if data is None:
+                    continue
+                size = int(data.get(b"RFC822.SIZE", 0))
+                messages.append(sent_message_of(uid, _header_block(data), size, _datetime(data.get(b"INTERNALDATE"))))
+        self._leave_examined()
+        after_last = batch[-1] + 1 if batch else 1
+        next_uid = after_last if len(uids) > limit else max(first_uid, status.uidnext, after_last)
+        log.info(
+            "%s: read %d sent messages from %s (UIDVALIDITY %d, UIDs %d to %d)",
+            self._where,
+            len(messages),
+            folder,
+            status.uidvalidity,
+            first_uid,
+            next_uid - 1,
+        )
+        return status.uidvalidity, messages, next_uid
+
+    def append(self, folder: str, data: bytes, keywords: Sequence[str] = ()) -> None:
+        """APPEND ``data`` to ``folder`` with ``keywords`` as its flags (RFC 9051 section 6.3.12).
+
+        The folder is created (and subscribed to) first when missing, so
+        the owner's mail client shows it. The keywords are passed as they
+        are: the folder's PERMANENTFLAGS are not known without selecting
+        it, and APPEND only says the flags SHOULD be set, so a server that
+        will not keep a keyword may drop it but still stores the message.
+        """
+        self.ensure_folder(folder)
+        self._session.append(folder, data, flags=list(keywords))
+        log.info(
+            "%s: appended a message of %d bytes to %s%s",
+            self._where,
+            len(data),
+            folder,
+            f" with {' '.join(keywords)}" if keywords else "",
+        )
+
+    def has_message_id(self, folder: str, message_id: str) -> bool:
+        """Whether ``folder`` holds a message whose Message-ID header is exactly ``message_id``.
+
+        SEARCH HEADER in the EXAMINEd folder finds candidates, whose headers
+        are then compared whole, since SEARCH matches substrings. False when
+        ``folder`` does not exist. Afterwards *no* folder is selected, as
+        after ``read_sent``.
+        """
+        wanted = message_id.strip()
+        if not wanted:
+            raise ValueError("an empty Message-ID identifies no message")
+        try:
+            self._examine(folder)
+        except FolderError:
+            return False
+        candidates = self._search_message_id(wanted)
+        found = any(fp.message_id == wanted for fp in self.fingerprints(candidates).values())
+        self._leave_examined()
+        log.debug("%s: %s %s %s", self._where, folder, "holds" if found else "lacks", wanted)
         return found
 
     def ensure_folder(self, folder: str) -> None:
@@ -302,11 +464,7 @@ class ImapMailbox:
 
     def _folder_exists(self, folder: str) -> bool:
         """Whether LIST shows ``folder`` as a folder that can hold mail."""
-        for flags, _, name in self._session.list_folders("", folder):
-            names = {_text(flag).lower() for flag in flags}
-            if name == folder and not names & {"\\noselect", "\\nonexistent"}:
-                return True
-        return False
+        return any(name == folder and _selectable(flags) for flags, _, name in self._session.list_folders("", folder))
 
     def move(self, uids: Sequence[int], folder: str) -> None:
         """Move exactly these UIDs of the selected folder to ``folder``.
@@ -494,13 +652,89 @@ def message_id_of(data: bytes) -> str:
     malformed mail. The same function reads fetched messages and the
     HEADER.FIELDS of fingerprints, so both agree on the value.
     """
+    for name, value in _header_fields(data):
+        if name == b"message-id":
+            return value.decode("utf-8", "replace")
+    return ""
+
+
+def recipients_of(header: bytes) -> tuple[str, ...]:
+    """The bare, lower-case addresses in the To, Cc and Bcc fields of ``header``, each once, in order.
+
+    Pure and total: group names (RFC 5322 section 3.4) and empty groups
+    add nothing, and an entry that is not ``local@domain`` is dropped, so a
+    malformed field gives what can be read of it and never an exception.
+    """
+    return _recipients(_header_fields(header))
+
+
+def sent_message_of(uid: int, header: bytes, size: int, internaldate: datetime | None) -> SentMessage:
+    """A SentMessage from one message's fetched header fields, size and INTERNALDATE; pure and total.
+
+    The key is the fingerprint key the state uses for any message. The
+    time is the Date field when it can be read (a date without a zone, or
+    with -0000, is taken as UTC), else INTERNALDATE, else 0.0.
+    """
+    fields = _header_fields(header)
+    message_id = next((value.decode("utf-8", "replace") for name, value in fields if name == b"message-id"), "")
+    dates = [value for name, value in fields if name == b"date"]
+    when = _epoch_seconds(dates[0]) if dates else None
+    if when is None:
+        when = internaldate.timestamp() if internaldate is not None else 0.0
+    return SentMessage(
+        uid=uid,
+        key=fingerprint_key(Fingerprint(message_id, size, internaldate)),
+        time=when,
+        recipients=_recipients(fields),
+    )
+
+
+def _header_fields(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(lower-case name, stripped value) of each field of the header in ``data``, unfolded, in order.
+
+    ``data`` is a header block or a whole message; the body is not read.
+    Lines without a colon are skipped.
+    """
     head = re.split(rb"\r?\n\r?\n", data, maxsplit=1)[0]
     unfolded = re.sub(rb"\r?\n[ \t]+", b" ", head)
+    fields = []
     for line in unfolded.splitlines():
         name, colon, value = line.partition(b":")
-        if colon and name.strip().lower() == b"message-id":
-            return value.strip().decode("utf-8", "replace")
-    return ""
+        if colon:
+            fields.append((name.strip().lower(), value.strip()))
+    return fields
+
+
+def _recipients(fields: Sequence[tuple[bytes, bytes]]) -> tuple[str, ...]:
+    values = [value.decode("utf-8", "replace") for name, value in fields if name in _RECIPIENT_FIELDS]
+    found: dict[str, None] = {}
+    for _, address in email.utils.getaddresses(values):
+        address = address.strip().lower()
+        if _is_bare_address(address):
+            found.setdefault(address, None)
+    return tuple(found)
+
+
+def _is_bare_address(address: str) -> bool:
+    local, at, domain = address.rpartition("@")
+    return bool(at and local and domain) and not any(c.isspace() or c in "<>" for c in address)
+
+
+def _epoch_seconds(date: bytes) -> float | None:
+    """A Date field value (RFC 5322 section 3.3) as epoch seconds, or None when it cannot be read."""
+    try:
+        parsed = email.utils.parsedate_to_datetime(date.decode("ascii", "replace"))
+        return (parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)).timestamp()
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _header_block(data: dict[bytes, Any]) -> bytes:
+    """The BODY[HEADER.FIELDS (...)] literal of one FETCH response, whichever way the server spelled the key."""
+    for key, value in data.items():
+        if isinstance(key, bytes) and key.upper().startswith(b"BODY[HEADER.FIELDS") and isinstance(value, bytes):
+            return value
+    return b""
 
 
 def uid_set_of(uids: Sequence[int]) -> str:
@@ -544,6 +778,14 @@ def _reports_change(responses: Sequence[Any]) -> bool:
         and response[1].upper() in _CHANGE_RESPONSES
         for response in responses
     )
+
+
+def _selectable(flags: Sequence[bytes | str]) -> bool:
+    return not {_text(flag).lower() for flag in flags} & _UNSELECTABLE
+
+
+def _is_sent(flags: Sequence[bytes | str]) -> bool:
+    return _selectable(flags) and "\\sent" in {_text(flag).lower() for flag in flags}
 
 
 def _datetime(value: Any) -> datetime | None:

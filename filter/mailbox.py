@@ -1,4 +1,4 @@
-"""The Mailbox protocol: what the runner needs from a mail store, and RawMessage.
+"""The Mailbox protocol: what the runner needs from a mail store, and the values it returns.
 
 The runner never sees a protocol library. It talks to a ``Mailbox`` (the
 role); ``ImapMailbox`` in ``imap.py`` is the implementation for IMAP. Keeping
@@ -67,6 +67,26 @@ class RawMessage:
     message_id: str
 
 
+@dataclass(frozen=True)
+class SentMessage:
+    """One message of the owner's sent folder, as the sender ledger needs it: to whom, and when.
+
+    Read from a few header fields, never the body. ``key`` is the message's
+    fingerprint key (``state.fingerprint_key``: Message-ID and size, else
+    size and INTERNALDATE), so a message read twice, after a UIDVALIDITY
+    change or from a copy, is still one message. ``time`` is the Date header
+    in epoch seconds, or INTERNALDATE when Date is missing or unreadable
+    (0.0 when both are). ``recipients`` are the bare, lower-case addresses
+    of To, Cc and Bcc, each once, in the order first met; group names and
+    anything without a local part and a domain are left out.
+    """
+
+    uid: int
+    key: str
+    time: float
+    recipients: tuple[str, ...]
+
+
 class Mailbox(Protocol):
     """A connection to one account's mail store.
 
@@ -114,6 +134,33 @@ class Mailbox(Protocol):
 
     def add_keywords(self, uids: Sequence[int], keywords: Sequence[str]) -> None:
         """Add IMAP keywords (e.g. "$PloyArticle") to these UIDs."""
+
+    def find_sent_folder(self) -> str | None:
+        """The folder marked \\Sent (RFC 6154 section 2), or None when no folder is.
+
+        Never a guess from folder names: an owner whose server marks no
+        folder names it in the configuration instead.
+        """
+
+    def read_sent(self, folder: str, first_uid: int, limit: int = 5000) -> tuple[int, list[SentMessage], int]:
+        """(UIDVALIDITY, messages, next_uid): up to ``limit`` messages of ``folder`` with UID >= ``first_uid``.
+
+        Messages come in UID order; reading again from ``next_uid`` goes on
+        where this call stopped. ``folder`` is opened read-only, so no flag
+        changes; afterwards *no* folder is selected, and the caller must
+        ``select`` its watched folder again before fetching or moving.
+        Raises ``FolderError`` when ``folder`` does not exist.
+        """
+
+    def append(self, folder: str, data: bytes, keywords: Sequence[str] = ()) -> None:
+        """Store the message ``data`` in ``folder`` with these keywords, creating the folder if missing."""
+
+    def has_message_id(self, folder: str, message_id: str) -> bool:
+        """Whether ``folder`` holds a message whose Message-ID header is ``message_id``.
+
+        False when ``folder`` does not exist. Like ``read_sent``, this leaves
+        no folder selected.
+        """
 
     def wait_for_change(self, timeout: float, should_stop: Callable[[], bool]) -> bool:
         """Block until the selected folder changes, ``timeout`` passes or ``should_stop()``.

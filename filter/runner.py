@@ -24,14 +24,18 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from email.parser import BytesHeaderParser
+from email.utils import parsedate_to_datetime
 from typing import Protocol
 
-from filter.config import AccountConfig, Config
-from filter.errors import AuthError, ConnectError, PloyError
+from filter.config import LABELS, WEEKDAYS, AccountConfig, Config
+from filter.errors import AuthError, ConnectError, FolderError, PloyError
 from filter.mailbox import ConnectionLost, Fingerprint, Mailbox, RawMessage
 from filter.message import ParsedMessage, parse_message
 from filter.model import Scores
-from filter.policy import Decision, decide, skip
+from filter.policy import REVIEW_KEYWORD, Decision, SenderHistory, decide, normalise_address, skip
+from filter.senders import digest_message, digest_message_id, rank
 from filter.state import DecisionRecord, Intent, State, fingerprint_key
 
 log = logging.getLogger(__name__)
@@ -92,6 +96,49 @@ def fingerprint_of(raw: RawMessage) -> Fingerprint:
     return Fingerprint(raw.message_id, raw.size, raw.internaldate)
 
 
+# Sent mail is read in pages of this many messages, so the first look at a large sent folder
+# is done in steps that each commit their progress.
+SENT_PAGE = 2000
+_DAY = 86400.0
+WEEKDAY_NUMBERS = {name: number for number, name in enumerate(WEEKDAYS)}
+
+
+def message_time(data: bytes, arrived: float | None, fallback: float) -> float:
+    """When a message was sent, for the sender's history: its Date header, else ``arrived``, else ``fallback``.
+
+    ``arrived`` is the server's INTERNALDATE. A Date more than a day after
+    it is a sender's wrong clock or a forgery, and the arrival time is used
+    instead.
+    """
+    end = data.find(b"\r\n\r\n")
+    end = data.find(b"\n\n") if end < 0 else end
+    header = data[: end if end >= 0 else 65536][:65536]
+    try:
+        value = BytesHeaderParser().parsebytes(header).get("Date")
+        sent = parsedate_to_datetime(str(value)).timestamp() if value else None
+    except (TypeError, ValueError, IndexError, OverflowError):
+        sent = None
+    if sent is not None and (arrived is None or sent <= arrived + _DAY):
+        return sent
+    return arrived if arrived is not None else fallback
+
+
+def last_weekday_start(now: float, weekday: int) -> float:
+    """The start (local midnight) of the latest ``weekday`` (0 = Monday) at or before ``now``."""
+    today = datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (today - timedelta(days=(today.weekday() - weekday) % 7)).timestamp()
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """A decision with what the ledger needs of its message."""
+
+    decision: Decision
+    scores: Mapping[str, float]
+    sender: str = ""
+    time: float | None = None
+
+
 class AccountRunner:
     """Runs passes over one account's watched folder.
 
@@ -119,19 +166,43 @@ class AccountRunner:
         self.state = state
         self.clock = clock
         self.dry_run = config.action == "dry-run"
+        self._sent_folder: str | None = None
+        self._sent_looked_up = False
+        self._pending: tuple[Config, AccountConfig, dict[str, float]] | None = None
+
+    def reconfigure(self, config: Config, account: AccountConfig, thresholds: Mapping[str, float]) -> None:
+        """Take a reloaded configuration; it applies from the next pass (any thread may call this)."""
+        self._pending = (config, account, dict(thresholds))
+
+    def _apply_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        self.config, self.account, self.thresholds = pending
+        self.dry_run = self.config.action == "dry-run"
+        self._sent_looked_up = False
+        self.prepare()
 
     # One pass -----------------------------------------------------------------
 
     def prepare(self) -> None:
         """After each (re)connect: make sure the target folders exist (move mode only)."""
+        self._sent_looked_up = False
         if self.config.action == "move":
-            for folder in sorted(set(self.account.folders.values())):
+            folders = set(self.account.folders.values())
+            if self.account.review_folder is not None:
+                folders.add(self.account.review_folder)
+            for folder in sorted(folders):
                 self.mailbox.ensure_folder(folder)
 
     def pass_once(self, should_stop: Callable[[], bool] = lambda: False) -> PassReport:
         """Handle every message of the watched folder not handled yet."""
+        self._apply_pending()
         name, watch = self.account.name, self.account.watch
         started = time.monotonic()
+        # Both open other folders, so they come before the watched folder is selected.
+        self.follow_sent()
+        self._digest_if_due()
         status = self.mailbox.select(watch)
         uv = status.uidvalidity
         report = PassReport(name, uv)
@@ -179,8 +250,8 @@ class AccountRunner:
                 )
         acting: list[tuple[RawMessage, DecisionRecord]] = []
         left: list[tuple[RawMessage, DecisionRecord]] = []
-        for raw, (d, scores) in zip(raws, self._decide(raws), strict=True):
-            (acting if d.action in ("move", "flag") else left).append((raw, _record(raw, d, scores)))
+        for raw, judged in zip(raws, self._decide(raws), strict=True):
+            (acting if judged.decision.action in ("move", "flag") else left).append((raw, _record(raw, judged)))
         if acting and not self.dry_run:
             self.state.add_intents(
                 name,
@@ -196,45 +267,157 @@ class AccountRunner:
         for (action, target, keywords), group in groups.items():
             group_uids = [raw.uid for raw, _ in group]
             if not self.dry_run:
+                # Keywords first: MOVE and COPY carry a message's flags along (RFC 6851, RFC 9051 6.4.7).
+                self.mailbox.add_keywords(group_uids, keywords)
                 if action == "move" and target is not None:
                     self.mailbox.move(group_uids, target)
-                else:
-                    self.mailbox.add_keywords(group_uids, keywords)
             outcomes.extend(self._finish(uv, group))
         return sorted(outcomes, key=lambda o: o.uid)
 
-    def _decide(self, raws: Sequence[RawMessage]) -> list[tuple[Decision, Mapping[str, float]]]:
+    def _decide(self, raws: Sequence[RawMessage]) -> list[_Judged]:
+        """Decisions for a batch, in UID order, each seeing the sender history left by the ones before it."""
         name, watch = self.account.name, self.account.watch
-        decisions: list[tuple[Decision, Mapping[str, float]] | None] = [None] * len(raws)
+        judged: list[_Judged | None] = [None] * len(raws)
         readable: list[tuple[int, ParsedMessage]] = []
         for i, raw in enumerate(raws):
             earlier = self.state.earlier_action(name, watch, fingerprint_key(fingerprint_of(raw)))
             if earlier == "move":
                 reason = "moved earlier and returned to the folder by the owner; left in place"
-                decisions[i] = (Decision("keep", (), None, (), (reason,)), {})
+                judged[i] = _Judged(Decision("keep", (), None, (), (reason,)), {})
                 continue
             parsed = parse_message(raw.data)
             if parsed.error:
-                decisions[i] = (skip(f"unreadable message ({parsed.error}); left in place"), {})
+                judged[i] = _Judged(skip(f"unreadable message ({parsed.error}); left in place"), {})
                 continue
             readable.append((i, parsed))
-        for (i, _), scores in zip(
+        # Shares and asks judged earlier in this batch are not in the ledger yet.
+        batch: dict[str, list[tuple[str, float]]] = {}
+        for (i, parsed), scores in zip(
             readable, score_each(self.scorer, [p for _, p in readable], self.account.name), strict=True
         ):
             if scores is None:
-                decisions[i] = (skip("the model could not score this message; left in place"), {})
+                judged[i] = _Judged(skip("the model could not score this message; left in place"), {})
                 continue
-            d = decide(scores.values, self.thresholds, self.account.folders, self.config.action)
+            sender = normalise_address(parsed.sender)
+            raw = raws[i]
+            when = message_time(raw.data, raw.internaldate.timestamp() if raw.internaldate else None, self.clock())
+            d = decide(
+                scores.values,
+                self.thresholds,
+                self.account.folders,
+                self.config.action,
+                sender=sender,
+                history=self._history(sender, batch.get(sender, [])),
+                policy=self.config.policy,
+                now=when,
+                review_folder=self.account.review_folder,
+            )
+            if sender:
+                batch.setdefault(sender, []).extend((label, when) for label in d.labels)
             if raws[i].truncated:
-                d = Decision(
-                    d.action,
-                    d.labels,
-                    d.target,
-                    d.keywords,
-                    (*d.reasons, f"judged on the first {len(raws[i].data)} of {raws[i].size} bytes"),
-                )
-            decisions[i] = (d, scores.values)
-        return [d if d is not None else (skip("not judged"), {}) for d in decisions]
+                d = replace(d, reasons=(*d.reasons, f"judged on the first {len(raws[i].data)} of {raws[i].size} bytes"))
+            judged[i] = _Judged(d, scores.values, sender, when)
+        return [j if j is not None else _Judged(skip("not judged"), {}) for j in judged]
+
+    def _history(self, sender: str, batch: Sequence[tuple[str, float]]) -> SenderHistory:
+        if not sender:
+            return SenderHistory()
+        known = self.state.history(sender)
+        return SenderHistory(
+            shares=tuple(sorted((*known.shares, *(t for label, t in batch if label == "article_share")))),
+            asks=tuple(sorted((*known.asks, *(t for label, t in batch if label == "favour_request")))),
+            last_sent=known.last_sent,
+        )
+
+    # The owner's sent mail and the digest ------------------------------------------
+
+    def follow_sent(self) -> int:
+        """Read what the owner sent since the last look into the ledger; returns how many messages were read.
+
+        The folder is ``accounts[].sent``, else the one marked ``\\Sent``
+        (RFC 6154). Only recipients' addresses and dates are kept. A folder
+        that is missing or unreadable is logged and skipped: the filter then
+        works without reciprocity, as it would with no sent folder at all.
+        """
+        name = self.account.name
+        folder = self.account.sent
+        if folder is None:
+            if not self._sent_looked_up:
+                self._sent_folder = self.mailbox.find_sent_folder()
+                self._sent_looked_up = True
+                if self._sent_folder is None:
+                    log.info("%s: no folder is marked \\Sent; set accounts[].sent to follow your sent mail", name)
+            folder = self._sent_folder
+        if folder is None:
+            return 0
+        checkpoint = self.state.sent_checkpoint(name, folder)
+        first = checkpoint[1] if checkpoint else 1
+        read = 0
+        try:
+            while True:
+                uidvalidity, messages, next_uid = self.mailbox.read_sent(folder, first, SENT_PAGE)
+                if checkpoint is not None and uidvalidity != checkpoint[0] and first != 1:
+                    log.info("%s: UIDVALIDITY of %s changed; reading it again from the start", name, folder)
+                    checkpoint, first = None, 1
+                    continue
+                rows = [(m.key, address, m.time) for m in messages for address in m.recipients]
+                self.state.record_sent(name, rows)
+                self.state.set_sent_checkpoint(name, folder, uidvalidity, next_uid)
+                read += len(messages)
+                if len(messages) < SENT_PAGE:
+                    break
+                first = next_uid
+        except FolderError as exc:
+            log.warning("%s: cannot read the sent folder (%s); going on without it", name, exc)
+            return read
+        if read:
+            log.info("%s: read %d sent messages from %s", name, read, folder)
+        return read
+
+    def _digest_if_due(self) -> bool:
+        """Append the weekly digest when its weekday has come since the last one; True when appended."""
+        digest = self.config.digest
+        if digest is None or self.dry_run:
+            return False
+        name, now = self.account.name, self.clock()
+        last = self.state.last_digest(name)
+        if last is None:
+            self.state.set_last_digest(name, now)  # the first digest covers the week from here
+            return False
+        if last >= last_weekday_start(now, WEEKDAY_NUMBERS[digest.weekday]):
+            return False
+        decisions = self.state.decisions(name, since=last)
+        moved = {label: 0 for label in LABELS}
+        reviewed = kept = 0
+        for d in decisions:
+            labels, keywords = d["labels"], d["keywords"]
+            assert isinstance(labels, list) and isinstance(keywords, list)
+            if REVIEW_KEYWORD in keywords:
+                reviewed += 1
+            elif d["action"] == "move" and labels:
+                for label in labels:
+                    moved[label] += 1
+            elif d["action"] == "keep" and labels:
+                kept += 1
+        pattern_shares = self.config.policy.pattern_shares
+        top = rank(self.state.senders(since=last), pattern_shares=pattern_shares, limit=digest.senders)
+        message_id = digest_message_id(name, now)
+        if not self.mailbox.has_message_id(digest.folder, message_id):
+            data = digest_message(
+                account=name,
+                to_address=self.account.username,
+                now=now,
+                moved=moved,
+                kept=kept,
+                reviewed=reviewed,
+                top=top,
+                pattern_shares=pattern_shares,
+                period_days=max(1, round((now - last) / _DAY)),
+            )
+            self.mailbox.append(digest.folder, data)
+            log.info("%s: weekly digest appended to %s", name, digest.folder)
+        self.state.set_last_digest(name, now)
+        return True
 
     def _finish(self, uv: int, done: Sequence[tuple[RawMessage, DecisionRecord]]) -> list[Outcome]:
         """Record what was done with these messages, in one transaction, and log each."""
@@ -302,6 +485,7 @@ class AccountRunner:
                     self.mailbox.remove_copied([uid])
                     note = "copy found in the target after an interruption; original removed"
                 elif uid is not None:
+                    self.mailbox.add_keywords([uid], decision.keywords)
                     self.mailbox.move([uid], intent.target)
                     note = "move redone after an interruption"
                 elif in_target:
@@ -377,5 +561,17 @@ class Backoff:
         return base * self.rng.uniform(0.5, 1.0)
 
 
-def _record(raw: RawMessage, d: Decision, scores: Mapping[str, float]) -> DecisionRecord:
-    return DecisionRecord(raw.uid, raw.message_id, dict(scores), d.action, d.target, d.keywords, d.reasons)
+def _record(raw: RawMessage, judged: _Judged) -> DecisionRecord:
+    d = judged.decision
+    return DecisionRecord(
+        raw.uid,
+        raw.message_id,
+        dict(judged.scores),
+        d.action,
+        d.target,
+        d.keywords,
+        d.reasons,
+        sender=judged.sender,
+        labels=d.labels,
+        date=judged.time,
+    )

@@ -14,7 +14,14 @@ What makes "never twice, never skipped" hold across crashes:
   to earlier decisions by their fingerprint key (Message-ID and size), so mail
   already judged is not judged again and mail never seen is not skipped.
 
-Only identifiers, scores and decisions are stored: no subject, no body.
+The same database holds the sender ledger: per address, when mail from it
+was labelled article_share, favour_request or neither, and when the owner
+wrote to it (read from the sent folder). A message's ledger rows are written
+in the transaction that marks it handled, and keyed by its fingerprint key,
+so a crash or a re-scan can neither lose nor double-count it.
+
+Only identifiers, addresses, times, scores and decisions are stored: no
+subject, no body.
 """
 
 from __future__ import annotations
@@ -33,8 +40,13 @@ from typing import IO, ParamSpec, TypeVar
 
 from filter.errors import StateError
 from filter.mailbox import Fingerprint
+from filter.policy import SenderHistory, normalise_address
+from filter.senders import SenderRow
 
-SCHEMA_VERSION = 1
+# 2: the sender ledger (received, sent, sent_checkpoints, digests), and each
+# decision's labels and keywords. Tables are created if missing and columns
+# added, so a version-1 file is brought up to date on open.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,9 +71,28 @@ CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     time REAL NOT NULL, account TEXT NOT NULL, mailbox TEXT NOT NULL,
     uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL, message_id_hash TEXT NOT NULL,
-    scores TEXT NOT NULL, action TEXT NOT NULL, target TEXT, reasons TEXT NOT NULL
+    scores TEXT NOT NULL, action TEXT NOT NULL, target TEXT, reasons TEXT NOT NULL,
+    labels TEXT NOT NULL DEFAULT '[]', keywords TEXT NOT NULL DEFAULT '[]'
 );
+CREATE TABLE IF NOT EXISTS received (
+    account TEXT NOT NULL, address TEXT NOT NULL, time REAL NOT NULL, label TEXT NOT NULL, fp_key TEXT NOT NULL,
+    PRIMARY KEY (account, fp_key, label)
+);
+CREATE INDEX IF NOT EXISTS received_address ON received (address, time);
+CREATE TABLE IF NOT EXISTS sent (
+    account TEXT NOT NULL, sent_key TEXT NOT NULL, address TEXT NOT NULL, time REAL NOT NULL,
+    PRIMARY KEY (account, sent_key, address)
+);
+CREATE INDEX IF NOT EXISTS sent_address ON sent (address, time);
+CREATE TABLE IF NOT EXISTS sent_checkpoints (
+    account TEXT NOT NULL, mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, next_uid INTEGER NOT NULL,
+    PRIMARY KEY (account, mailbox)
+);
+CREATE TABLE IF NOT EXISTS digests (account TEXT PRIMARY KEY, last REAL NOT NULL);
 """
+
+# The label of a received row for mail that was given neither label.
+ORDINARY = "none"
 
 
 def message_id_hash(message_id: str) -> str:
@@ -83,7 +114,12 @@ def fingerprint_key(fp: Fingerprint) -> str:
 
 @dataclass(frozen=True)
 class DecisionRecord:
-    """One row of the decision log as written by the runner."""
+    """One row of the decision log as written by the runner.
+
+    ``sender`` (the From address), ``labels`` and ``date`` (the message's
+    date, epoch seconds) feed the sender ledger; a record without a sender
+    or a date, such as one for a skipped message, leaves the ledger alone.
+    """
 
     uid: int
     message_id: str
@@ -92,6 +128,9 @@ class DecisionRecord:
     target: str | None
     keywords: Sequence[str]
     reasons: Sequence[str]
+    sender: str = ""
+    labels: tuple[str, ...] = ()
+    date: float | None = None
 
 
 @dataclass(frozen=True)
@@ -252,9 +291,17 @@ class State:
         decisions: Sequence[tuple[str, DecisionRecord]],
         now: float,
     ) -> None:
-        """``record`` for several UIDs in one transaction: one disk sync per batch, not per message."""
+        """``record`` for several UIDs in one transaction: one disk sync per batch, not per message.
+
+        Each decision with a sender and a date also adds its ledger rows: one
+        per label, or one ``ORDINARY`` row when it has none. A message already
+        in the ledger for this account (same fingerprint key, in any folder or
+        epoch) keeps its first rows, so it is counted once however often it
+        is recorded.
+        """
         with self._transaction():
             for fp_key, decision in decisions:
+                self._add_received(account, fp_key, decision)
                 self._db.execute(
                     "INSERT OR REPLACE INTO handled VALUES (?, ?, ?, ?, ?, ?)",
                     (account, mailbox, uidvalidity, decision.uid, fp_key, decision.action),
@@ -265,7 +312,7 @@ class State:
                 )
                 self._db.execute(
                     "INSERT INTO decisions (time, account, mailbox, uidvalidity, uid, message_id_hash, scores, action,"
-                    " target, reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " target, reasons, labels, keywords) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         now,
                         account,
@@ -277,8 +324,22 @@ class State:
                         decision.action,
                         decision.target,
                         json.dumps(list(decision.reasons), ensure_ascii=False),
+                        json.dumps(list(decision.labels)),
+                        json.dumps(list(decision.keywords)),
                     ),
                 )
+
+    def _add_received(self, account: str, fp_key: str, decision: DecisionRecord) -> None:
+        address = normalise_address(decision.sender)
+        if not address or decision.date is None:
+            return
+        seen = self._db.execute("SELECT 1 FROM received WHERE account=? AND fp_key=? LIMIT 1", (account, fp_key))
+        if seen.fetchone() is not None:
+            return
+        self._db.executemany(
+            "INSERT OR IGNORE INTO received VALUES (?, ?, ?, ?, ?)",
+            [(account, address, decision.date, label, fp_key) for label in decision.labels or (ORDINARY,)],
+        )
 
     # Intents ------------------------------------------------------------------
 
@@ -329,8 +390,8 @@ class State:
 
     @_serialised
     def decisions(self, account: str | None = None, since: float = 0.0) -> list[dict[str, object]]:
-        query = "SELECT time, account, mailbox, uidvalidity, uid, message_id_hash, scores, action, target, reasons"
-        query += " FROM decisions WHERE time >= ?"
+        query = "SELECT time, account, mailbox, uidvalidity, uid, message_id_hash, scores, action, target, reasons,"
+        query += " labels, keywords FROM decisions WHERE time >= ?"
         params: list[object] = [since]
         if account is not None:
             query += " AND account = ?"
@@ -342,7 +403,113 @@ class State:
             item: dict[str, object] = dict(zip(keys, row[:9], strict=True))
             item["scores"] = json.loads(row[6])
             item["reasons"] = json.loads(row[9])
+            item["labels"] = json.loads(row[10])
+            item["keywords"] = json.loads(row[11])
             out.append(item)
+        return out
+
+    # The sender ledger ------------------------------------------------------------
+
+    @_serialised
+    def history(self, address: str, before: float | None = None) -> SenderHistory:
+        """What the ledger knows of ``address``, over all accounts, for judging a message.
+
+        ``before`` (usually the date of the message being judged) leaves out
+        shares and asks from that time on, so a message never counts towards
+        its own judgement. ``last_sent`` is the latest time the owner wrote to
+        the address, whatever ``before`` is. A message seen in two accounts
+        (same fingerprint key) counts once, at its earliest time.
+        """
+        key = normalise_address(address)
+        query = "SELECT label, MIN(time) FROM received WHERE address=? AND label IN ('article_share', 'favour_request')"
+        params: list[object] = [key]
+        if before is not None:
+            query += " AND time < ?"
+            params.append(before)
+        rows = self._db.execute(query + " GROUP BY label, fp_key ORDER BY 2", params).fetchall()
+        (last_sent,) = self._db.execute("SELECT MAX(time) FROM sent WHERE address=?", (key,)).fetchone()
+        return SenderHistory(
+            shares=tuple(t for label, t in rows if label == "article_share"),
+            asks=tuple(t for label, t in rows if label == "favour_request"),
+            last_sent=last_sent,
+        )
+
+    @_serialised
+    def record_sent(self, account: str, rows: Sequence[tuple[str, str, float]]) -> None:
+        """Note the owner's sent mail: (sent_key, address, time) per recipient; re-reading is a no-op.
+
+        ``sent_key`` identifies the sent message (its fingerprint key), so the
+        same message read again, or read after a UIDVALIDITY change, adds
+        nothing. Rows without a usable address are left out.
+        """
+        with self._transaction():
+            for sent_key, address, when in rows:
+                key = normalise_address(address)
+                if key:
+                    self._db.execute("INSERT OR IGNORE INTO sent VALUES (?, ?, ?, ?)", (account, sent_key, key, when))
+
+    @_serialised
+    def sent_checkpoint(self, account: str, mailbox: str) -> tuple[int, int] | None:
+        """(uidvalidity, next_uid) of the sent folder as last read, or None if never read."""
+        row = self._db.execute(
+            "SELECT uidvalidity, next_uid FROM sent_checkpoints WHERE account=? AND mailbox=?", (account, mailbox)
+        ).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    @_serialised
+    def set_sent_checkpoint(self, account: str, mailbox: str, uidvalidity: int, next_uid: int) -> None:
+        """Move the sent folder's mark; it never moves back within one UIDVALIDITY, and a new one resets it."""
+        self._db.execute(
+            "INSERT INTO sent_checkpoints VALUES (?, ?, ?, ?) ON CONFLICT (account, mailbox) DO UPDATE SET "
+            "next_uid = CASE WHEN uidvalidity = excluded.uidvalidity THEN MAX(next_uid, excluded.next_uid) "
+            "ELSE excluded.next_uid END, uidvalidity = excluded.uidvalidity",
+            (account, mailbox, uidvalidity, next_uid),
+        )
+
+    @_serialised
+    def last_digest(self, account: str) -> float | None:
+        """When the last digest was appended for ``account``; None if never."""
+        row = self._db.execute("SELECT last FROM digests WHERE account=?", (account,)).fetchone()
+        return None if row is None else float(row[0])
+
+    @_serialised
+    def set_last_digest(self, account: str, when: float) -> None:
+        self._db.execute("INSERT OR REPLACE INTO digests VALUES (?, ?)", (account, when))
+
+    @_serialised
+    def senders(self, since: float = 0.0) -> list[SenderRow]:
+        """One row per address in the ledger, by address, over all accounts.
+
+        ``since`` limits the received mail counted (shares, asks, other,
+        first and last seen) and which addresses appear: those with mail
+        received, or written to by the owner, from ``since`` on. Whether the
+        owner ever wrote to an address is not limited: ``sent_count`` and
+        ``last_sent`` cover the whole sent history. A message seen in two
+        accounts counts once.
+        """
+        received = {
+            row[0]: row[1:]
+            for row in self._db.execute(
+                "SELECT address,"
+                " COUNT(DISTINCT CASE WHEN label='article_share' THEN fp_key END),"
+                " COUNT(DISTINCT CASE WHEN label='favour_request' THEN fp_key END),"
+                " COUNT(DISTINCT CASE WHEN label=? THEN fp_key END),"
+                " MIN(time), MAX(time) FROM received WHERE time >= ? GROUP BY address",
+                (ORDINARY, since),
+            )
+        }
+        sent = {
+            row[0]: row[1:]
+            for row in self._db.execute(
+                "SELECT address, COUNT(DISTINCT sent_key), MAX(time) FROM sent GROUP BY address"
+            )
+        }
+        addresses = set(received) | {address for address, (_, last) in sent.items() if last >= since}
+        out = []
+        for address in sorted(addresses):
+            shares, asks, other, first_seen, last_seen = received.get(address, (0, 0, 0, None, None))
+            sent_count, last_sent = sent.get(address, (0, None))
+            out.append(SenderRow(address, shares, asks, other, first_seen, last_seen, sent_count, last_sent))
         return out
 
     def _transaction(self) -> _Transaction:
@@ -351,11 +518,17 @@ class State:
 
 def _init_schema(db: sqlite3.Connection, path: Path) -> None:
     db.executescript(_SCHEMA)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(decisions)")}
+    for column in ("labels", "keywords"):
+        if column not in columns:
+            db.execute(f"ALTER TABLE decisions ADD COLUMN {column} TEXT NOT NULL DEFAULT '[]'")
     row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
     if row is None:
         db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
     elif int(row[0]) > SCHEMA_VERSION:
         raise StateError(f"state_path: {path} was written by a newer ployfilter (schema {row[0]})")
+    elif int(row[0]) < SCHEMA_VERSION:
+        db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
 
 
 class _Transaction:
@@ -379,10 +552,25 @@ def _dump_decision(d: DecisionRecord) -> str:
             "target": d.target,
             "keywords": list(d.keywords),
             "reasons": list(d.reasons),
+            "sender": d.sender,
+            "labels": list(d.labels),
+            "date": d.date,
         }
     )
 
 
 def _load_decision(text: str) -> DecisionRecord:
+    """The inverse of ``_dump_decision``; intents written before schema 2 have no ledger fields."""
     d = json.loads(text)
-    return DecisionRecord(d["uid"], d["message_id"], d["scores"], d["action"], d["target"], d["keywords"], d["reasons"])
+    return DecisionRecord(
+        d["uid"],
+        d["message_id"],
+        d["scores"],
+        d["action"],
+        d["target"],
+        d["keywords"],
+        d["reasons"],
+        d.get("sender", ""),
+        tuple(d.get("labels", ())),
+        d.get("date"),
+    )

@@ -25,7 +25,8 @@ def test_headers_are_prepended_and_the_message_kept_byte_for_byte() -> None:
 
 
 def test_headers_follow_the_message_line_ending() -> None:
-    assert b"X-Ploy-Labels: article_share\nSubject" in with_headers(b"Subject: hi\n\nbody\n", SCORES, THRESHOLDS)
+    out = with_headers(b"Subject: hi\n\nbody\n", SCORES, THRESHOLDS, ("$PloyArticle",))
+    assert b"X-Ploy-Labels: article_share\nX-Ploy-Keywords: $PloyArticle\nSubject" in out
 
 
 def test_headers_go_after_an_mbox_from_line() -> None:
@@ -37,10 +38,10 @@ def test_headers_go_after_an_mbox_from_line() -> None:
 
 def test_no_label_says_none() -> None:
     out = with_headers(b"Subject: x\n\n", {"article_share": 0.1, "favour_request": 0.1}, THRESHOLDS)
-    assert b"X-Ploy-Labels: none\n" in out
+    assert b"X-Ploy-Labels: none\nX-Ploy-Keywords: none\n" in out
 
 
-@pytest.mark.parametrize("command", ["run", "once", "check-config", "classify", "demo", "train", "evaluate"])
+@pytest.mark.parametrize("command", ["run", "once", "check-config", "senders", "classify", "demo", "train", "evaluate"])
 def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from filter.config import load_config, parse_config, read_password
+from filter.config import DigestConfig, PolicyConfig, load_config, parse_config, read_password
 from filter.errors import AuthError, ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -184,3 +184,262 @@ def test_unset_password_variable_is_an_auth_error(monkeypatch: pytest.MonkeyPatc
 def test_password_in_file_is_not_shown_in_repr() -> None:
     account = parse_config(minimal(password_env=None, password="hunter2")).accounts[0]
     assert "hunter2" not in repr(account)
+
+
+def with_keys(**keys: Any) -> dict[str, Any]:
+    data = minimal()
+    data.update(keys)
+    return data
+
+
+def test_policy_and_digest_defaults() -> None:
+    config = parse_config(minimal())
+    assert config.policy == PolicyConfig()
+    assert (config.policy.review_band, config.policy.correspondent_days, config.policy.correspondents) == (
+        0.0,
+        365.0,
+        "keep",
+    )
+    assert (config.policy.pattern_shares, config.policy.drip_shares, config.policy.drip_days) == (2, 3, 7.0)
+    assert (config.policy.allow, config.policy.block) == ((), ())
+    assert config.digest is None
+    assert (config.accounts[0].sent, config.accounts[0].review_folder) == (None, None)
+
+
+def test_example_config_sets_the_policy_keys() -> None:
+    config = load_config(REPO / "config.example.yaml")
+    assert config.policy.review_band == 0.1
+    assert config.accounts[0].review_folder == "Networking/Review"
+    assert config.policy.allow == ("boss@example.org", "example.net")
+
+
+# accounts[].sent and folders.review
+
+
+def test_sent_folder_is_read() -> None:
+    assert parse_config(minimal(sent="Sent Items")).accounts[0].sent == "Sent Items"
+
+
+def test_null_sent_folder_means_detect_it() -> None:
+    assert parse_config(minimal(sent=None)).accounts[0].sent is None
+
+
+@pytest.mark.parametrize("value", ["", "  ", 3, ["Sent"]])
+def test_bad_sent_folder_is_refused(value: Any) -> None:
+    message = error_of(minimal(sent=value))
+    assert "accounts[0].sent" in message
+    assert "expected a non-empty string" in message
+
+
+def test_sent_folder_cannot_be_the_watched_folder() -> None:
+    assert "accounts[0].sent: 'INBOX' is the watched folder" in error_of(minimal(sent="INBOX"))
+
+
+def test_review_folder_is_read_beside_the_label_folders() -> None:
+    account = parse_config(minimal(folders={"article_share": "A", "favour_request": "R", "review": "Rev"})).accounts[0]
+    assert account.review_folder == "Rev"
+    assert dict(account.folders) == {"article_share": "A", "favour_request": "R"}
+
+
+def test_null_review_folder_is_none() -> None:
+    assert parse_config(minimal(folders={"review": None})).accounts[0].review_folder is None
+
+
+def test_review_folder_cannot_be_the_watched_folder() -> None:
+    assert "accounts[0].folders.review: 'INBOX' is the watched folder" in error_of(minimal(folders={"review": "INBOX"}))
+
+
+def test_review_folder_must_be_a_string() -> None:
+    assert "accounts[0].folders.review: 5 (int) is not valid" in error_of(minimal(folders={"review": 5}))
+
+
+def test_unknown_folder_key_lists_review() -> None:
+    message = error_of(minimal(folders={"reveiw": "R"}))
+    assert "accounts[0].folders.reveiw: unknown key" in message
+    assert "review" in message
+
+
+# review_band
+
+
+def test_review_band_is_read() -> None:
+    assert parse_config(with_keys(review_band=0.1)).policy.review_band == 0.1
+
+
+@pytest.mark.parametrize("value", [-0.1, 0.6, "0.1", True])
+def test_bad_review_band_is_refused(value: Any) -> None:
+    assert "review_band:" in error_of(with_keys(review_band=value))
+    assert "expected a number from 0 to 0.5" in error_of(with_keys(review_band=value))
+
+
+# correspondents
+
+
+def test_correspondents_are_read() -> None:
+    policy = parse_config(with_keys(correspondents={"window_days": 90, "action": "stricter", "raise": 0.2})).policy
+    assert (policy.correspondent_days, policy.correspondents, policy.correspondent_raise) == (90.0, "stricter", 0.2)
+
+
+def test_correspondents_window_of_zero_turns_the_rule_off() -> None:
+    assert parse_config(with_keys(correspondents={"window_days": 0})).policy.correspondent_days == 0.0
+
+
+def test_null_correspondents_take_the_defaults() -> None:
+    assert parse_config(with_keys(correspondents=None)).policy == PolicyConfig()
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        (
+            {"window_days": 4000},
+            "correspondents.window_days: 4000 (int) is not valid; expected a number from 0 to 3650",
+        ),
+        ({"window_days": -1}, "correspondents.window_days: -1 (int) is not valid"),
+        ({"action": "move"}, "correspondents.action: 'move' is not valid; expected one of keep, stricter"),
+        ({"raise": 1.5}, "correspondents.raise: 1.5 (float) is not valid; expected a number from 0 to 1"),
+        ({"days": 30}, "correspondents.days: unknown key; valid keys here are action, raise, window_days"),
+    ],
+)
+def test_bad_correspondents_are_refused(section: dict[str, Any], expected: str) -> None:
+    assert expected in error_of(with_keys(correspondents=section))
+
+
+def test_correspondents_must_be_a_mapping() -> None:
+    assert "correspondents: expected a mapping of keys, got 'keep'" in error_of(with_keys(correspondents="keep"))
+
+
+# pattern
+
+
+def test_pattern_is_read() -> None:
+    assert parse_config(with_keys(pattern={"shares_before_ask": 4})).policy.pattern_shares == 4
+
+
+@pytest.mark.parametrize("value", [0, 101, 2.5, "2"])
+def test_bad_pattern_shares_are_refused(value: Any) -> None:
+    message = error_of(with_keys(pattern={"shares_before_ask": value}))
+    assert "pattern.shares_before_ask:" in message
+    assert "expected a whole number from 1 to 100" in message
+
+
+def test_unknown_pattern_key_is_named() -> None:
+    assert "pattern.shares: unknown key" in error_of(with_keys(pattern={"shares": 2}))
+
+
+# drip
+
+
+def test_drip_is_read() -> None:
+    policy = parse_config(with_keys(drip={"shares": 5, "days": 14, "lower": 0.1})).policy
+    assert (policy.drip_shares, policy.drip_days, policy.drip_lower) == (5, 14.0, 0.1)
+
+
+def test_drip_of_zero_shares_is_accepted() -> None:
+    assert parse_config(with_keys(drip={"shares": 0})).policy.drip_shares == 0
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ({"shares": -1}, "drip.shares: -1 (int) is not valid; expected a whole number from 0 to 1000"),
+        ({"shares": 1.5}, "drip.shares: 1.5 (float) is not valid"),
+        ({"days": 0}, "drip.days: 0 (int) is not valid; expected a number from 0.1 to 365"),
+        ({"days": 400}, "drip.days: 400 (int) is not valid"),
+        ({"lower": 0.6}, "drip.lower: 0.6 (float) is not valid; expected a number from 0 to 0.5"),
+        ({"window": 7}, "drip.window: unknown key"),
+    ],
+)
+def test_bad_drip_is_refused(section: dict[str, Any], expected: str) -> None:
+    assert expected in error_of(with_keys(drip=section))
+
+
+# allow and block
+
+
+def test_allow_and_block_are_lower_cased_and_stripped() -> None:
+    policy = parse_config(
+        with_keys(allow=[" Ann@Example.ORG ", "*.Example.org"], block=["News-*@example.com", "spam.example"])
+    ).policy
+    assert policy.allow == ("ann@example.org", "*.example.org")
+    assert policy.block == ("news-*@example.com", "spam.example")
+
+
+def test_null_allow_list_is_empty() -> None:
+    assert parse_config(with_keys(allow=None)).policy.allow == ()
+
+
+@pytest.mark.parametrize(
+    ("entries", "index"),
+    [
+        (["ann@example.org", ""], 1),
+        (["   "], 0),
+        (["ann @example.org"], 0),
+        (["a@b@example.org"], 0),
+        (["ok.example", "ann@"], 1),
+        (["@example.org"], 0),
+        ([5], 0),
+        ([None], 0),
+    ],
+)
+def test_bad_list_entry_is_refused_with_its_index(entries: list[Any], index: int) -> None:
+    for key in ("allow", "block"):
+        message = error_of(with_keys(**{key: entries}))
+        assert f"{key}[{index}]: " in message
+        assert "expected an address (ann@example.org)" in message
+
+
+@pytest.mark.parametrize("value", ["ann@example.org", {"ann@example.org": True}, 3])
+def test_list_that_is_not_a_list_is_refused(value: Any) -> None:
+    message = error_of(with_keys(block=value))
+    assert "block: " in message
+    assert "expected a list" in message
+
+
+def test_entry_on_both_lists_is_accepted_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    policy = parse_config(with_keys(allow=["Ann@example.org"], block=["ann@example.org", "example.com"])).policy
+    assert policy.allow == ("ann@example.org",)
+    assert "ann@example.org is on both the allow and the block list" in caplog.text
+
+
+def test_lists_without_overlap_do_not_warn(caplog: pytest.LogCaptureFixture) -> None:
+    parse_config(with_keys(allow=["ann@example.org"], block=["example.com"]))
+    assert "both" not in caplog.text
+
+
+# digest
+
+
+def test_digest_is_read() -> None:
+    digest = parse_config(with_keys(digest={"folder": "Networking", "weekday": "friday", "senders": 5})).digest
+    assert digest == DigestConfig(folder="Networking", weekday="friday", senders=5)
+
+
+def test_digest_defaults() -> None:
+    assert parse_config(with_keys(digest={"folder": "Networking"})).digest == DigestConfig("Networking", "monday", 10)
+
+
+def test_null_digest_is_no_digest() -> None:
+    assert parse_config(with_keys(digest=None)).digest is None
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ({}, "digest.folder: missing; this key is required"),
+        ({"folder": ""}, "digest.folder: '' is not valid; expected a non-empty string"),
+        (
+            {"folder": "N", "weekday": "Friday"},
+            "digest.weekday: 'Friday' is not valid; expected one of monday, tuesday",
+        ),
+        ({"folder": "N", "senders": 0}, "digest.senders: 0 (int) is not valid; expected a whole number from 1 to 100"),
+        ({"folder": "N", "senders": 101}, "digest.senders: 101 (int) is not valid"),
+        ({"folder": "N", "day": "monday"}, "digest.day: unknown key"),
+    ],
+)
+def test_bad_digest_is_refused(section: dict[str, Any], expected: str) -> None:
+    assert expected in error_of(with_keys(digest=section))
+
+
+def test_digest_must_be_a_mapping() -> None:
+    assert "digest: expected a mapping of keys, got 'Networking'" in error_of(with_keys(digest="Networking"))

@@ -1,10 +1,16 @@
-"""The pure helpers of the IMAP seam: UID sets and Message-ID extraction."""
+"""The pure helpers of the IMAP seam: UID sets, Message-ID, recipient and date extraction."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
-from filter.imap import message_id_of, uid_set_of
+from filter.imap import message_id_of, recipients_of, sent_message_of, uid_set_of
+from filter.mailbox import Fingerprint
+from filter.state import fingerprint_key
+
+INTERNALDATE = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 
 
 def test_uid_set_joins_runs_of_consecutive_uids() -> None:
@@ -36,3 +42,77 @@ def test_folded_message_id_is_unfolded() -> None:
 @pytest.mark.parametrize("data", [b"", b"\x00\xff\xfe junk", b"no headers at all"])
 def test_missing_message_id_is_empty(data: bytes) -> None:
     assert message_id_of(data) == ""
+
+
+def test_recipients_are_bare_lower_case_addresses_from_to_cc_and_bcc() -> None:
+    header = (
+        b"From: Owner <owner@example.org>\r\n"
+        b'To: "Smith, Ann" <Ann@Example.ORG>, bob@example.org\r\n'
+        b"Cc: =?utf-8?q?J=C3=B6rg?= <joerg@example.de>\r\n"
+        b"Bcc: carol@example.net (Carol)\r\n\r\n"
+    )
+    assert recipients_of(header) == ("ann@example.org", "bob@example.org", "joerg@example.de", "carol@example.net")
+
+
+def test_recipients_are_listed_once_in_the_order_first_met() -> None:
+    header = b"To: a@example.org, B@example.org\r\nCc: b@example.org\r\nTo: A@Example.org, c@example.org\r\n\r\n"
+    assert recipients_of(header) == ("a@example.org", "b@example.org", "c@example.org")
+
+
+def test_folded_recipient_fields_are_unfolded() -> None:
+    assert recipients_of(b"To: Ann <ann@example.org>,\r\n\tBob\r\n <bob@example.org>\r\n\r\n") == (
+        "ann@example.org",
+        "bob@example.org",
+    )
+
+
+def test_group_names_and_empty_groups_add_no_recipient() -> None:
+    header = b"To: undisclosed-recipients:;\r\nCc: Team: ann@example.org, Bob <bob@example.org>;\r\n\r\n"
+    assert recipients_of(header) == ("ann@example.org", "bob@example.org")
+
+
+def test_recipients_ignore_from_and_the_body() -> None:
+    assert recipients_of(b"From: owner@example.org\r\nSubject: hi\r\n\r\nTo: body@example.org\r\n") == ()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"", b"<<>>", b"@@@", b",,,", b"foo bar", b"a@b@", b"@example.org", b"\x00\xff\xfe", b'"unclosed <x@y'],
+)
+def test_malformed_recipient_fields_give_no_address_and_no_exception(value: bytes) -> None:
+    assert recipients_of(b"To: " + value + b"\r\n\r\n") == ()
+
+
+def test_an_unclosed_angle_bracket_still_yields_its_address() -> None:
+    assert recipients_of(b"To: Bob <bob@example.org, , ann@\r\n\r\n") == ("bob@example.org",)
+
+
+def test_sent_message_takes_its_time_from_the_date_field() -> None:
+    header = b"Date: Mon, 2 Mar 2026 10:00:00 +0100\r\nTo: ann@example.org\r\nMessage-ID: <s1@example.org>\r\n\r\n"
+    sent = sent_message_of(7, header, 1234, INTERNALDATE)
+    assert sent.uid == 7
+    assert sent.time == datetime(2026, 3, 2, 9, 0, tzinfo=UTC).timestamp()
+    assert sent.recipients == ("ann@example.org",)
+
+
+def test_a_date_without_a_zone_is_read_as_utc() -> None:
+    sent = sent_message_of(1, b"Date: Mon, 2 Mar 2026 10:00:00 -0000\r\n\r\n", 10, INTERNALDATE)
+    assert sent.time == datetime(2026, 3, 2, 10, 0, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize("date", [b"Date: next Tuesday\r\n", b"Date: Mon, 2 Mar 2026 25:61:00 +9999\r\n", b""])
+def test_sent_message_falls_back_to_internaldate_without_a_readable_date(date: bytes) -> None:
+    sent = sent_message_of(1, date + b"To: ann@example.org\r\n\r\n", 10, INTERNALDATE)
+    assert sent.time == INTERNALDATE.timestamp()
+
+
+def test_sent_message_without_date_or_internaldate_has_time_zero() -> None:
+    assert sent_message_of(1, b"To: ann@example.org\r\n\r\n", 10, None).time == 0.0
+
+
+def test_sent_message_key_is_the_state_fingerprint_key() -> None:
+    with_id = sent_message_of(1, b"Message-ID: <s1@example.org>\r\n\r\n", 500, INTERNALDATE)
+    without_id = sent_message_of(2, b"To: ann@example.org\r\n\r\n", 500, INTERNALDATE)
+    assert with_id.key == fingerprint_key(Fingerprint("<s1@example.org>", 500, INTERNALDATE))
+    assert without_id.key == fingerprint_key(Fingerprint("", 500, INTERNALDATE))
+    assert with_id.key != without_id.key

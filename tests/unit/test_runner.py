@@ -12,11 +12,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
+from email.utils import parsedate_to_datetime
 
 import pytest
 
 from filter.config import Config, parse_config
-from filter.mailbox import ConnectionLost, Fingerprint, MailboxStatus, RawMessage
+from filter.errors import FolderError
+from filter.imap import sent_message_of
+from filter.mailbox import ConnectionLost, Fingerprint, MailboxStatus, RawMessage, SentMessage
 from filter.message import ParsedMessage
 from filter.model import Scores
 from filter.runner import AccountRunner, Backoff
@@ -141,13 +144,39 @@ class FakeMailbox:
             self._folder().messages[uid][1].update(keywords)
         self._point("after-flag")
 
+    def find_sent_folder(self) -> str | None:
+        return None
+
+    def read_sent(self, folder: str, first_uid: int, limit: int = 5000) -> tuple[int, list[SentMessage], int]:
+        self.selected = None
+        if folder not in self.server.folders:
+            raise FolderError(f"folder {folder!r} does not exist")
+        f = self.server.folders[folder]
+        uids = sorted(uid for uid in f.messages if uid >= first_uid)
+        batch = uids[:limit]
+        read = [sent_message_of(uid, f.messages[uid][0], len(f.messages[uid][0]), _DATE) for uid in batch]
+        return f.uidvalidity, read, batch[-1] + 1 if len(uids) > limit else max(first_uid, f.uidnext)
+
+    def append(self, folder: str, data: bytes, keywords: Sequence[str] = ()) -> None:
+        self.server.folders.setdefault(folder, Folder()).add(data, keywords)
+
+    def has_message_id(self, folder: str, message_id: str) -> bool:
+        self.selected = None
+        target = self.server.folders.get(folder)
+        return target is not None and any(_fp(d).message_id == message_id for d, _ in target.messages.values())
+
     def wait_for_change(self, timeout: float, should_stop: Callable[[], bool]) -> bool:
         return False
 
 
+_DATE = datetime(2026, 1, 1, tzinfo=UTC)
+
+
 def _fp(data: bytes) -> Fingerprint:
+    """Message-ID, size, and as INTERNALDATE the Date header (a server's arrival time), else a fixed date."""
     headers = BytesHeaderParser().parsebytes(data)
-    return Fingerprint(str(headers.get("Message-ID", "")).strip(), len(data), datetime(2026, 1, 1, tzinfo=UTC))
+    date = parsedate_to_datetime(str(headers["Date"])) if headers.get("Date") else _DATE
+    return Fingerprint(str(headers.get("Message-ID", "")).strip(), len(data), date)
 
 
 class SubjectScorer:

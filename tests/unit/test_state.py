@@ -1,7 +1,8 @@
-"""The SQLite state: checkpoints per UIDVALIDITY, intents, the decision log, the lock."""
+"""The SQLite state: checkpoints per UIDVALIDITY, intents, the decision log, the lock, the sender ledger."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,7 +11,8 @@ import pytest
 
 from filter.errors import StateError
 from filter.mailbox import Fingerprint
-from filter.state import DecisionRecord, Intent, State, fingerprint_key, message_id_hash
+from filter.senders import SenderRow
+from filter.state import SCHEMA_VERSION, DecisionRecord, Intent, State, fingerprint_key, message_id_hash
 
 FP = Fingerprint("<a@example.org>", 1200, datetime(2026, 1, 2, tzinfo=UTC))
 
@@ -118,3 +120,244 @@ def test_not_a_database_is_a_state_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StateError, match="not a usable SQLite database"):
         State.open(path)
+
+
+# The sender ledger ------------------------------------------------------------
+
+DAY = 86400.0
+
+# The schema as ployfilter 1 wrote it, before the sender ledger.
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE epochs (
+    account TEXT NOT NULL, mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL,
+    first_seen REAL NOT NULL, next_uid INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (account, mailbox, uidvalidity)
+);
+CREATE TABLE handled (
+    account TEXT NOT NULL, mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,
+    fp_key TEXT NOT NULL, action TEXT NOT NULL,
+    PRIMARY KEY (account, mailbox, uidvalidity, uid)
+);
+CREATE INDEX handled_fp ON handled (account, mailbox, fp_key);
+CREATE TABLE intents (
+    account TEXT NOT NULL, mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,
+    fp_key TEXT NOT NULL, message_id TEXT NOT NULL, size INTEGER NOT NULL, internaldate TEXT,
+    target TEXT NOT NULL, decision TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (account, mailbox, uidvalidity, uid)
+);
+CREATE TABLE decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL, account TEXT NOT NULL, mailbox TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL, message_id_hash TEXT NOT NULL,
+    scores TEXT NOT NULL, action TEXT NOT NULL, target TEXT, reasons TEXT NOT NULL
+);
+INSERT INTO meta VALUES ('schema', '1');
+"""
+
+
+def judged(uid: int, sender: str, labels: tuple[str, ...], date: float | None) -> DecisionRecord:
+    action = "move" if labels else "keep"
+    return DecisionRecord(uid, f"<{uid}@x>", {}, action, None, (), (), sender=sender, labels=labels, date=date)
+
+
+def test_a_message_recorded_twice_counts_once() -> None:
+    state = State.in_memory()
+    state.record("home", "INBOX", 7, "k1", judged(1, "ann@example.org", ("article_share",), 10 * DAY), now=1.0)
+    state.record("home", "Articles", 9, "k1", judged(3, "ann@example.org", ("article_share",), 10 * DAY), now=2.0)
+    assert state.history("ann@example.org").shares == (10 * DAY,)
+    (row,) = state.senders()
+    assert row.shares == 1
+
+
+def test_a_message_keeps_its_first_judgement_in_the_ledger() -> None:
+    state = State.in_memory()
+    state.record("home", "INBOX", 7, "k1", judged(1, "ann@example.org", (), 10 * DAY), now=1.0)
+    state.record("home", "INBOX", 8, "k1", judged(1, "ann@example.org", ("favour_request",), 10 * DAY), now=2.0)
+    (row,) = state.senders()
+    assert (row.shares, row.asks, row.other) == (0, 0, 1)
+
+
+def test_a_message_with_both_labels_counts_as_share_and_ask() -> None:
+    state = State.in_memory()
+    both = ("article_share", "favour_request")
+    state.record("home", "INBOX", 7, "k1", judged(1, "ann@example.org", both, 10 * DAY), now=1.0)
+    history = state.history("ann@example.org")
+    assert (history.shares, history.asks) == ((10 * DAY,), (10 * DAY,))
+
+
+def test_records_without_sender_or_date_leave_the_ledger_alone() -> None:
+    state = State.in_memory()
+    state.record("home", "INBOX", 7, "k1", judged(1, "", ("article_share",), 10 * DAY), now=1.0)
+    state.record("home", "INBOX", 7, "k2", judged(2, "ann@example.org", ("article_share",), None), now=1.0)
+    assert state.senders() == []
+
+
+def test_ledger_rows_roll_back_with_the_decision() -> None:
+    state = State.in_memory()
+    good = ("k1", judged(1, "ann@example.org", ("article_share",), 10 * DAY))
+    bad = ("k2", judged(2**63, "ann@example.org", ("favour_request",), 11 * DAY))  # a UID SQLite cannot hold
+    with pytest.raises(OverflowError):
+        state.record_many("home", "INBOX", 7, [good, bad], now=1.0)
+    assert state.senders() == []
+    assert state.handled_uids("home", "INBOX", 7, [1, 2]) == set()
+
+
+def test_history_is_sorted_and_normalises_the_address() -> None:
+    state = State.in_memory()
+    for uid, when, label in [(1, 30.0, "article_share"), (2, 10.0, "article_share"), (3, 20.0, "favour_request")]:
+        state.record("home", "INBOX", 7, f"k{uid}", judged(uid, "Ann <Ann@Example.org>", (label,), when), now=1.0)
+    state.record("home", "INBOX", 7, "k4", judged(4, "ann@example.org", (), 40.0), now=1.0)
+    history = state.history("ANN@example.org")
+    assert history.shares == (10.0, 30.0)
+    assert history.asks == (20.0,)
+    assert history.last_sent is None
+
+
+def test_history_before_leaves_out_later_mail() -> None:
+    state = State.in_memory()
+    for uid, when in [(1, 10.0), (2, 20.0), (3, 30.0)]:
+        state.record("home", "INBOX", 7, f"k{uid}", judged(uid, "ann@example.org", ("article_share",), when), now=1.0)
+    assert state.history("ann@example.org", before=30.0).shares == (10.0, 20.0)
+
+
+def test_history_spans_accounts() -> None:
+    state = State.in_memory()
+    state.record("home", "INBOX", 7, "k1", judged(1, "ann@example.org", ("article_share",), 10.0), now=1.0)
+    state.record("work", "INBOX", 3, "k2", judged(1, "ann@example.org", ("favour_request",), 20.0), now=1.0)
+    history = state.history("ann@example.org")
+    assert (history.shares, history.asks) == ((10.0,), (20.0,))
+
+
+def test_a_message_delivered_to_two_accounts_counts_once() -> None:
+    state = State.in_memory()
+    state.record("home", "INBOX", 7, "k1", judged(1, "ann@example.org", ("article_share",), 10.0), now=1.0)
+    state.record("work", "INBOX", 3, "k1", judged(9, "ann@example.org", ("article_share",), 12.0), now=1.0)
+    assert state.history("ann@example.org").shares == (10.0,)
+    assert state.senders()[0].shares == 1
+
+
+def test_history_last_sent_is_the_latest_mail_to_the_address() -> None:
+    state = State.in_memory()
+    state.record_sent("home", [("s1", "ann@example.org", 5.0), ("s2", "Ann <ANN@example.org>", 50.0)])
+    state.record_sent("work", [("s3", "ann@example.org", 20.0), ("s3", "bob@example.org", 20.0)])
+    assert state.history("ann@example.org").last_sent == 50.0
+    assert state.history("ann@example.org", before=10.0).last_sent == 50.0
+    assert state.history("carol@example.org").last_sent is None
+
+
+def test_reading_the_same_sent_message_again_adds_nothing() -> None:
+    state = State.in_memory()
+    state.record_sent("home", [("s1", "ann@example.org", 5.0), ("s1", "bob@example.org", 5.0)])
+    state.record_sent("home", [("s1", "ann@example.org", 5.0)])
+    rows = {row.address: row for row in state.senders()}
+    assert rows["ann@example.org"].sent_count == 1
+    assert rows["bob@example.org"].sent_count == 1
+
+
+def test_senders_sums_received_and_sent_per_address() -> None:
+    state = State.in_memory()
+    for uid, label in enumerate(["article_share", "article_share", "favour_request", ""]):
+        labels = (label,) if label else ()
+        state.record("home", "INBOX", 7, f"k{uid}", judged(uid, "ann@example.org", labels, 10.0 + uid), now=1.0)
+    state.record_sent("home", [("s1", "ann@example.org", 5.0), ("s2", "dan@example.org", 6.0)])
+    assert state.senders() == [
+        SenderRow("ann@example.org", 2, 1, 1, 10.0, 13.0, 1, 5.0),
+        SenderRow("dan@example.org", 0, 0, 0, None, None, 1, 6.0),
+    ]
+
+
+def test_senders_since_limits_received_mail_but_not_replies() -> None:
+    state = State.in_memory()
+    state.record("home", "INBOX", 7, "k1", judged(1, "ann@example.org", ("article_share",), 10.0), now=1.0)
+    state.record("home", "INBOX", 7, "k2", judged(2, "ann@example.org", ("favour_request",), 100.0), now=1.0)
+    state.record("home", "INBOX", 7, "k3", judged(3, "bob@example.org", ("article_share",), 20.0), now=1.0)
+    state.record_sent("home", [("s1", "ann@example.org", 5.0), ("s2", "dan@example.org", 6.0)])
+    assert state.senders(since=50.0) == [SenderRow("ann@example.org", 0, 1, 0, 100.0, 100.0, 1, 5.0)]
+
+
+def test_sent_checkpoint_round_trips_and_never_moves_back() -> None:
+    state = State.in_memory()
+    assert state.sent_checkpoint("home", "Sent") is None
+    state.set_sent_checkpoint("home", "Sent", 7, 40)
+    state.set_sent_checkpoint("home", "Sent", 7, 30)
+    assert state.sent_checkpoint("home", "Sent") == (7, 40)
+    assert state.sent_checkpoint("work", "Sent") is None
+
+
+def test_new_sent_uidvalidity_resets_the_checkpoint() -> None:
+    state = State.in_memory()
+    state.set_sent_checkpoint("home", "Sent", 7, 40)
+    state.set_sent_checkpoint("home", "Sent", 8, 1)
+    assert state.sent_checkpoint("home", "Sent") == (8, 1)
+
+
+def test_last_digest_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    state = State.open(path)
+    assert state.last_digest("home") is None
+    state.set_last_digest("home", 100.0)
+    state.set_last_digest("home", 200.0)
+    state.close()
+    again = State.open(path)
+    assert again.last_digest("home") == 200.0
+    assert again.last_digest("work") is None
+
+
+def test_version_1_database_gains_the_ledger(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(V1_SCHEMA)
+    old.execute("INSERT INTO epochs VALUES ('home', 'INBOX', 7, 1.0, 42)")
+    old.commit()
+    old.close()
+    state = State.open(path)
+    assert state.scanned_to("home", "INBOX", 7) == 42
+    state.record("home", "INBOX", 7, "k1", judged(1, "ann@example.org", ("article_share",), 10.0), now=1.0)
+    assert state.history("ann@example.org").shares == (10.0,)
+    state.close()
+    (version,) = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+    assert version == str(SCHEMA_VERSION) == "2"
+
+
+def test_intents_written_before_the_ledger_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(V1_SCHEMA)
+    old_fields = {"uid": 5, "message_id": "<a@x>", "scores": {}, "action": "move", "target": "A", "keywords": []}
+    decision = json.dumps({**old_fields, "reasons": []})
+    old.execute("INSERT INTO intents VALUES ('home', 'INBOX', 7, 5, 'k', '<a@x>', 10, NULL, 'A', ?, 1.0)", (decision,))
+    old.commit()
+    old.close()
+    ((_, intent),) = State.open(path).intents("home", "INBOX")
+    assert (intent.decision.sender, intent.decision.labels, intent.decision.date) == ("", (), None)
+
+
+def test_intent_keeps_the_ledger_fields() -> None:
+    state = State.in_memory()
+    decision = judged(5, "ann@example.org", ("article_share", "favour_request"), 10.0)
+    state.add_intents("home", "INBOX", 7, [Intent(5, FP, "Articles", decision)], now=1.0)
+    ((_, intent),) = state.intents("home", "INBOX")
+    loaded = intent.decision
+    assert (loaded.sender, loaded.labels, loaded.date) == (decision.sender, decision.labels, decision.date)
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    State.open(path).close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value='3' WHERE key='schema'")
+    db.commit()
+    db.close()
+    with pytest.raises(StateError, match="newer ployfilter"):
+        State.open(path)
+
+
+def test_no_table_has_room_for_subjects_or_text(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    State.open(path).close()
+    db = sqlite3.connect(path)
+    tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    columns = {col[1] for table in tables for col in db.execute(f"PRAGMA table_info({table})")}
+    assert {"received", "sent", "sent_checkpoints", "digests"} <= set(tables)
+    assert not columns & {"subject", "body", "text", "content", "snippet", "preview"}
