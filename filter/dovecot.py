@@ -132,6 +132,9 @@ class LocalDovecot:
 
     ``capabilities`` replaces Dovecot's whole capability list (see
     ``capabilities_without``). ``users`` maps user names to passwords.
+    ``special_use`` maps folder names to an RFC 6154 attribute ("\\Sent"):
+    Dovecot takes these from its configuration only, and advertises
+    SPECIAL-USE when there is one.
     """
 
     def __init__(
@@ -141,7 +144,9 @@ class LocalDovecot:
         users: Mapping[str, str] | None = None,
         tls: bool = False,
         capabilities: str | None = None,
+        special_use: Mapping[str, str] | None = None,
     ) -> None:
+        self.special_use = dict(special_use or {})
         self.users = dict(users) if users is not None else {DEFAULT_USER: DEFAULT_PASSWORD}
         for user, password in self.users.items():
             if not re.fullmatch(r"[A-Za-z0-9_.@-]+", user):
@@ -397,6 +402,10 @@ class LocalDovecot:
         else:
             ssl = "ssl = no\n"
         capability = f"imap_capability = {self.capabilities}\n" if self.capabilities is not None else ""
+        mailboxes = "".join(
+            f'  mailbox "{folder}" {{\n    special_use = {attribute}\n  }}\n'
+            for folder, attribute in self.special_use.items()
+        )
         # The auth penalty (anvil-auth-penalty) would delay every login for up
         # to 15 s after a test's deliberate failed login; a listener with mode
         # 0 turns it off (auth then logs that it cannot connect to it).
@@ -421,7 +430,7 @@ namespace inbox {{
   inbox = yes
   separator = /
   prefix =
-}}
+{mailboxes}}}
 passdb {{
   driver = passwd-file
   args = {runtime / "users"}

@@ -10,8 +10,7 @@ their configuration, as a provider's server does; a folder merely named
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
@@ -33,51 +32,11 @@ Commands = Callable[[], list[str]]
 OpenMailbox = Callable[..., ImapMailbox]
 StartDovecot = Callable[..., LocalDovecot]
 
-_SPECIAL_USE_CONFIG = f"""\
-namespace inbox {{
-  mailbox "{SENT}" {{
-    special_use = \\Sent
-  }}
-}}
-"""
-
-
-class SentMarkingDovecot(LocalDovecot):
-    """A LocalDovecot whose configuration gives the folder SENT the \\Sent attribute.
-
-    Dovecot 2.3 takes special-use attributes from its configuration only
-    (it ignores CREATE's USE option, RFC 6154 section 3), and merges this
-    second ``namespace inbox`` section into the first one. It advertises
-    SPECIAL-USE as soon as one folder is configured so.
-    """
-
-    def _write_config(self) -> None:
-        super()._write_config()
-        with self.config_path.open("a", encoding="utf-8") as config:
-            config.write(_SPECIAL_USE_CONFIG)
-
 
 @pytest.fixture
-def sent_dovecot_factory(_stopping_dovecots: list[LocalDovecot]) -> Iterator[StartDovecot]:
-    """Start a SentMarkingDovecot with the given options; stopped after the test, as ``dovecot_factory`` does."""
-    started: list[LocalDovecot] = []
-
-    def start(**options: Any) -> LocalDovecot:
-        server = SentMarkingDovecot(**options)
-        started.append(server)
-        server.start()
-        return server
-
-    yield start
-    for server in started:
-        server.stop(wait=False)
-        _stopping_dovecots.append(server)
-
-
-@pytest.fixture
-def sent_dovecot(sent_dovecot_factory: StartDovecot) -> LocalDovecot:
+def sent_dovecot(dovecot_factory: StartDovecot) -> LocalDovecot:
     """A server with the folders SENT (marked \\Sent) and "Sent" (not marked)."""
-    server = sent_dovecot_factory()
+    server = dovecot_factory(special_use={SENT: "\\Sent"})
     server.create(USER, SENT)
     server.create(USER, "Sent")
     return server
@@ -102,9 +61,9 @@ def test_find_sent_folder_asks_for_special_use_folders_when_advertised(
 
 
 def test_find_sent_folder_reads_plain_list_attributes_without_special_use(
-    sent_dovecot_factory: StartDovecot, open_mailbox: OpenMailbox, imap_commands: Commands
+    dovecot_factory: StartDovecot, open_mailbox: OpenMailbox, imap_commands: Commands
 ) -> None:
-    server = sent_dovecot_factory(capabilities=DEFAULT_CAPABILITIES)
+    server = dovecot_factory(capabilities=DEFAULT_CAPABILITIES, special_use={SENT: "\\Sent"})
     server.create(USER, "Sent")
     server.create(USER, SENT)
     mailbox = open_mailbox(server)
