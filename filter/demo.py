@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
@@ -23,6 +24,7 @@ from filter.cli import load_model, one_pass, thresholds_for
 from filter.config import LABELS, load_config
 from filter.dovecot import DEFAULT_PASSWORD, DEFAULT_USER, LocalDovecot, unavailable_reason
 from filter.runner import PassReport
+from filter.senders import NO_SENDERS, format_table, rank
 from filter.state import State
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -112,6 +114,7 @@ def run_demo(keep: Path | None = None) -> int:
             state = State.open(config.state_path)
             try:
                 reports = [one_pass(config, account, model, state) for _ in range(2)]
+                senders = rank(state.senders(), pattern_shares=config.policy.pattern_shares)
             finally:
                 state.close()
             _print_report(reports[0], names, dict(samples))
@@ -123,6 +126,8 @@ def run_demo(keep: Path | None = None) -> int:
                 total += count
                 print(f"  {folder:<22} {count:>3} messages")
             print(f"  {'(total)':<22} {total:>3} of {len(samples)} appended: nothing lost")
+            print("\nwho sent what (`ployfilter senders`; the ledger keeps addresses, dates and labels only):\n")
+            print(format_table(senders, time.time(), config.policy.pattern_shares) if senders else NO_SENDERS)
             print(f"\nconfig used: {config_path}" if keep else "")
     finally:
         if not keep:

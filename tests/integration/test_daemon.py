@@ -345,3 +345,11 @@ def test_flag_mode_adds_keywords_and_moves_nothing(server: LocalDovecot, tmp_pat
     assert server.folders(DEFAULT_USER) == ["INBOX"]
     assert all("$PloyArticle" in f for f in server.flags(DEFAULT_USER, "INBOX"))
     assert all("\\Seen" not in f for f in server.flags(DEFAULT_USER, "INBOX"))
+
+
+def test_demo_runs_end_to_end() -> None:
+    result = ployfilter("demo", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "nothing lost" in result.stdout
+    assert "second pass: 0 messages handled" in result.stdout
+    assert "derek.whitfield@example.com" in result.stdout  # the senders report: his shares, then his ask
