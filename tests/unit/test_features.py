@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import pickle
+import re
+from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 
+from filter.channels import STRUCTURE_FEATURES, asked_for, link_domains, structure
 from filter.features import FAMILIES, CompactTfidfVectorizer, build_pipeline
 from filter.message import ParsedMessage
 from filter.train import FALLBACK_THRESHOLD, choose_threshold, cv_metrics, strict_threshold
@@ -87,3 +91,79 @@ def test_strict_threshold_reaches_the_target_precision() -> None:
     threshold, _ = strict_threshold(truth, scores, target=0.95)
     predicted = scores >= threshold
     assert (truth[predicted] == 1).mean() >= 0.95
+
+
+def _column(name: str, **fields: Any) -> float:
+    row = structure([ParsedMessage(**fields)])
+    return float(row[0, STRUCTURE_FEATURES.index(name)])
+
+
+def test_statistics_of_no_messages_are_an_empty_float32_matrix() -> None:
+    rows = structure([])
+    assert rows.shape == (0, len(STRUCTURE_FEATURES)) and rows.dtype == np.float32
+
+
+def test_a_link_with_fewer_than_twelve_other_words_is_a_link_only_message() -> None:
+    words = " ".join(f"w{n}" for n in range(12))
+    link = ("https://example.org/a",)
+    assert _column("link_only", own_text=f"{words[:-4]} https://example.org/a", links=link) == 1.0
+    assert _column("link_only", own_text=f"{words} https://example.org/a", links=link) == 0.0
+    assert _column("link_only", own_text=words[:-4]) == 0.0
+
+
+def test_links_in_the_own_text_are_counted_even_when_none_was_kept() -> None:
+    assert _column("own_links_log", own_text="see http://x and http://y") == pytest.approx(np.log1p(2) / 3)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Copyright 2001 Reuters. All rights reserved.", 0.75),
+        ("By John Smith\nBY ANN LEE and by bob", 0.5),
+        ("© Le Monde, tous droits réservés", 0.75),
+        ("Par Marie Dupont, Les Echos, (c) 2001, (C) 1999", 1.0),
+        ("no press here", 0.0),
+    ],
+)
+def test_news_markers_count_press_words_and_bylines(text: str, expected: float) -> None:
+    assert _column("news_markers_own", own_text=text) == expected
+    assert _column("news_markers_forwarded", forwarded_text=text) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://www.Example.ORG/path?q=1#top",
+        "HTTP://user:secret@news.example.com:8080/a",
+        "http://a@b@c.example.net",
+        "https://example.org",
+        "http://:80/x",
+        "http://[2001:db8::1]:8080/x",
+        "http://[broken/x",
+        "https://exämple.de/a",
+        "httpſ://example.org/a",
+        "http://exa\tmple.org/a",
+    ],
+)
+def test_link_domains_read_each_host_as_urlsplit_does(url: str) -> None:
+    try:
+        host = (urlsplit(url).hostname or "").lower()
+        expected = "dom_" + re.sub(r"[^a-z0-9]+", "_", host.removeprefix("www."))[:60]
+    except ValueError:
+        expected = "dom_invalid"
+    assert link_domains([ParsedMessage(links=(url,))]) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("own", "flag"),
+    [
+        ("As promised, the piece on rail freight.", 1.0),
+        ("It was promised long ago.", 0.0),
+        ("Voici le lien demandé.", 1.0),
+        ("Voici ile lien demandé.", 0.0),
+        ("Comme convenu, le rapport.", 1.0),
+        ("Encomme convenu", 0.0),
+    ],
+)
+def test_the_sender_saying_it_was_asked_for_counts_only_from_the_start_of_a_word(own: str, flag: float) -> None:
+    assert asked_for([ParsedMessage(own_text=own)])[0, 0] == flag

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import email.policy
 import os
+import pickle
 from email.parser import BytesParser
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from filter.message import (
     MAX_DEPTH,
     MAX_PARTS,
+    BulkHeaders,
     ParsedMessage,
     _parse_single_part,
     decode_bytes,
@@ -289,6 +292,8 @@ SINGLE_PART = {
     "text_html": b"Content-Type: text/html; charset=utf-8\n\n<p>hi</p>\n",
     "bad_content_type": b"Content-Type: multipart\nSubject: x\n\nbody\n",
     "qp_body": b"Content-Type: text/plain; charset=latin-1\nContent-Transfer-Encoding: quoted-printable\n\nd=E9j=E0\n",
+    "two_slashes_in_content_type": b"Content-Type: multipart/mixed/x; boundary=b\n\n--b\n\nhi\n--b--\n",
+    "first_content_type_wins": b"Content-Type: text/plain\nContent-Type: multipart/mixed; boundary=b\n\n--b\nhi\n",
 }
 
 
@@ -308,6 +313,8 @@ LEFT_TO_STDLIB = {
     "misplaced_from_line": b"Subject: hi\nFrom a@example.org Mon Jan  1 00:00:00 2001\nTo: b@example.org\n\nbody\n",
     "first_line_folded": b" folded\nSubject: hi\n\nbody\n",
     "nameless_field": b"Subject: hi\n: no name\n\nbody\n",
+    "upper_case_multipart": b'Content-Type:  MULTIPART/Mixed ; boundary="b"\n\n--b\n\nhi\n--b--\n',
+    "eight_bit_content_type": b'Content-Type: multipart/mixed; name="caf\xe9"; boundary="b"\n\n--b\n\nhi\n--b--\n',
 }
 
 
@@ -315,6 +322,25 @@ LEFT_TO_STDLIB = {
 def test_multipart_and_unusual_headers_are_left_to_the_stdlib_parser(data: bytes) -> None:
     assert _parse_single_part(data) is None
     assert parse_message(data).error == ""
+
+
+@pytest.mark.parametrize("name", ["rfc2047_subject.eml", "html_only.eml", "forward_rfc822.eml"])
+def test_parsed_message_is_the_object_its_constructor_builds(name: str) -> None:
+    msg = parse(name)
+    assert list(vars(msg)) == [f.name for f in dataclasses.fields(ParsedMessage)]
+    assert list(vars(msg.bulk)) == [f.name for f in dataclasses.fields(BulkHeaders)]
+    assert msg == ParsedMessage(**vars(msg))
+    assert hash(msg) == hash(ParsedMessage(**vars(msg)))
+    assert pickle.loads(pickle.dumps(msg)) == msg
+
+
+def test_text_without_any_marker_is_all_own_text() -> None:
+    assert split_text("Hi Ann,\r\nthe plan is fine.\r\n\r\nBob\r\n") == ("Hi Ann,\nthe plan is fine.\n\nBob\n", "", "")
+
+
+def test_a_line_with_several_dates_is_kept_once() -> None:
+    text = "Moved from 1/2/2001 to 3/4/2001 and 5/6/2001.\n> old line\nThanks."
+    assert split_text(text) == ("Moved from 1/2/2001 to 3/4/2001 and 5/6/2001.\nThanks.", "> old line", "")
 
 
 def test_folded_subject_is_unfolded_and_the_first_of_duplicate_fields_wins() -> None:
