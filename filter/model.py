@@ -121,20 +121,20 @@ class ModelBundle:
         path = Path(path)
         card = _read_card(path)
         _check_versions(path, card)
+        entry = card.get("scorer")
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)):
+            return cls(_load_pipeline(path, card), card, path)
         # The pickle is checked even when only the scorer is read: an altered bundle is refused whole.
         _verify(path / MODEL_FILE, card["sha256"])
-        entry = card.get("scorer")
-        if isinstance(entry, dict) and isinstance(entry.get("sha256"), str):
-            scorer_file = path / SCORER_FILE
-            _verify(scorer_file, entry["sha256"])
-            try:
-                scorer = LinearScorer.load(scorer_file)
-            except ScorerFormatError as exc:
-                raise ModelError(f"{exc}; {_RETRAIN}") from exc
-            if scorer.labels != tuple(card["labels"]):
-                raise ModelError(f"{scorer_file}: its labels differ from the card's; {_RETRAIN}")
-            return cls(None, card, path, scorer=scorer)
-        return cls(_load_pipeline(path, card), card, path)
+        scorer_file = path / SCORER_FILE
+        _verify(scorer_file, entry["sha256"])
+        try:
+            scorer = LinearScorer.load(scorer_file)
+        except ScorerFormatError as exc:
+            raise ModelError(f"{exc}; {_RETRAIN}") from exc
+        if scorer.labels != tuple(card["labels"]):
+            raise ModelError(f"{scorer_file}: its labels differ from the card's; {_RETRAIN}")
+        return cls(None, card, path, scorer=scorer)
 
     @property
     def pipeline(self) -> Any:
