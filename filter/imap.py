@@ -22,12 +22,11 @@ from __future__ import annotations
 import email.utils
 import imaplib
 import logging
-import re
 import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from imapclient import IMAPClient
@@ -35,7 +34,15 @@ from imapclient.exceptions import LoginError
 
 from filter.config import AccountConfig
 from filter.errors import AuthError, ConnectError, FolderError, MailboxError, PloyError
-from filter.mailbox import ConnectionLost, Fingerprint, MailboxStatus, RawMessage, SentMessage
+from filter.mailbox import (
+    ConnectionLost,
+    Fingerprint,
+    MailboxStatus,
+    RawMessage,
+    SentMessage,
+    header_date,
+    header_fields,
+)
 from filter.state import fingerprint_key
 
 log = logging.getLogger(__name__)
@@ -652,7 +659,7 @@ def message_id_of(data: bytes) -> str:
     malformed mail. The same function reads fetched messages and the
     HEADER.FIELDS of fingerprints, so both agree on the value.
     """
-    for name, value in _header_fields(data):
+    for name, value in header_fields(data):
         if name == b"message-id":
             return value.decode("utf-8", "replace")
     return ""
@@ -665,7 +672,7 @@ def recipients_of(header: bytes) -> tuple[str, ...]:
     add nothing, and an entry that is not ``local@domain`` is dropped, so a
     malformed field gives what can be read of it and never an exception.
     """
-    return _recipients(_header_fields(header))
+    return _recipients(header_fields(header))
 
 
 def sent_message_of(uid: int, header: bytes, size: int, internaldate: datetime | None) -> SentMessage:
@@ -675,10 +682,9 @@ def sent_message_of(uid: int, header: bytes, size: int, internaldate: datetime |
     time is the Date field when it can be read (a date without a zone, or
     with -0000, is taken as UTC), else INTERNALDATE, else 0.0.
     """
-    fields = _header_fields(header)
+    fields = header_fields(header)
     message_id = next((value.decode("utf-8", "replace") for name, value in fields if name == b"message-id"), "")
-    dates = [value for name, value in fields if name == b"date"]
-    when = _epoch_seconds(dates[0]) if dates else None
+    when = header_date(fields)
     if when is None:
         when = internaldate.timestamp() if internaldate is not None else 0.0
     return SentMessage(
@@ -687,22 +693,6 @@ def sent_message_of(uid: int, header: bytes, size: int, internaldate: datetime |
         time=when,
         recipients=_recipients(fields),
     )
-
-
-def _header_fields(data: bytes) -> list[tuple[bytes, bytes]]:
-    """(lower-case name, stripped value) of each field of the header in ``data``, unfolded, in order.
-
-    ``data`` is a header block or a whole message; the body is not read.
-    Lines without a colon are skipped.
-    """
-    head = re.split(rb"\r?\n\r?\n", data, maxsplit=1)[0]
-    unfolded = re.sub(rb"\r?\n[ \t]+", b" ", head)
-    fields = []
-    for line in unfolded.splitlines():
-        name, colon, value = line.partition(b":")
-        if colon:
-            fields.append((name.strip().lower(), value.strip()))
-    return fields
 
 
 def _recipients(fields: Sequence[tuple[bytes, bytes]]) -> tuple[str, ...]:
@@ -718,15 +708,6 @@ def _recipients(fields: Sequence[tuple[bytes, bytes]]) -> tuple[str, ...]:
 def _is_bare_address(address: str) -> bool:
     local, at, domain = address.rpartition("@")
     return bool(at and local and domain) and not any(c.isspace() or c in "<>" for c in address)
-
-
-def _epoch_seconds(date: bytes) -> float | None:
-    """A Date field value (RFC 5322 section 3.3) as epoch seconds, or None when it cannot be read."""
-    try:
-        parsed = email.utils.parsedate_to_datetime(date.decode("ascii", "replace"))
-        return (parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)).timestamp()
-    except (TypeError, ValueError, OverflowError):
-        return None
 
 
 def _header_block(data: dict[bytes, Any]) -> bytes:

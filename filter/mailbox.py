@@ -8,9 +8,11 @@ crash safety, without knowing IMAP.
 
 from __future__ import annotations
 
+import email.utils
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -169,3 +171,35 @@ class Mailbox(Protocol):
         ``should_stop()`` within about a second. Returns True when the server
         reported a change.
         """
+
+
+def header_fields(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(lower-case name, stripped value) of each field of the header in ``data``, unfolded, in order.
+
+    ``data`` is a header block or a whole message; the body is not read.
+    Lines without a colon are skipped. Pure and total.
+    """
+    head = re.split(rb"\r?\n\r?\n", data, maxsplit=1)[0]
+    unfolded = re.sub(rb"\r?\n[ \t]+", b" ", head)
+    fields = []
+    for line in unfolded.splitlines():
+        name, colon, value = line.partition(b":")
+        if colon:
+            fields.append((name.strip().lower(), value.strip()))
+    return fields
+
+
+def header_date(fields: Sequence[tuple[bytes, bytes]]) -> float | None:
+    """The first Date field (RFC 5322 section 3.3) as epoch seconds; None when absent or unreadable.
+
+    A date without a zone, or with -0000, is taken as UTC, so that a
+    message's time never depends on the machine's time zone.
+    """
+    date = next((value for name, value in fields if name == b"date"), None)
+    if date is None:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(date.decode("ascii", "replace"))
+        return (parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)).timestamp()
+    except (TypeError, ValueError, OverflowError):
+        return None

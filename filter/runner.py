@@ -25,13 +25,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from email.parser import BytesHeaderParser
-from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 from filter.config import LABELS, WEEKDAYS, AccountConfig, Config
 from filter.errors import AuthError, ConnectError, FolderError, PloyError
-from filter.mailbox import ConnectionLost, Fingerprint, Mailbox, RawMessage
+from filter.mailbox import ConnectionLost, Fingerprint, Mailbox, RawMessage, header_date, header_fields
 from filter.message import ParsedMessage, parse_message
 from filter.model import Scores
 from filter.policy import REVIEW_KEYWORD, Decision, SenderHistory, decide, normalise_address, skip
@@ -110,14 +108,7 @@ def message_time(data: bytes, arrived: float | None, fallback: float) -> float:
     it is a sender's wrong clock or a forgery, and the arrival time is used
     instead.
     """
-    end = data.find(b"\r\n\r\n")
-    end = data.find(b"\n\n") if end < 0 else end
-    header = data[: end if end >= 0 else 65536][:65536]
-    try:
-        value = BytesHeaderParser().parsebytes(header).get("Date")
-        sent = parsedate_to_datetime(str(value)).timestamp() if value else None
-    except (TypeError, ValueError, IndexError, OverflowError):
-        sent = None
+    sent = header_date(header_fields(data))
     if sent is not None and (arrived is None or sent <= arrived + _DAY):
         return sent
     return arrived if arrived is not None else fallback
