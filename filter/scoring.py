@@ -75,14 +75,30 @@ class TextChannel:
     vocabulary: dict[str, int]
     idf: np.ndarray[Any, np.dtype[np.float64]]
 
+    def settings(self) -> dict[str, Any]:
+        """How the channel cuts text into terms, as the scorer file's spec stores it (no vocabulary, no idf)."""
+        return {
+            "name": self.name,
+            "function": self.function,
+            "kwargs": dict(self.kwargs),
+            "analyzer": self.analyzer,
+            "ngram_range": list(self.ngram_range),
+            "lowercase": self.lowercase,
+            "strip_accents": self.strip_accents,
+            "token_pattern": self.token_pattern,
+            "sublinear_tf": self.sublinear_tf,
+        }
+
+    def normalise(self, text: str) -> str:
+        """Lower-casing and accent stripping, in scikit-learn's order."""
+        if self.lowercase:
+            text = text.lower()
+        return strip_accents(text) if self.strip_accents else text
+
     def documents(self, texts: Sequence[str]) -> list[str] | list[list[str]]:
         """Texts made ready for ``_Keys``: words joined by single spaces and padded (char_wb), or tokens (word)."""
         out: list[Any] = []
-        for text in texts:
-            if self.lowercase:
-                text = text.lower()
-            if self.strip_accents:
-                text = strip_accents(text)
+        for text in map(self.normalise, texts):
             if self.analyzer == "char_wb":
                 words = text.split()
                 out.append(" " + " ".join(words) + " " if words else "")
@@ -92,10 +108,7 @@ class TextChannel:
 
     def terms(self, text: str) -> list[str]:
         """The terms of one document, as the fitted vectoriser would produce them (before the vocabulary)."""
-        if self.lowercase:
-            text = text.lower()
-        if self.strip_accents:
-            text = strip_accents(text)
+        text = self.normalise(text)
         if self.analyzer == "char_wb":
             return char_wb_ngrams(text, self.ngram_range)
         return word_ngrams(_token_re(self.token_pattern).findall(text), self.ngram_range)
@@ -467,27 +480,11 @@ def export(pipeline: Any, labels: Sequence[str]) -> bytes:
             raise ScorerFormatError(f"channel {name}: {function_name!r} is not a known text function")
         _check_vectorizer(name, vectorizer)
         index = len(spec["text"])
-        spec["text"].append(
-            {
-                "name": name,
-                "function": function_name,
-                "kwargs": dict(source.kw_args or {}),
-                "analyzer": vectorizer.analyzer,
-                "ngram_range": list(vectorizer.ngram_range),
-                "lowercase": bool(vectorizer.lowercase),
-                "strip_accents": vectorizer.strip_accents == "unicode",
-                "token_pattern": vectorizer.token_pattern,
-                "sublinear_tf": bool(vectorizer.sublinear_tf),
-            }
-        )
         vocabulary = vectorizer.vocabulary_
-        terms = sorted(vocabulary, key=vocabulary.__getitem__)
-        arrays[f"terms{index}"] = _encode_terms(terms)
-        arrays[f"idf{index}"] = np.asarray(vectorizer.idf_, dtype=np.float64)
         channel = TextChannel(
             name=name,
             function=function_name,
-            kwargs={},
+            kwargs=dict(source.kw_args or {}),
             analyzer=vectorizer.analyzer,
             ngram_range=tuple(vectorizer.ngram_range),
             lowercase=bool(vectorizer.lowercase),
@@ -495,8 +492,11 @@ def export(pipeline: Any, labels: Sequence[str]) -> bytes:
             token_pattern=vectorizer.token_pattern,
             sublinear_tf=bool(vectorizer.sublinear_tf),
             vocabulary=dict(vocabulary),
-            idf=arrays[f"idf{index}"],
+            idf=np.asarray(vectorizer.idf_, dtype=np.float64),
         )
+        spec["text"].append(channel.settings())
+        arrays[f"terms{index}"] = _encode_terms(sorted(vocabulary, key=vocabulary.__getitem__))
+        arrays[f"idf{index}"] = channel.idf
         keys = _Keys.build(channel)
         if keys is not None:
             arrays.update(keys.arrays(f"text{index}_"))
