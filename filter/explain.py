@@ -12,7 +12,7 @@ to the logit the score is made of. Nothing here depends on thresholds.
 Feature names come from the fitted channels of the pipeline's FeatureUnion,
 whatever channels it holds: a Pipeline ending in a vectoriser names its
 columns with the vectoriser's ``get_feature_names_out()``, the "structure"
-channel with ``features.STRUCTURE_FEATURES``, and any other channel either
+channel with ``channels.STRUCTURE_FEATURES``, and any other channel either
 names its own columns or gets numbered ones. The names of all channels (some
 80 000 of them) are computed on the first explanation and kept as long as
 the bundle lives, which for ``classify`` and the daemon is the process.

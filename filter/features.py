@@ -2,8 +2,9 @@
 
 Feature extraction lives inside the Pipeline, so that training and serving
 cannot drift: the bundle pickles ``build_pipeline()``'s result, and every
-function it calls is a module-level name here (``FunctionTransformer`` needs
-importable functions to pickle).
+function it calls is a module-level name in ``filter.channels``
+(``FunctionTransformer`` needs importable functions to pickle), which the
+exported scorer calls too.
 
 The shape follows scikit-learn's ``plot_column_transformer`` example for
 mail: each text channel is vectorised apart (subject, the sender's own text,
@@ -34,17 +35,10 @@ from sklearn.pipeline import FeatureUnion, Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.svm import LinearSVC
 
-# The channel functions live in filter.channels (no scikit-learn there); a pipeline pickled
-# before they moved names them as filter.features.*, so they stay importable from here.
-from filter.channels import (  # noqa: F401 - pickled pipelines name these as filter.features.*
+from filter.channels import (
     CHAR_NGRAM_CHARS,
-    EMPTY_MARK,
-    FEATURE_VERSION,
     FORWARDED_CHARS,
-    NEWS_MARKER_CHARS,
     OWN_CHARS,
-    QUOTED_CHARS,
-    STRUCTURE_FEATURES,
     asked_for,
     asked_for_names,
     char_text,

@@ -16,9 +16,10 @@ from sklearn.preprocessing import FunctionTransformer
 from tiny_model import THRESHOLDS, message, save_tiny_bundle, training_set
 
 import filter.explain
+from filter.channels import STRUCTURE_FEATURES, own_text, structure
 from filter.cli import main
 from filter.explain import NAME_CHARS, Explanation, explain, feature_names
-from filter.features import STRUCTURE_FEATURES, PerLabelClassifier, own_text, structure
+from filter.features import PerLabelClassifier
 from filter.message import ParsedMessage, parse_message
 from filter.model import LABELS, ModelBundle, default_model_path
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from tiny_model import message, save_tiny_bundle
 
+from filter.channels import FEATURE_VERSION
 from filter.errors import ModelError
-from filter.features import FEATURE_VERSION
 from filter.message import parse_message
 from filter.model import LABELS, ModelBundle, Scores, default_model_path, runtime_versions
 
