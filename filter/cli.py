@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -259,6 +260,26 @@ def load_model(config: Config | None, override: Path | None = None) -> ModelBund
     return ModelBundle.load(path)
 
 
+def language_points(model: ModelBundle, thresholds: Mapping[str, float]) -> dict[str, str]:
+    """Per language with a shift in the card, the unshifted score each threshold stands for, as text."""
+    points: dict[str, str] = {}
+    for language, shifts in sorted(model.language_offsets.items()):
+        parts = [
+            f"{label} {value:.2f} acts as {_unshifted(value, float(shift)):.2f}"
+            for (label, value), shift in zip(thresholds.items(), shifts, strict=True)
+            if shift
+        ]
+        if parts:
+            points[language] = ", ".join(parts)
+    return points
+
+
+def _unshifted(threshold: float, shift: float) -> float:
+    if not 0.0 < threshold < 1.0:
+        return threshold
+    return 1.0 / (1.0 + math.exp(-(math.log(threshold / (1.0 - threshold)) - shift)))
+
+
 def thresholds_for(config: Config | None, model: ModelBundle) -> dict[str, float]:
     return {
         label: config.threshold(label, model.thresholds[label]) if config else model.thresholds[label]
@@ -464,6 +485,8 @@ def _check_config(config: Config) -> int:
     where = "in memory (dry-run)" if config.action == "dry-run" else config.state_path
     print(f"action: {config.action}; state: {where}")
     print("thresholds: " + ", ".join(f"{label} {value:.2f}" for label, value in thresholds.items()))
+    for language, line in language_points(model, thresholds).items():
+        print(f"  {language} mail is scored at its own point: {line}")
     for account in config.accounts:
         mailbox = _mailbox(config, account)
         _connect(mailbox, account)
@@ -710,7 +733,12 @@ def _train(args: argparse.Namespace) -> int:
     summary["note"] = "trained with `ployfilter train` on the DATA paths listed in by_source"
     try:
         card = ModelBundle.save(
-            pipeline, args.out, thresholds=metrics["thresholds"], metrics=metrics, training_summary=summary
+            pipeline,
+            args.out,
+            thresholds=metrics["thresholds"],
+            metrics=metrics,
+            training_summary=summary,
+            language_offsets=metrics["language_offsets"],
         )
     except OSError as exc:
         raise UsageError(f"--out {args.out}: cannot write the bundle ({exc.strerror or exc})") from exc

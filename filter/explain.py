@@ -58,7 +58,8 @@ class Explanation:
 
     ``features`` is the sum over every feature of the message, not only the
     ``up`` and ``down`` ones shown; ``intercept`` is the model's intercept
-    times the calibration scale, ``offset`` the calibration offset.
+    times the calibration scale, ``offset`` the calibration offset plus
+    the shift of the message's language, when the card gives one.
     """
 
     score: float
@@ -102,9 +103,10 @@ def explain(bundle: ModelBundle, message: ParsedMessage, top: int = 8) -> dict[s
         row = _sparse_row(union.transform([message]))
     columns, values = row.indices, row.data.astype(np.float64)
     explained: dict[str, Explanation] = {}
+    shifts = bundle.language_offsets.get(message.language)
     for j, label in enumerate(bundle.labels):
         scale = float(classifier.scale_[j])
-        offset = float(classifier.offset_[j])
+        offset = float(classifier.offset_[j]) + (0.0 if shifts is None else float(shifts[j]))
         intercept = float(classifier.intercept_[j]) * scale
         pushes = values * classifier.coef_[j, columns] * scale
         total = float(pushes.sum())

@@ -16,6 +16,14 @@ its own sha256 in the card. When the card names one, ``load`` reads only
 that (``allow_pickle=False``: no code runs) and scores without importing
 scikit-learn; the pipeline is unpickled, after the same checks, only when
 something needs it (``--explain``, ``evaluate``, training).
+
+A card may also hold ``language_offsets``: for a language whose mail
+needs its own operating point (the French written mail's hard negatives
+hold its article threshold higher than English needs), a shift per label
+on the log-odds scale, added to the probabilities of messages in that
+language. Training chooses each language's threshold and sets the shift so
+that it falls on the one threshold the card and the config show; a
+threshold raised or lowered in the config moves every language with it.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ MODEL_FILE = "model.joblib"
 SCORER_FILE = "scorer.npz"
 CARD_FILE = "card.json"
 CARD_FORMAT = 1
+MAX_OFFSET = 20.0
 
 __all__ = ["LABELS", "ModelBundle", "Scores", "default_model_path", "runtime_versions"]
 
@@ -112,6 +121,7 @@ class ModelBundle:
         self.path = path
         self.labels: tuple[str, ...] = tuple(card["labels"])
         self.thresholds: dict[str, float] = {label: float(card["thresholds"][label]) for label in self.labels}
+        self.language_offsets = offset_arrays(card.get("language_offsets") or {}, self.labels)
 
     # -- loading -------------------------------------------------------------
 
@@ -163,6 +173,8 @@ class ModelBundle:
                 f"{self.path}: the model returned scores of shape {proba.shape}, expected "
                 f"({len(messages)}, {len(self.labels)}); {_RETRAIN}"
             )
+        if self.language_offsets:
+            proba = shift_by_language(proba, [m.language for m in messages], self.language_offsets)
         return [Scores(dict(zip(self.labels, (float(v) for v in row), strict=True))) for row in proba]
 
     # -- saving ------------------------------------------------------------------
@@ -176,6 +188,7 @@ class ModelBundle:
         metrics: Mapping[str, Any],
         training_summary: Mapping[str, Any],
         labels: Sequence[str] = LABELS,
+        language_offsets: Mapping[str, Mapping[str, float]] | None = None,
     ) -> dict[str, Any]:
         """Write ``model.joblib``, ``scorer.npz`` and then ``card.json`` into ``path``; returns the card.
 
@@ -204,6 +217,11 @@ class ModelBundle:
             "features": FEATURE_VERSION,
             "labels": list(labels),
             "thresholds": {label: round(float(thresholds[label]), 4) for label in labels},
+            **(
+                {"language_offsets": {lang: dict(shifts) for lang, shifts in language_offsets.items()}}
+                if language_offsets
+                else {}
+            ),
             "training_data": dict(training_summary),
             "metrics": dict(metrics),
         }
@@ -211,6 +229,31 @@ class ModelBundle:
             card["scorer"] = scorer
         _write_atomic(path / CARD_FILE, json.dumps(card, indent=2, sort_keys=False) + "\n")
         return card
+
+
+def offset_arrays(
+    offsets: Mapping[str, Mapping[str, float]], labels: Sequence[str]
+) -> dict[str, np.ndarray[Any, np.dtype[np.float64]]]:
+    """A card's ``language_offsets`` as one array per language, in label order (0 for a label not named)."""
+    return {
+        language: np.array([float(shifts.get(label, 0.0)) for label in labels], dtype=np.float64)
+        for language, shifts in offsets.items()
+    }
+
+
+def shift_by_language(
+    proba: np.ndarray[Any, Any],
+    languages: Sequence[str],
+    offsets: Mapping[str, np.ndarray[Any, Any]],
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """``proba`` with each row's log-odds moved by its language's offsets (rows of other languages unchanged)."""
+    out = np.array(proba, dtype=np.float64)
+    for language, shift in offsets.items():
+        rows = np.fromiter((lang == language for lang in languages), dtype=bool, count=len(languages))
+        if rows.any():
+            p = np.clip(out[rows], 1e-12, 1 - 1e-12)
+            out[rows] = 1.0 / (1.0 + np.exp(-(np.log(p / (1 - p)) + shift)))
+    return out
 
 
 def write_scorer(pipeline: Any, path: Path, labels: Sequence[str] = LABELS) -> dict[str, Any] | None:
@@ -277,6 +320,20 @@ def _read_card(path: Path) -> dict[str, Any]:
         for label in labels
     ):
         raise ModelError(f"{card_file}: 'thresholds' must give a number from 0 to 1 for each label; {_RETRAIN}")
+    offsets = card.get("language_offsets", {})
+    if not isinstance(offsets, dict) or not all(
+        isinstance(language, str)
+        and isinstance(shifts, dict)
+        and all(
+            label in labels and isinstance(v, int | float) and not isinstance(v, bool) and abs(v) <= MAX_OFFSET
+            for label, v in shifts.items()
+        )
+        for language, shifts in offsets.items()
+    ):
+        raise ModelError(
+            f"{card_file}: 'language_offsets' must map a language to label shifts between "
+            f"-{MAX_OFFSET:g} and {MAX_OFFSET:g}; {_RETRAIN}"
+        )
     return card
 
 

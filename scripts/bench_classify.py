@@ -54,7 +54,7 @@ from filter.config import LABELS  # noqa: E402
 from filter.dataset import Example  # noqa: E402
 from filter.evaluate import counts  # noqa: E402
 from filter.features import build_pipeline  # noqa: E402
-from filter.model import CARD_FILE, default_model_path  # noqa: E402
+from filter.model import CARD_FILE, default_model_path, offset_arrays, shift_by_language  # noqa: E402
 from filter.train import (  # noqa: E402
     DEFAULT_CORPUS,
     FORWARDED_SUFFIX,
@@ -310,7 +310,9 @@ def ployfilter_verdicts(train: Sequence[Example], test: Sequence[Example], folds
         oof = out_of_fold(messages, y, groups, n_splits=folds)
         keep = np.array([e.trusted for e in train])
         sets = [evaluation_set(e.source, e.message.language) for e, k in zip(train, keep, strict=True) if k]
-        thresholds = cv_metrics(y[keep], oof[keep], sources=sets)["thresholds"]
+        languages = [e.message.language for e, k in zip(train, keep, strict=True) if k]
+        metrics = cv_metrics(y[keep], oof[keep], languages=languages, sources=sets)
+        thresholds, offsets = metrics["thresholds"], metrics["language_offsets"]
         how = (
             "ployfilter's thresholds: chosen as the shipped model's (best F1, ordinary mail flagged capped) "
             f"on {folds}-fold grouped out-of-fold scores of the training part "
@@ -319,7 +321,9 @@ def ployfilter_verdicts(train: Sequence[Example], test: Sequence[Example], folds
     else:
         card = json.loads((default_model_path() / CARD_FILE).read_text())
         thresholds = {label: float(card["thresholds"][label]) for label in LABELS}
+        offsets = card.get("language_offsets", {})
         how = "ployfilter's thresholds: the shipped model's card (chosen on all the data, test part included)"
+    proba = shift_by_language(proba, [e.message.language for e in test], offset_arrays(offsets, LABELS))
     return (
         Verdicts(
             "ployfilter",

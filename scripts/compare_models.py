@@ -4,9 +4,10 @@
 
 Every candidate sees the same examples and the same grouped folds (no
 mailbox on both sides of a split); metrics come from the out-of-fold scores
-of the hand-labelled messages only, at thresholds chosen as the shipped
-model's are (``filter.train.choose_threshold``). Prints one table per label and one for the
-share of ordinary mail flagged, overall and per language.
+of the hand-labelled messages only, at thresholds (and language offsets)
+chosen as the shipped model's are (``filter.train.operating_points``).
+Prints one table per label and one for the share of ordinary mail flagged,
+overall and per language.
 """
 
 from __future__ import annotations

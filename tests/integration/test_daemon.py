@@ -286,6 +286,7 @@ def test_check_config_reports_the_plan(server: LocalDovecot, tmp_path: Path) -> 
     assert "IDLE" in result.stdout
     assert "no folder is marked \\Sent" in result.stdout
     assert "give-then-ask after 2 shares" in result.stdout
+    assert "fr mail is scored at its own point: article_share" in result.stdout
 
 
 def test_wrong_password_exits_with_the_auth_code(server: LocalDovecot, tmp_path: Path) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,21 @@ def test_contributions_intercept_and_offset_add_up_to_the_logit_of_the_score(bun
     _assert_adds_up(explained, dict(bundle.score([REQUEST])[0].values))
     for e in explained.values():
         assert sum(c.value for c in e.up + e.down) == pytest.approx(e.features, abs=1e-9)
+
+
+def test_a_languages_shift_is_part_of_the_offset(bundle_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    card = json.loads((copy / "card.json").read_text())
+    card["language_offsets"] = {"fr": {"favour_request": -1.5}}
+    (copy / "card.json").write_text(json.dumps(card))
+    shifted = ModelBundle.load(copy)
+    french = dataclasses.replace(REQUEST, language="fr")
+    explained = explain(shifted, french, top=1_000_000)
+    _assert_adds_up(explained, dict(shifted.score([french])[0].values))
+    plain = explain(shifted, REQUEST, top=1_000_000)
+    assert explained["favour_request"].offset == pytest.approx(plain["favour_request"].offset - 1.5)
+    assert explained["article_share"].offset == plain["article_share"].offset
 
 
 def test_top_features_are_the_largest_pushes_in_order(bundle: ModelBundle) -> None:

@@ -13,7 +13,7 @@ import pytest
 from filter.channels import STRUCTURE_FEATURES, asked_for, link_domains, structure
 from filter.features import FAMILIES, CompactTfidfVectorizer, build_pipeline
 from filter.message import ParsedMessage
-from filter.train import FALLBACK_THRESHOLD, choose_threshold, cv_metrics, strict_threshold
+from filter.train import FALLBACK_THRESHOLD, choose_thresholds, cv_metrics, operating_points, strict_threshold
 
 SHARE = "Thought you might find this article interesting: ports automate night shifts, case {n}"
 REQUEST = "Could you introduce me to your HR team? I am looking for a job, case {n}"
@@ -66,23 +66,68 @@ def test_cv_metrics_report_ordinary_mail_flagged_per_language() -> None:
     assert metrics["by_language"]["fr"]["ordinary_flagged"] == 0.0
 
 
-def test_threshold_keeps_flagged_ordinary_mail_under_the_cap_in_every_set() -> None:
+def _one_label(truth: np.ndarray[Any, Any], scores: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], ...]:
+    """A second label with no positives and no scores, beside ``truth`` and ``scores``."""
+    return np.stack([truth, np.zeros_like(truth)], axis=1), np.stack([scores, np.zeros_like(scores)], axis=1)
+
+
+def test_thresholds_keep_flagged_ordinary_mail_under_the_cap_in_every_set() -> None:
     rng = np.random.default_rng(0)
     truth = np.array([1] * 40 + [0] * 400)
     scores = np.concatenate([rng.uniform(0.5, 1.0, 40), rng.uniform(0.0, 0.4, 300), rng.uniform(0.3, 0.9, 100)])
+    y, both = _one_label(truth, scores)
     sets = ["enron"] * 340 + ["written fr"] * 100
-    threshold, _ = choose_threshold(truth, scores, sets=sets, cap=0.02)
-    flagged_fr = (scores[340:] >= threshold).mean()
-    assert flagged_fr <= 0.02
-    loose, _ = choose_threshold(truth, scores, cap=0.2)
+    (threshold, unused), _ = choose_thresholds(y, both, sets=sets, cap=0.02)
+    assert (scores[340:] >= threshold).mean() <= 0.02
+    assert unused == FALLBACK_THRESHOLD
+    (loose, _), _ = choose_thresholds(y, both, cap=0.2)
     assert loose < threshold
 
 
-def test_threshold_falls_back_when_no_threshold_meets_the_cap() -> None:
+def test_the_cap_counts_mail_flagged_by_either_label_once() -> None:
+    y = np.array([[1, 0]] * 50 + [[0, 1]] * 50 + [[0, 0]] * 400)
+    scores = np.array([[0.9, 0.0]] * 50 + [[0.0, 0.9]] * 50 + [[0.95, 0.95]] * 12 + [[0.1, 0.1]] * 388)
+    (article, favour), reason = choose_thresholds(y, scores, cap=0.03)
+    assert article <= 0.9 and favour <= 0.9, reason
+    flagged = (scores[100:, 0] >= article) | (scores[100:, 1] >= favour)
+    assert flagged.mean() == pytest.approx(0.03)
+
+
+def test_thresholds_fall_back_when_none_meets_the_cap() -> None:
     truth = np.array([1] * 10 + [0] * 100)
     scores = np.array([0.9] * 10 + [0.95] * 100)
-    threshold, reason = choose_threshold(truth, scores, cap=0.01)
-    assert threshold == FALLBACK_THRESHOLD and "fallback" in reason
+    y, both = _one_label(truth, scores)
+    thresholds, reason = choose_thresholds(y, both, cap=0.01)
+    assert thresholds == (FALLBACK_THRESHOLD, FALLBACK_THRESHOLD) and "fallback" in reason
+
+
+def _two_languages() -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], list[str]]:
+    """English positives spread from 0.4 up with quiet ordinary mail; French ordinary mail reaching 0.8."""
+    rng = np.random.default_rng(1)
+    article = np.concatenate(
+        [rng.uniform(0.4, 1.0, 60), rng.uniform(0.0, 0.35, 600), rng.uniform(0.85, 1.0, 40), rng.uniform(0.0, 0.8, 100)]
+    )
+    y, scores = _one_label(np.array([1] * 60 + [0] * 600 + [1] * 40 + [0] * 100), article)
+    return y, scores, ["en"] * 660 + ["fr"] * 140
+
+
+def test_a_language_whose_ordinary_mail_scores_higher_gets_its_own_threshold() -> None:
+    y, scores, languages = _two_languages()
+    thresholds, _, offsets = operating_points(y, scores, languages=languages, sources=languages)
+    assert set(offsets) == {"fr"} and set(offsets["fr"]) == {"article_share"} and offsets["fr"]["article_share"] < 0
+    metrics = cv_metrics(y, scores, languages=languages, sources=languages)
+    one_threshold = cv_metrics(y, scores, sources=languages)
+    assert metrics["language_offsets"] == offsets and metrics["thresholds"] == thresholds
+    assert metrics["thresholds"]["article_share"] < one_threshold["thresholds"]["article_share"]
+    english_f1 = metrics["by_language"]["en"]["article_share"]["at_threshold"]["f1"]
+    assert english_f1 > one_threshold["article_share"]["at_threshold"]["f1"]
+    assert metrics["by_language"]["fr"]["ordinary_flagged"] <= 0.02
+
+
+def test_mail_too_short_to_tell_its_language_gets_no_point_of_its_own() -> None:
+    y, scores, languages = _two_languages()
+    unknown = [lang.replace("fr", "unknown") for lang in languages]
+    assert operating_points(y, scores, languages=unknown)[2] == {}
 
 
 def test_strict_threshold_reaches_the_target_precision() -> None:

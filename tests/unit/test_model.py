@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 from tiny_model import message, save_tiny_bundle
 
 from filter.channels import FEATURE_VERSION
+from filter.cli import language_points
 from filter.errors import ModelError
 from filter.message import parse_message
 from filter.model import LABELS, ModelBundle, Scores, default_model_path, runtime_versions
@@ -117,6 +120,38 @@ def test_card_without_thresholds_is_refused(bundle_copy: Path) -> None:
     _edit_card(bundle_copy, thresholds={"article_share": 2})
     with pytest.raises(ModelError, match="thresholds"):
         ModelBundle.load(bundle_copy)
+
+
+def test_language_offsets_move_only_that_languages_log_odds(bundle_dir: Path, bundle_copy: Path) -> None:
+    _edit_card(bundle_copy, language_offsets={"fr": {"article_share": -2.0}})
+    english = message("Thought you might find this article interesting: ports", "article")
+    french = dataclasses.replace(english, language="fr")
+    plain_en, plain_fr = ModelBundle.load(bundle_dir).score([english, french])
+    shifted_en, shifted_fr = ModelBundle.load(bundle_copy).score([english, french])
+    assert shifted_en == plain_en
+    assert shifted_fr.values["favour_request"] == plain_fr.values["favour_request"]
+    assert logit(shifted_fr.values["article_share"]) == pytest.approx(logit(plain_fr.values["article_share"]) - 2.0)
+
+
+def test_check_config_says_what_a_threshold_means_for_a_shifted_language(bundle_copy: Path) -> None:
+    _edit_card(bundle_copy, language_offsets={"fr": {"article_share": -math.log(9)}})
+    bundle = ModelBundle.load(bundle_copy)
+    points = language_points(bundle, {"article_share": 0.5, "favour_request": 0.6})
+    assert points == {"fr": "article_share 0.50 acts as 0.90"}
+
+
+@pytest.mark.parametrize(
+    "offsets",
+    [{"fr": {"article_share": "low"}}, {"fr": {"nonsense": 1.0}}, {"fr": {"article_share": 99.0}}, ["fr"]],
+)
+def test_card_with_malformed_language_offsets_is_refused(bundle_copy: Path, offsets: object) -> None:
+    _edit_card(bundle_copy, language_offsets=offsets)
+    with pytest.raises(ModelError, match="language_offsets"):
+        ModelBundle.load(bundle_copy)
+
+
+def logit(p: float) -> float:
+    return math.log(p / (1 - p))
 
 
 def test_saving_without_a_threshold_per_label_is_refused(tmp_path: Path) -> None:
