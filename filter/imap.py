@@ -185,6 +185,7 @@ class ImapMailbox:
         out cannot be used safely, since UIDs would then mean nothing.
         """
         response = self._session.select_folder(folder)
+        self._announced_new_mail()  # the SELECT's own EXISTS is the count every later SEARCH sees
         status = self._status_of("SELECT", folder, response)
         self._selected = folder
         self._uidvalidity = status.uidvalidity
@@ -240,8 +241,25 @@ class ImapMailbox:
         it (RFC 9051 section 6.4.4: ``*`` is the largest UID in use, and
         ``n:m`` is the same as ``m:n``), so the result is filtered.
         """
+        self._announced_new_mail()  # what came before this SEARCH, the SEARCH sees
         uids = self._session.search(["UID", f"{max(first_uid, 1)}:*"])
         return sorted(uid for uid in uids if uid >= first_uid)
+
+    def _announced_new_mail(self) -> bool:
+        """Whether an EXISTS or RECENT came in the reply to an earlier command; forgets it.
+
+        The server tells of a new message once, in the reply to whatever
+        command runs next: if that is the pass's last SEARCH and the message
+        arrived just after the search was made, the SEARCH misses it and IDLE
+        is never told. imaplib keeps such untagged replies aside
+        (``untagged_responses``), where imapclient does not look; this reads
+        and clears them, so that ``search_uids`` starts afresh and
+        ``wait_for_change`` knows there is mail the pass has not seen.
+        """
+        kept = getattr(getattr(getattr(self._imap, "_client", None), "_imap", None), "untagged_responses", None)
+        if not isinstance(kept, dict):
+            return False
+        return any([bool(kept.pop(key, None)) for key in ("EXISTS", "RECENT")])
 
     def fingerprints(self, uids: Sequence[int]) -> dict[int, Fingerprint]:
         """Size, INTERNALDATE and Message-ID of each UID, without touching \\Seen (BODY.PEEK)."""
@@ -572,8 +590,11 @@ class ImapMailbox:
         imap = self._session
         if should_stop():
             return False
+        if self._announced_new_mail():
+            log.debug("%s: new mail announced since the last search; no IDLE", self._where)
+            return True
         imap.idle()
-        changed = False
+        changed = self._announced_new_mail()  # announced before the server's "+ idling"
         try:
             while not changed and not should_stop() and (remaining := deadline - time.monotonic()) > 0:
                 step = min(_IDLE_STEP, remaining)

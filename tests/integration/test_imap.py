@@ -233,6 +233,23 @@ def test_idle_wakes_up_soon_after_an_append_from_another_connection(
     assert mailbox.search_uids() == dovecot.uids(USER, "INBOX")
 
 
+def test_mail_announced_with_the_last_search_ends_the_wait_at_once(
+    dovecot: LocalDovecot, open_mailbox: OpenMailbox
+) -> None:
+    """A message that arrives while a SEARCH runs is announced in that SEARCH's reply, and never again in IDLE."""
+    mailbox = open_mailbox(dovecot)
+    mailbox.select("INBOX")
+    assert mailbox.search_uids() == []
+    uid = dovecot.append(USER, "INBOX", mail(1))
+    assert mailbox.search_uids(uid + 1) == []  # the reply carries "* 1 EXISTS"; the SEARCH saw nothing new
+    started = time.monotonic()
+
+    assert mailbox.wait_for_change(8, lambda: False)
+
+    assert time.monotonic() - started < 2
+    assert mailbox.search_uids() == [uid]
+
+
 def test_wait_for_change_returns_promptly_when_should_stop_turns_true_mid_idle(
     dovecot: LocalDovecot, open_mailbox: OpenMailbox, imap_commands: Commands
 ) -> None:
