@@ -789,9 +789,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.plot:
         write_plot(args.plot, curves(np.array(truth), np.array(scores), report), f"Precision-recall: {model.path.name}")
         log.info("wrote the precision-recall plot to %s", args.plot)
+    points = language_points(model, thresholds)
     if args.json:
-        print(json.dumps({"model": str(model.path), "thresholds_from": origin, **report_dict(report)}, indent=2))
+        shown = {"model": str(model.path), "thresholds_from": origin, "language_points": points}
+        print(json.dumps({**shown, **report_dict(report)}, indent=2))
     else:
         print(f"model {model.path}, thresholds from {origin}")
+        for language, line in points.items():
+            print(f"{language} scores are shifted to their own point: {line}")
         print(format_report(report))
     return 0

@@ -101,6 +101,15 @@ def test_train_writes_a_bundle_that_evaluate_measures(tmp_path: Path, capsys: py
     assert plot.read_text().count('class="curve"') == 2
 
 
+def test_evaluate_says_where_french_mail_is_judged(capsys: pytest.CaptureFixture[str]) -> None:
+    hard_cases = Path(__file__).resolve().parents[1] / "data" / "hard-cases"
+    labels = str(hard_cases / "expected.csv")
+    assert main(["evaluate", str(hard_cases), "--labels", labels]) == 0
+    assert "fr scores are shifted to their own point: article_share" in capsys.readouterr().out
+    assert main(["evaluate", str(hard_cases), "--labels", labels, "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["language_points"]) == {"fr"}
+
+
 def test_evaluate_refuses_a_plot_it_cannot_write_before_doing_any_work(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
