@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -275,9 +274,11 @@ def language_points(model: ModelBundle, thresholds: Mapping[str, float]) -> dict
 
 
 def _unshifted(threshold: float, shift: float) -> float:
+    from filter.model import from_log_odds, log_odds
+
     if not 0.0 < threshold < 1.0:
         return threshold
-    return 1.0 / (1.0 + math.exp(-(math.log(threshold / (1.0 - threshold)) - shift)))
+    return float(from_log_odds(log_odds(threshold) - shift))
 
 
 def thresholds_for(config: Config | None, model: ModelBundle) -> dict[str, float]:

@@ -241,6 +241,16 @@ def offset_arrays(
     }
 
 
+def log_odds(p: Any) -> Any:
+    """log(p / (1 - p)), for a probability or an array of them."""
+    return np.log(p / (1.0 - p))
+
+
+def from_log_odds(x: Any) -> Any:
+    """The probability whose log-odds are ``x`` (the logistic sigmoid), for a number or an array."""
+    return 1.0 / (1.0 + np.exp(-x))
+
+
 def shift_by_language(
     proba: np.ndarray[Any, Any],
     languages: Sequence[str],
@@ -251,8 +261,7 @@ def shift_by_language(
     for language, shift in offsets.items():
         rows = np.fromiter((lang == language for lang in languages), dtype=bool, count=len(languages))
         if rows.any():
-            p = np.clip(out[rows], 1e-12, 1 - 1e-12)
-            out[rows] = 1.0 / (1.0 + np.exp(-(np.log(p / (1 - p)) + shift)))
+            out[rows] = from_log_odds(log_odds(np.clip(out[rows], 1e-12, 1 - 1e-12)) + shift)
     return out
 
 

@@ -42,7 +42,7 @@ from filter.errors import PloyError, UsageError
 from filter.evaluate import counts
 from filter.features import build_pipeline
 from filter.message import ParsedMessage, forwarded_message, parse_message
-from filter.model import ModelBundle, default_model_path, offset_arrays, shift_by_language
+from filter.model import ModelBundle, default_model_path, log_odds, offset_arrays, shift_by_language
 
 log = logging.getLogger(__name__)
 
@@ -235,12 +235,8 @@ def operating_points(
             continue
         for j, label in enumerate(labels):
             if int(y[rows, j].sum()) >= MIN_LANGUAGE_POSITIVES and own[j] != chosen[j]:
-                offsets.setdefault(lang, {})[label] = round(_logit(chosen[j]) - _logit(own[j]), 4)
+                offsets.setdefault(lang, {})[label] = round(float(log_odds(chosen[j]) - log_odds(own[j])), 4)
     return thresholds, reason, offsets
-
-
-def _logit(p: float) -> float:
-    return math.log(p / (1.0 - p))
 
 
 def _breakdown(
