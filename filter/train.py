@@ -228,10 +228,12 @@ def operating_points(
     chosen, reason = choose_thresholds(y[base_rows], scores[base_rows], sets=source_array[base_rows].tolist())
     thresholds = dict(zip(labels, chosen, strict=True))
     offsets: dict[str, dict[str, float]] = {}
+    if "fallback" in reason:
+        return thresholds, reason, offsets
     for lang in separate:
         rows = language_array == lang
         own, own_reason = choose_thresholds(y[rows], scores[rows], sets=source_array[rows].tolist())
-        if "fallback" in own_reason or "fallback" in reason:
+        if "fallback" in own_reason:
             continue
         for j, label in enumerate(labels):
             if int(y[rows, j].sum()) >= MIN_LANGUAGE_POSITIVES and own[j] != chosen[j]:
@@ -319,12 +321,13 @@ def choose_thresholds(
     candidates: list[list[tuple[float, float, list[np.ndarray[Any, Any]]]]] = []
     for j in range(n_labels):
         options = []
-        if truth[:, j].any():
+        column = truth[:, j]
+        if column.any():
             for threshold in grid:
                 predicted = scores[:, j] >= threshold
                 if int(predicted.sum()) < MIN_PREDICTED_AT_THRESHOLD:
                     break
-                f1 = float(_prf(truth[:, j].astype(np.int8), predicted)["f1"])
+                f1 = float(_prf(column, predicted)["f1"])
                 options.append((float(threshold), f1, [predicted[rows] for rows in groups]))
         if not options:
             options = [(FALLBACK_THRESHOLD, 0.0, [scores[rows, j] >= FALLBACK_THRESHOLD for rows in groups])]
