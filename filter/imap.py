@@ -259,7 +259,8 @@ class ImapMailbox:
         kept = getattr(getattr(getattr(self._imap, "_client", None), "_imap", None), "untagged_responses", None)
         if not isinstance(kept, dict):
             return False
-        return any([bool(kept.pop(key, None)) for key in ("EXISTS", "RECENT")])
+        popped = [kept.pop(key, None) for key in ("EXISTS", "RECENT")]  # both, never only the first
+        return any(popped)
 
     def fingerprints(self, uids: Sequence[int]) -> dict[int, Fingerprint]:
         """Size, INTERNALDATE and Message-ID of each UID, without touching \\Seen (BODY.PEEK)."""
