@@ -10,9 +10,11 @@ numpy, which keeps scoring free of scikit-learn's import time.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
-from collections.abc import Sequence
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,7 +25,7 @@ from filter.message import ParsedMessage
 # A pickled pipeline calls the functions of this module by name, so changing what they compute
 # silently changes a shipped model. Bump this whenever a change here alters the features of an
 # already fitted pipeline; ModelBundle refuses a bundle built with another version.
-FEATURE_VERSION = 3
+FEATURE_VERSION = 4
 
 OWN_CHARS = 3000
 FORWARDED_CHARS = 3000
@@ -277,3 +279,95 @@ def _news_markers(text: str) -> float:
     if "By " in head or "BY " in head or "Par " in head or "PAR " in head:
         found += len(_BYLINE.findall(head))
     return min(found, 4) / 4
+
+
+# ---------------------------------------------------------------------------
+# Favour cues: what a favour is about and how it is asked, pooled over many rare words
+
+# What a favour is about (LABELS.md): a job, a CV, an introduction, advice, a cause to back, and the
+# relative or friend it is for. Pooled into one count, so that a word the training mail holds twice
+# ("pledge", "parrainer") weighs as much as "resume" does; the word channels learn each word apart
+# and need far more mail for it. Matched as substrings of lower-cased text.
+_FAVOUR_TOPICS_EN = (
+    "resume", "résumé", "my cv", " cv ", "cv.", "job search", "looking for a job", "looking for work",
+    "new job", "a job", "position", "opening", "opportunit", "career", "internship", "interview",
+    "laid off", "out of work", "unemployed", "leads", "in mind", "reference", "recommend", "introduc",
+    "in touch with", "contact", "pick your brain", "advice", "mentor", "sponsor", "pledge", "donat",
+    "fundrais", "charity", "my son", "my daughter", "my nephew", "my niece", "friend of mine", "my friend",
+    "network",
+)  # fmt: skip
+_FAVOUR_TOPICS_FR = (
+    " cv ", "cv.", "emploi", "poste", "stage", "candidature", "entretien", "chômage", "carrière",
+    "recommandation", "présenter", "mettre en relation", "contact", "conseil", "réseau", "parrain",
+    "association", "cagnotte", "mon fils", "ma fille", "mon neveu", "ma nièce", "un ami", "une amie",
+)  # fmt: skip
+# How a sender asks: a question, a polite request, an open door ("if you hear of anything").
+_ASKS_EN = (
+    "could you", "can you", "would you", "will you", "would it be possible", "if you could", "if you hear",
+    "if you know", "if you have", "let me know", "appreciate", "grateful", "any chance", "wondering if",
+    "please", "help", "?",
+)  # fmt: skip
+_ASKS_FR = (
+    "pourrais-tu", "pourriez-vous", "peux-tu", "pouvez-vous", "est-ce que", "auriez-vous", "aurais-tu",
+    "merci de", "j'aimerais", "je voudrais", "serait-il possible", "si tu", "si vous", "aide", "?",
+)  # fmt: skip
+# Each language's words; mail whose language is not known is searched for both.
+_CUE_WORDS = {
+    "en": (_FAVOUR_TOPICS_EN, _ASKS_EN),
+    "fr": (_FAVOUR_TOPICS_FR, _ASKS_FR),
+}
+_ALL_CUE_WORDS = (
+    tuple(dict.fromkeys(_FAVOUR_TOPICS_EN + _FAVOUR_TOPICS_FR)),
+    tuple(dict.fromkeys(_ASKS_EN + _ASKS_FR)),
+)
+_SENTENCE_END = re.compile(r"[.!?\n]")
+FAVOUR_CUE_FEATURES = ("favour_topics", "favour_topics_forwarded", "asks", "asks_about_topic")
+
+
+def favour_cues(messages: Sequence[ParsedMessage]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """Pooled favour cues, each in [0, 1]; ``FAVOUR_CUE_FEATURES`` names the columns.
+
+    Topic words in the own text and in the forwarded part, asks in the own
+    text, and the sentences of the own text that hold both: "if you hear of
+    any openings, let me know" is a favour, where "please send the
+    position report" and "my resume is attached" alone are not yet one.
+    """
+    rows: list[tuple[float, ...]] = []
+    for m in messages:
+        own = m.own_text[:OWN_CHARS].lower()
+        forwarded = m.forwarded_text[:FORWARDED_CHARS].lower()
+        topic_words, ask_words = _CUE_WORDS.get(m.language, _ALL_CUE_WORDS)
+        topic_counts = list(map(own.count, topic_words))
+        ask_counts = list(map(own.count, ask_words))
+        topics, asks = sum(topic_counts), sum(ask_counts)
+        both = 0
+        if topics and asks:
+            ends = [end.start() for end in _SENTENCE_END.finditer(own)]
+            both = len(
+                _sentences_with(own, itertools.compress(topic_words, topic_counts), ends)
+                & _sentences_with(own, itertools.compress(ask_words, ask_counts), ends)
+            )
+        rows.append(
+            (
+                min(topics, 4) / 4,
+                min(sum(map(forwarded.count, topic_words)), 4) / 4 if forwarded else 0.0,
+                min(asks, 4) / 4,
+                min(both, 2) / 2,
+            )
+        )
+    return np.array(rows, dtype=np.float32).reshape(len(messages), len(FAVOUR_CUE_FEATURES))
+
+
+def _sentences_with(text: str, words: Iterable[str], ends: Sequence[int]) -> set[int]:
+    """The sentences (numbered by the sentence end that closes them) in which any of ``words`` starts."""
+    found: set[int] = set()
+    for word in words:
+        at = text.find(word)
+        while at != -1:
+            found.add(bisect_left(ends, at))
+            at = text.find(word, at + 1)
+    return found
+
+
+def favour_cue_names(transformer: Any, names: Any) -> list[str]:
+    return list(FAVOUR_CUE_FEATURES)

@@ -9,8 +9,12 @@ exported scorer calls too.
 The shape follows scikit-learn's ``plot_column_transformer`` example for
 mail: each text channel is vectorised apart (subject, the sender's own text,
 what they forwarded, the domains they link to, character n-grams of subject
-and own text), and text statistics sit beside them. Every channel is cut to
-a fixed length first, because character n-grams are the cost of scoring.
+and own text), and text statistics sit beside them. So do favour cues
+(``channels.favour_cues``): the words that say what a favour is about and
+those that ask, each list pooled into one count, because real favour
+requests are too rare and too varied for the word channels to learn one
+word at a time. Every channel is cut to a fixed length first, because
+character n-grams are the cost of scoring.
 
 Two things are deliberately left out. Quoted replies are context only
 (LABELS.md), so only their length is a feature; a channel for their words
@@ -42,6 +46,8 @@ from filter.channels import (
     asked_for,
     asked_for_names,
     char_text,
+    favour_cue_names,
+    favour_cues,
     forwarded_text,
     link_domains,
     own_text,
@@ -216,10 +222,12 @@ def build_pipeline(
     forwarded_chars: int = FORWARDED_CHARS,
     char_chars: int = CHAR_NGRAM_CHARS,
     labels: Sequence[str] = LABELS,
+    cues: bool = True,
 ) -> Pipeline:
     """The unfitted pipeline: ``fit(messages, y)`` with y of shape (n, len(labels)), then ``predict_proba``.
 
-    ``char_features=0`` leaves the character n-gram channel out. The
+    ``char_features=0`` leaves the character n-gram channel out, and
+    ``cues=False`` the pooled favour cues (``channels.favour_cues``). The
     ``*_chars`` arguments cut each text channel to that many characters:
     scoring time grows with them.
     """
@@ -249,5 +257,7 @@ def build_pipeline(
         channels.append(("chars", make_pipeline(FunctionTransformer(char_text, kw_args=_limit(char_chars)), chars)))
     channels.append(("structure", FunctionTransformer(structure)))
     channels.append(("asked", FunctionTransformer(asked_for, feature_names_out=asked_for_names)))
+    if cues:
+        channels.append(("cues", FunctionTransformer(favour_cues, feature_names_out=favour_cue_names)))
     classify = PerLabelClassifier(labels=labels, C=C, family=family)
     return Pipeline([("features", FeatureUnion(channels)), ("classify", classify)])

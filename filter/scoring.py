@@ -51,6 +51,7 @@ TEXT_FUNCTIONS: dict[str, Callable[..., list[str]]] = {
 DENSE_FUNCTIONS: dict[str, Callable[[Sequence[ParsedMessage]], np.ndarray[Any, Any]]] = {
     "structure": channels.structure,
     "asked_for": channels.asked_for,
+    "favour_cues": channels.favour_cues,
 }
 _TERM_SEPARATOR = "\x00"
 

@@ -31,6 +31,7 @@ CANDIDATES: dict[str, Callable[[], Any]] = {
     "logistic C=4": lambda: build_pipeline(family="logistic", C=4.0),
     "logistic C=128": lambda: build_pipeline(family="logistic", C=128.0),
     "logistic C=4, no char n-grams": lambda: build_pipeline(family="logistic", C=4.0, char_features=0),
+    "logistic, no favour cues": lambda: build_pipeline(family="logistic", cues=False),
     "logistic, shorter texts": lambda: build_pipeline(own_chars=1500, forwarded_chars=1000, char_chars=200),
     "linear SVM": lambda: build_pipeline(family="linear_svm"),
     "linear SVM, no char n-grams": lambda: build_pipeline(family="linear_svm", char_features=0),

@@ -10,7 +10,14 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
-from filter.channels import STRUCTURE_FEATURES, asked_for, link_domains, structure
+from filter.channels import (
+    FAVOUR_CUE_FEATURES,
+    STRUCTURE_FEATURES,
+    asked_for,
+    favour_cues,
+    link_domains,
+    structure,
+)
 from filter.features import FAMILIES, CompactTfidfVectorizer, build_pipeline
 from filter.message import ParsedMessage
 from filter.train import FALLBACK_THRESHOLD, choose_thresholds, cv_metrics, operating_points, strict_threshold
@@ -212,3 +219,42 @@ def test_link_domains_read_each_host_as_urlsplit_does(url: str) -> None:
 )
 def test_the_sender_saying_it_was_asked_for_counts_only_from_the_start_of_a_word(own: str, flag: float) -> None:
     assert asked_for([ParsedMessage(own_text=own)])[0, 0] == flag
+
+
+def _cues(**fields: Any) -> dict[str, float]:
+    row = favour_cues([ParsedMessage(**fields)])
+    return dict(zip(FAVOUR_CUE_FEATURES, row[0].tolist(), strict=True))
+
+
+def test_favour_cues_of_no_messages_are_an_empty_float32_matrix() -> None:
+    rows = favour_cues([])
+    assert rows.shape == (0, len(FAVOUR_CUE_FEATURES)) and rows.dtype == np.float32
+
+
+def test_an_ask_about_a_job_in_one_sentence_is_a_favour_cue() -> None:
+    cues = _cues(own_text="I was laid off last week. If you hear of any openings, please let me know.", language="en")
+    assert cues["favour_topics"] == 0.5  # "laid off", "opening"
+    assert cues["asks"] == 0.75 and cues["asks_about_topic"] == 0.5  # "if you hear", "please", "let me know"
+
+
+def test_a_work_request_and_a_resume_in_separate_sentences_are_not_an_ask_about_a_topic() -> None:
+    cues = _cues(own_text="Please send the Q3 numbers today.\nMy resume is attached", language="en")
+    assert cues["favour_topics"] == 0.25 and cues["asks"] == 0.25
+    assert cues["asks_about_topic"] == 0.0
+
+
+def test_a_question_mark_asks_in_the_sentence_it_ends() -> None:
+    assert _cues(own_text="Any advice for a new graduate?", language="en")["asks_about_topic"] == 0.5
+    assert _cues(own_text="Any news? My advice: wait.", language="en")["asks_about_topic"] == 0.0
+
+
+def test_favour_cues_read_each_language_in_its_own_words() -> None:
+    french = "Pourriez-vous me présenter à votre DRH ? Je cherche un emploi."
+    assert _cues(own_text=french, language="fr")["asks_about_topic"] == 0.5
+    assert _cues(own_text=french, language="en")["asks_about_topic"] == 0.0
+    assert _cues(own_text=french, language="unknown")["asks_about_topic"] == 0.5
+
+
+def test_favour_topics_in_a_forwarded_plea_count_apart_from_the_own_text() -> None:
+    cues = _cues(own_text="See below.", forwarded_text="My son needs an internship. Any contact?", language="en")
+    assert cues["favour_topics"] == 0.0 and cues["favour_topics_forwarded"] == 0.75

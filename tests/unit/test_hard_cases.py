@@ -29,12 +29,7 @@ CASES = _cases()
 
 # Cases the shipped model is known to get wrong, with why. They stay here, marked as expected
 # failures that must fail (strict): when a retrained model gets one right, the mark has to go.
-KNOWN_MISSES = {
-    "requested-article-en-3": (
-        "a two-word phone reply with a news link under the owner's quoted request: the quoted ask "
-        "pulls the score down (quoted_asks_for_it), not yet below the threshold"
-    ),
-}
+KNOWN_MISSES: dict[str, str] = {}
 
 
 def _params() -> list[object]:
