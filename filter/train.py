@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve
@@ -225,20 +225,21 @@ def operating_points(
         if lang not in (base, UNKNOWN_LANGUAGE) and int((ordinary & (language_array == lang)).sum()) >= MIN_SET_SIZE
     ]
     base_rows = ~np.isin(language_array, separate)
-    chosen, reason = choose_thresholds(y[base_rows], scores[base_rows], sets=source_array[base_rows].tolist())
-    thresholds = dict(zip(labels, chosen, strict=True))
+    base = choose_thresholds(y[base_rows], scores[base_rows], sets=source_array[base_rows].tolist())
+    thresholds = dict(zip(labels, base.thresholds, strict=True))
     offsets: dict[str, dict[str, float]] = {}
-    if "fallback" in reason:
-        return thresholds, reason, offsets
+    if base.fallback:
+        return thresholds, base.reason, offsets
     for lang in separate:
         rows = language_array == lang
-        own, own_reason = choose_thresholds(y[rows], scores[rows], sets=source_array[rows].tolist())
-        if "fallback" in own_reason:
+        own = choose_thresholds(y[rows], scores[rows], sets=source_array[rows].tolist())
+        if own.fallback:
             continue
         for j, label in enumerate(labels):
-            if int(y[rows, j].sum()) >= MIN_LANGUAGE_POSITIVES and own[j] != chosen[j]:
-                offsets.setdefault(lang, {})[label] = round(float(log_odds(chosen[j]) - log_odds(own[j])), 4)
-    return thresholds, reason, offsets
+            if int(y[rows, j].sum()) >= MIN_LANGUAGE_POSITIVES and own.thresholds[j] != base.thresholds[j]:
+                shift = log_odds(base.thresholds[j]) - log_odds(own.thresholds[j])
+                offsets.setdefault(lang, {})[label] = round(float(shift), 4)
+    return thresholds, base.reason, offsets
 
 
 def _breakdown(
@@ -289,13 +290,21 @@ def _average_precision(truth: np.ndarray[Any, Any], scores: np.ndarray[Any, Any]
     return round(float(average_precision_score(truth, scores)), 4) if truth.any() else None
 
 
+class ThresholdChoice(NamedTuple):
+    """What ``choose_thresholds`` chose: one threshold per label, why, and whether it fell back."""
+
+    thresholds: tuple[float, ...]
+    reason: str
+    fallback: bool = False
+
+
 def choose_thresholds(
     y: np.ndarray[Any, Any],
     scores: np.ndarray[Any, Any],
     *,
     sets: Sequence[str] | None = None,
     cap: float = MAX_ORDINARY_FLAGGED,
-) -> tuple[tuple[float, ...], str]:
+) -> ThresholdChoice:
     """One threshold per label: the best mean out-of-fold F1 that flags at most ``cap`` of ordinary mail.
 
     Ordinary mail has no label; a message counts as flagged when any label
@@ -340,9 +349,10 @@ def choose_thresholds(
         if best is None or key > best[:2]:
             best = (*key, tuple(c[0] for c in combo))
     if best is None or best[0] == 0.0:
-        return (FALLBACK_THRESHOLD,) * n_labels, f"no thresholds flag at most {cap:.0%} of ordinary mail: fallback"
+        why = f"no thresholds flag at most {cap:.0%} of ordinary mail: fallback"
+        return ThresholdChoice((FALLBACK_THRESHOLD,) * n_labels, why, fallback=True)
     why = f"best mean out-of-fold F1 ({best[0]:.2f}) with at most {cap:.0%} of ordinary mail flagged in each set"
-    return best[2], why
+    return ThresholdChoice(best[2], why)
 
 
 def strict_threshold(

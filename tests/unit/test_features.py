@@ -84,17 +84,17 @@ def test_thresholds_keep_flagged_ordinary_mail_under_the_cap_in_every_set() -> N
     scores = np.concatenate([rng.uniform(0.5, 1.0, 40), rng.uniform(0.0, 0.4, 300), rng.uniform(0.3, 0.9, 100)])
     y, both = _one_label(truth, scores)
     sets = ["enron"] * 340 + ["written fr"] * 100
-    (threshold, unused), _ = choose_thresholds(y, both, sets=sets, cap=0.02)
+    threshold, unused = choose_thresholds(y, both, sets=sets, cap=0.02).thresholds
     assert (scores[340:] >= threshold).mean() <= 0.02
     assert unused == FALLBACK_THRESHOLD
-    (loose, _), _ = choose_thresholds(y, both, cap=0.2)
+    loose, _ = choose_thresholds(y, both, cap=0.2).thresholds
     assert loose < threshold
 
 
 def test_the_cap_counts_mail_flagged_by_either_label_once() -> None:
     y = np.array([[1, 0]] * 50 + [[0, 1]] * 50 + [[0, 0]] * 400)
     scores = np.array([[0.9, 0.0]] * 50 + [[0.0, 0.9]] * 50 + [[0.95, 0.95]] * 12 + [[0.1, 0.1]] * 388)
-    (article, favour), reason = choose_thresholds(y, scores, cap=0.03)
+    (article, favour), reason, _ = choose_thresholds(y, scores, cap=0.03)
     assert article <= 0.9 and favour <= 0.9, reason
     flagged = (scores[100:, 0] >= article) | (scores[100:, 1] >= favour)
     assert flagged.mean() == pytest.approx(0.03)
@@ -104,8 +104,8 @@ def test_thresholds_fall_back_when_none_meets_the_cap() -> None:
     truth = np.array([1] * 10 + [0] * 100)
     scores = np.array([0.9] * 10 + [0.95] * 100)
     y, both = _one_label(truth, scores)
-    thresholds, reason = choose_thresholds(y, both, cap=0.01)
-    assert thresholds == (FALLBACK_THRESHOLD, FALLBACK_THRESHOLD) and "fallback" in reason
+    choice = choose_thresholds(y, both, cap=0.01)
+    assert choice.fallback and choice.thresholds == (FALLBACK_THRESHOLD, FALLBACK_THRESHOLD)
 
 
 def _two_languages() -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], list[str]]:
