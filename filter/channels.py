@@ -321,7 +321,30 @@ _ALL_CUE_WORDS = (
     tuple(dict.fromkeys(_ASKS_EN + _ASKS_FR)),
 )
 _SENTENCE_END = re.compile(r"[.!?\n]")
-FAVOUR_CUE_FEATURES = ("favour_topics", "favour_topics_forwarded", "asks", "asks_about_topic")
+FAVOUR_CUE_FEATURES = ("favour_topics", "favour_topics_forwarded", "asks", "asks_about_topic", "own_cv")
+# The sender's own CV, named in their words or attached, is a request for job help (LABELS.md), unless
+# it answers an advertised post or comes from a recruiter (the recipient's job), or the owner asked
+# for it in the quoted part (an existing arrangement). Enron's archive names attachments in the body.
+_OWN_CV = ("my resume", "my résumé", "my cv", "mon cv", "resume attached", "attached resume", "mon curriculum")
+_CV_FILE = re.compile(r"r[eé]sum[eé]|(?<![a-z])cv(?![a-z])|curriculum", re.I)
+_CV_FILE_IN_TEXT = re.compile(r"(?:r[eé]sum[eé]|cv)[^\s/]*\.(?:doc|docx|pdf|rtf|txt)\b")
+_FORMAL_APPLICATION = (
+    "application for",
+    "apply for",
+    "applying for the",
+    "req-",
+    "ref:",
+    "réf",
+    "reference number",
+    "job posting",
+    "vacancy",
+    "candidate",
+    "postuler",
+    "offre d'emploi",
+    "votre annonce",
+    "your posting",
+    "your advert",
+)
 
 
 def favour_cues(messages: Sequence[ParsedMessage]) -> np.ndarray[Any, np.dtype[np.float32]]:
@@ -330,7 +353,8 @@ def favour_cues(messages: Sequence[ParsedMessage]) -> np.ndarray[Any, np.dtype[n
     Topic words in the own text and in the forwarded part, asks in the own
     text, and the sentences of the own text that hold both: "if you hear of
     any openings, let me know" is a favour, where "please send the
-    position report" and "my resume is attached" alone are not yet one.
+    position report" is not. Last, whether the sender sends their own CV
+    outside a formal application (``_sends_own_cv``).
     """
     rows: list[tuple[float, ...]] = []
     for m in messages:
@@ -353,9 +377,25 @@ def favour_cues(messages: Sequence[ParsedMessage]) -> np.ndarray[Any, np.dtype[n
                 min(sum(map(forwarded.count, topic_words)), 4) / 4 if forwarded else 0.0,
                 min(asks, 4) / 4,
                 min(both, 2) / 2,
+                float(_sends_own_cv(m, own)),
             )
         )
     return np.array(rows, dtype=np.float32).reshape(len(messages), len(FAVOUR_CUE_FEATURES))
+
+
+def _sends_own_cv(m: ParsedMessage, own: str) -> bool:
+    """The sender's own CV, named or attached, outside a formal application and not asked for by the owner."""
+    names_cv = (
+        any(word in own for word in _OWN_CV)
+        or any(_CV_FILE.search(a.filename) for a in m.attachments)
+        or (("doc" in own or "pdf" in own) and _CV_FILE_IN_TEXT.search(own) is not None)
+    )
+    if not names_cv:
+        return False
+    subject = m.subject.lower()
+    if any(word in own or word in subject for word in _FORMAL_APPLICATION):
+        return False
+    return not (m.quoted_text and _asks_for(m.quoted_text[:QUOTED_CHARS].lower()))
 
 
 def _sentences_with(text: str, words: Iterable[str], ends: Sequence[int]) -> set[int]:

@@ -19,7 +19,7 @@ from filter.channels import (
     structure,
 )
 from filter.features import FAMILIES, CompactTfidfVectorizer, build_pipeline
-from filter.message import ParsedMessage
+from filter.message import Attachment, ParsedMessage
 from filter.train import FALLBACK_THRESHOLD, choose_thresholds, cv_metrics, operating_points, strict_threshold
 
 SHARE = "Thought you might find this article interesting: ports automate night shifts, case {n}"
@@ -258,3 +258,22 @@ def test_favour_cues_read_each_language_in_its_own_words() -> None:
 def test_favour_topics_in_a_forwarded_plea_count_apart_from_the_own_text() -> None:
     cues = _cues(own_text="See below.", forwarded_text="My son needs an internship. Any contact?", language="en")
     assert cues["favour_topics"] == 0.0 and cues["favour_topics_forwarded"] == 0.75
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"own_text": "As discussed, attached is my resume. Take care"}, 1.0),
+        ({"own_text": "Ci-joint mon CV, merci d'avance"}, 1.0),
+        ({"own_text": "Here's that document.\n - JDoeResume.doc"}, 1.0),
+        ({"own_text": "See attached", "attachments": (Attachment("application/pdf", "Jane_CV.pdf", 900),)}, 1.0),
+        ({"own_text": "Please find my resume attached.", "subject": "Application for Analyst (REQ-1149)"}, 0.0),
+        ({"own_text": "My candidate's resume is attached for the trading role"}, 0.0),
+        ({"own_text": "Here is my CV as you suggested", "quoted_text": "> Send me your CV and I'll pass it on"}, 0.0),
+        ({"own_text": "The resume of the meeting is attached"}, 0.0),
+    ],
+)
+def test_own_cv_is_a_cv_sent_outside_an_application_the_owner_did_not_ask_for(
+    fields: dict[str, Any], expected: float
+) -> None:
+    assert _cues(language="en", **fields)["own_cv"] == expected
