@@ -218,11 +218,12 @@ def operating_points(
     source_array = np.asarray(sources if sources is not None else [""] * n)
     ordinary = ~np.asarray(y.astype(bool).any(axis=1))
     found = Counter(language_array.tolist())
-    base = found.most_common(1)[0][0] if found else UNKNOWN_LANGUAGE
+    base_language = found.most_common(1)[0][0] if found else UNKNOWN_LANGUAGE
     separate = [
         lang
         for lang in sorted(found)
-        if lang not in (base, UNKNOWN_LANGUAGE) and int((ordinary & (language_array == lang)).sum()) >= MIN_SET_SIZE
+        if lang not in (base_language, UNKNOWN_LANGUAGE)
+        and int((ordinary & (language_array == lang)).sum()) >= MIN_SET_SIZE
     ]
     base_rows = ~np.isin(language_array, separate)
     base = choose_thresholds(y[base_rows], scores[base_rows], sets=source_array[base_rows].tolist())
