@@ -25,7 +25,7 @@ from filter.message import ParsedMessage
 # A pickled pipeline calls the functions of this module by name, so changing what they compute
 # silently changes a shipped model. Bump this whenever a change here alters the features of an
 # already fitted pipeline; ModelBundle refuses a bundle built with another version.
-FEATURE_VERSION = 4
+FEATURE_VERSION = 5
 
 OWN_CHARS = 3000
 FORWARDED_CHARS = 3000
@@ -325,9 +325,15 @@ FAVOUR_CUE_FEATURES = ("favour_topics", "favour_topics_forwarded", "asks", "asks
 # The sender's own CV, named in their words or attached, is a request for job help (LABELS.md), unless
 # it answers an advertised post or comes from a recruiter (the recipient's job), or the owner asked
 # for it in the quoted part (an existing arrangement). Enron's archive names attachments in the body.
-_OWN_CV = ("my resume", "my résumé", "my cv", "mon cv", "resume attached", "attached resume", "mon curriculum")
+_OWN_CV = ("resume attached", "attached resume")
+# "my resume", "my updated resume", "mon dernier CV": the possessive and up to two words before the CV
+_MY_CV = re.compile(r"\b(?:my|mon)\s+(?:[\w'-]+\s+){0,2}?(?:r[eé]sum[eé]|cv|curriculum)\b")
 _CV_FILE = re.compile(r"r[eé]sum[eé]|(?<![a-z])cv(?![a-z])|curriculum", re.I)
-_CV_FILE_IN_TEXT = re.compile(r"(?:r[eé]sum[eé]|cv)[^\s/]*\.(?:doc|docx|pdf|rtf|txt)\b")
+# A file name in the text: "JDoeResume.doc", or Enron's attachment marker "<<Resume Kent 1024.doc>>"
+_CV_FILE_IN_TEXT = re.compile(
+    r"(?:r[eé]sum[eé]|cv)[^\s/]*\.(?:doc|docx|pdf|rtf|txt)\b"
+    r"|<<[^<>\n]*(?:r[eé]sum[eé]|(?<![a-z])cv(?![a-z]))[^<>\n]*\.(?:doc|docx|pdf|rtf|txt)>>"
+)
 _FORMAL_APPLICATION = (
     "application for",
     "apply for",
@@ -387,6 +393,7 @@ def _sends_own_cv(m: ParsedMessage, own: str) -> bool:
     """The sender's own CV, named or attached, outside a formal application and not asked for by the owner."""
     names_cv = (
         any(word in own for word in _OWN_CV)
+        or (("resum" in own or "résum" in own or "cv" in own or "curriculum" in own) and _MY_CV.search(own) is not None)
         or any(_CV_FILE.search(a.filename) for a in m.attachments)
         or (("doc" in own or "pdf" in own) and _CV_FILE_IN_TEXT.search(own) is not None)
     )
