@@ -58,6 +58,9 @@ def main() -> int:
     if not args.corpus.is_dir():
         print(f"{args.corpus}: corpus not found; this comparison needs ../shared/corpus", file=sys.stderr)
         return 2
+    if args.save:
+        # made before the first candidate's minutes of work, not after them
+        args.save.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     examples = labelled_examples(args.corpus)
     messages = [e.message for e in examples]
