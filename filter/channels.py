@@ -25,7 +25,7 @@ from filter.message import ParsedMessage
 # A pickled pipeline calls the functions of this module by name, so changing what they compute
 # silently changes a shipped model. Bump this whenever a change here alters the features of an
 # already fitted pipeline; ModelBundle refuses a bundle built with another version.
-FEATURE_VERSION = 5
+FEATURE_VERSION = 6
 
 OWN_CHARS = 3000
 FORWARDED_CHARS = 3000
@@ -161,8 +161,17 @@ def _replace_links(text: str, replacement: str) -> str:
 
 
 def char_text(messages: Sequence[ParsedMessage], limit: int = CHAR_NGRAM_CHARS) -> list[str]:
-    """Subject and the start of the own text, for character n-grams (robust to spelling and inflection)."""
-    return [f"{m.subject}\n{_replace_links(m.own_text[: limit * 2], ' ')}"[:limit] for m in messages]
+    """Subject and the start of the own text, for character n-grams (robust to spelling and inflection).
+
+    Only a placeholder for English mail. The n-grams carry French inflection and accents
+    (French shares lose 0.10 F1 without them), but on English mail they
+    mostly learned the style of the training set's written mail: without
+    them, English shares gain 0.03 to 0.05 F1 in grouped cross-validation.
+    """
+    return [
+        EMPTY_MARK if m.language == "en" else f"{m.subject}\n{_replace_links(m.own_text[: limit * 2], ' ')}"[:limit]
+        for m in messages
+    ]
 
 
 def link_domains(messages: Sequence[ParsedMessage]) -> list[str]:

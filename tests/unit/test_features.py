@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from filter.channels import (
+    EMPTY_MARK,
     FAVOUR_CUE_FEATURES,
     STRUCTURE_FEATURES,
     asked_for,
+    char_text,
     favour_cues,
     link_domains,
     structure,
@@ -219,6 +221,16 @@ def test_link_domains_read_each_host_as_urlsplit_does(url: str) -> None:
 )
 def test_the_sender_saying_it_was_asked_for_counts_only_from_the_start_of_a_word(own: str, flag: float) -> None:
     assert asked_for([ParsedMessage(own_text=own)])[0, 0] == flag
+
+
+def test_character_text_is_a_placeholder_for_english_mail_only() -> None:
+    texts = char_text(
+        [
+            ParsedMessage(subject="Hello", own_text="See https://example.com/a", language=language)
+            for language in ("en", "fr", "unknown")
+        ]
+    )
+    assert texts == [EMPTY_MARK, "Hello\nSee  ", "Hello\nSee  "]
 
 
 def _cues(**fields: Any) -> dict[str, float]:
