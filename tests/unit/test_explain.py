@@ -121,8 +121,9 @@ def test_top_features_are_the_largest_pushes_in_order(bundle: ModelBundle) -> No
         assert down == sorted(down) and all(v < 0 for v in down)
         assert short[label].up == full[label].up[:3]
         assert short[label].down == full[label].down[:3]
-        assert len(up) == min(3, len(full[label].up))
-    assert max(len(full[label].up) for label in bundle.labels) > 3
+        assert len(down) == 3
+    # a request: many of its words push the favour score up (the tiny model sees few shares in English)
+    assert len(short["favour_request"].up) == 3
 
 
 def test_words_of_a_request_push_the_favour_score_up(bundle: ModelBundle) -> None:
