@@ -25,7 +25,7 @@ from filter.message import ParsedMessage
 # A pickled pipeline calls the functions of this module by name, so changing what they compute
 # silently changes a shipped model. Bump this whenever a change here alters the features of an
 # already fitted pipeline; ModelBundle refuses a bundle built with another version.
-FEATURE_VERSION = 6
+FEATURE_VERSION = 7
 
 OWN_CHARS = 3000
 FORWARDED_CHARS = 3000
@@ -330,7 +330,7 @@ _ALL_CUE_WORDS = (
     tuple(dict.fromkeys(_ASKS_EN + _ASKS_FR)),
 )
 _SENTENCE_END = re.compile(r"[.!?\n]")
-FAVOUR_CUE_FEATURES = ("favour_topics", "favour_topics_forwarded", "asks", "asks_about_topic", "own_cv")
+FAVOUR_CUE_FEATURES = ("favour_topics", "favour_topics_forwarded", "asks", "asks_about_topic", "own_cv", "recruiting")
 # The sender's own CV, named in their words or attached, is a request for job help (LABELS.md), unless
 # it answers an advertised post or comes from a recruiter (the recipient's job), or the owner asked
 # for it in the quoted part (an existing arrangement). Enron's archive names attachments in the body.
@@ -343,6 +343,16 @@ _CV_FILE_IN_TEXT = re.compile(
     r"(?:r[eé]sum[eé]|cv)[^\s/]*\.(?:doc|docx|pdf|rtf|txt)\b"
     r"|<<[^<>\n]*(?:r[eé]sum[eé]|(?<![a-z])cv(?![a-z]))[^<>\n]*\.(?:doc|docx|pdf|rtf|txt)>>"
 )
+# Every file name _CV_FILE_IN_TEXT accepts holds one of these: a cheap test before the search.
+_CV_EXTENSIONS = (".doc", ".pdf", ".rtf", ".txt")
+# A recruiter at work: a role to fill, a client, a bonus for referrals. Their asks ("point anyone
+# from your network our way") are their business, not a favour (LABELS.md). Both languages, always.
+_RECRUITING = (
+    "recruiter", "recruiting", "talent acquisition", "talent team", "headhunter", "head hunter",
+    "we're hiring", "we are hiring", "referral bonus", "search firm", "executive search", "my client",
+    "our client", "chasseur de têtes", "chasseuse de têtes", "cabinet de recrutement", "nous recrutons",
+    "chargé de recrutement", "chargée de recrutement", "notre client",
+)  # fmt: skip
 _FORMAL_APPLICATION = (
     "application for",
     "apply for",
@@ -369,7 +379,8 @@ def favour_cues(messages: Sequence[ParsedMessage]) -> np.ndarray[Any, np.dtype[n
     text, and the sentences of the own text that hold both: "if you hear of
     any openings, let me know" is a favour, where "please send the
     position report" is not. Last, whether the sender sends their own CV
-    outside a formal application (``_sends_own_cv``).
+    outside a formal application (``_sends_own_cv``), and whether they
+    write as a recruiter does.
     """
     rows: list[tuple[float, ...]] = []
     for m in messages:
@@ -393,6 +404,7 @@ def favour_cues(messages: Sequence[ParsedMessage]) -> np.ndarray[Any, np.dtype[n
                 min(asks, 4) / 4,
                 min(both, 2) / 2,
                 float(_sends_own_cv(m, own)),
+                min(sum(map(own.count, _RECRUITING)), 2) / 2,
             )
         )
     return np.array(rows, dtype=np.float32).reshape(len(messages), len(FAVOUR_CUE_FEATURES))
@@ -404,7 +416,7 @@ def _sends_own_cv(m: ParsedMessage, own: str) -> bool:
         any(word in own for word in _OWN_CV)
         or (("resum" in own or "résum" in own or "cv" in own or "curriculum" in own) and _MY_CV.search(own) is not None)
         or any(_CV_FILE.search(a.filename) for a in m.attachments)
-        or (("doc" in own or "pdf" in own) and _CV_FILE_IN_TEXT.search(own) is not None)
+        or (any(extension in own for extension in _CV_EXTENSIONS) and _CV_FILE_IN_TEXT.search(own) is not None)
     )
     if not names_cv:
         return False

@@ -267,6 +267,21 @@ def test_favour_cues_read_each_language_in_its_own_words() -> None:
     assert _cues(own_text=french, language="unknown")["asks_about_topic"] == 0.5
 
 
+@pytest.mark.parametrize(
+    ("own_text", "language", "expected"),
+    [
+        ("I'm a recruiter at Lumen. We're hiring; we pay a referral bonus.", "en", 1.0),
+        ("Notre client, une PME lyonnaise, recrute un directeur financier.", "fr", 0.5),
+        ("I was laid off. Do you know a good recruiter?", "en", 0.5),
+        ("Could you introduce me to your head of sales?", "en", 0.0),
+    ],
+)
+def test_recruiting_counts_a_recruiter_s_words_in_either_language(
+    own_text: str, language: str, expected: float
+) -> None:
+    assert _cues(own_text=own_text, language=language)["recruiting"] == expected
+
+
 def test_favour_topics_in_a_forwarded_plea_count_apart_from_the_own_text() -> None:
     cues = _cues(own_text="See below.", forwarded_text="My son needs an internship. Any contact?", language="en")
     assert cues["favour_topics"] == 0.0 and cues["favour_topics_forwarded"] == 0.75
@@ -281,6 +296,8 @@ def test_favour_topics_in_a_forwarded_plea_count_apart_from_the_own_text() -> No
         ({"own_text": "I am attaching a copy of my updated resume."}, 1.0),
         ({"own_text": "Voici mon dernier CV."}, 1.0),
         ({"own_text": "Please see the attached.\n<<Resume Cover Letter 1024.doc>>"}, 1.0),
+        ({"own_text": "Here it is in plain text.\n<<jdoe_resume.rtf>>"}, 1.0),
+        ({"own_text": "Pasted below, and as a file: kim-cv.txt"}, 1.0),
         ({"own_text": "My notes on the resume of talks are attached"}, 0.0),
         ({"own_text": "See attached", "attachments": (Attachment("application/pdf", "Jane_CV.pdf", 900),)}, 1.0),
         ({"own_text": "Please find my resume attached.", "subject": "Application for Analyst (REQ-1149)"}, 0.0),
