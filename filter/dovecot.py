@@ -406,6 +406,9 @@ class LocalDovecot:
             f'  mailbox "{folder}" {{\n    special_use = {attribute}\n  }}\n'
             for folder, attribute in self.special_use.items()
         )
+        # IDLE learns of new mail from inotify; a change that lands while an
+        # IDLE starts can be missed until the next timed check, 30 s by
+        # default, longer than a test waits: check every second instead.
         # The auth penalty (anvil-auth-penalty) would delay every login for up
         # to 15 s after a test's deliberate failed login; a listener with mode
         # 0 turns it off (auth then logs that it cannot connect to it).
@@ -425,6 +428,7 @@ last_valid_uid = {self._mail_uid}
 auth_mechanisms = plain login
 disable_plaintext_auth = no
 auth_failure_delay = 0
+mailbox_idle_check_interval = 1 secs
 {capability}mail_location = maildir:{runtime / "mail"}/%u:LAYOUT=fs
 namespace inbox {{
   inbox = yes
