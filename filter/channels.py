@@ -338,13 +338,14 @@ _OWN_CV = ("resume attached", "attached resume")
 # "my resume", "my updated resume", "mon dernier CV": the possessive and up to two words before the CV
 _MY_CV = re.compile(r"\b(?:my|mon)\s+(?:[\w'-]+\s+){0,2}?(?:r[eé]sum[eé]|cv|curriculum)\b")
 _CV_FILE = re.compile(r"r[eé]sum[eé]|(?<![a-z])cv(?![a-z])|curriculum", re.I)
-# A file name in the text: "JDoeResume.doc", or Enron's attachment marker "<<Resume Kent 1024.doc>>"
+# A file name in the text: "JDoeResume.doc", or Enron's attachment marker "<<Resume Kent 1024.doc>>".
+# One list of extensions for the pattern and for the cheap test before it, so the two cannot drift.
+_CV_EXTENSIONS = (".doc", ".docx", ".pdf", ".rtf", ".txt")
+_CV_EXTENSION = "(?:" + "|".join(re.escape(extension) for extension in _CV_EXTENSIONS) + ")"
 _CV_FILE_IN_TEXT = re.compile(
-    r"(?:r[eé]sum[eé]|cv)[^\s/]*\.(?:doc|docx|pdf|rtf|txt)\b"
-    r"|<<[^<>\n]*(?:r[eé]sum[eé]|(?<![a-z])cv(?![a-z]))[^<>\n]*\.(?:doc|docx|pdf|rtf|txt)>>"
+    rf"(?:r[eé]sum[eé]|cv)[^\s/]*{_CV_EXTENSION}\b"
+    rf"|<<[^<>\n]*(?:r[eé]sum[eé]|(?<![a-z])cv(?![a-z]))[^<>\n]*{_CV_EXTENSION}>>"
 )
-# Every file name _CV_FILE_IN_TEXT accepts holds one of these: a cheap test before the search.
-_CV_EXTENSIONS = (".doc", ".pdf", ".rtf", ".txt")
 # A recruiter at work: a role to fill, a client, a bonus for referrals. Their asks ("point anyone
 # from your network our way") are their business, not a favour (LABELS.md). Both languages, always.
 _RECRUITING = (
