@@ -406,9 +406,9 @@ class LocalDovecot:
             f'  mailbox "{folder}" {{\n    special_use = {attribute}\n  }}\n'
             for folder, attribute in self.special_use.items()
         )
-        # IDLE learns of new mail from inotify; a change that lands while an
-        # IDLE starts can be missed until the next timed check, 30 s by
-        # default, longer than a test waits: check every second instead.
+        # IDLE learns of new mail from inotify; where inotify is not to be had
+        # (its per-user instance limit spent), Dovecot falls back to a timed
+        # check, 30 s by default, as long as a test waits: check every second.
         # The auth penalty (anvil-auth-penalty) would delay every login for up
         # to 15 s after a test's deliberate failed login; a listener with mode
         # 0 turns it off (auth then logs that it cannot connect to it).
