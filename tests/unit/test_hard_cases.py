@@ -29,7 +29,13 @@ CASES = _cases()
 
 # Cases the shipped model is known to get wrong, with why. They stay here, marked as expected
 # failures that must fail (strict): when a retrained model gets one right, the mark has to go.
-KNOWN_MISSES: dict[str, str] = {}
+KNOWN_MISSES: dict[str, str] = {
+    "recruiter-en-2": (
+        "an in-house recruiter asking for a chat and for referrals reads like a favour request; the written"
+        " training mail names 'a role' in the subject only in requests (models/probe-recruiting/ and the"
+        " README say what training on recruiter mail did to the thresholds)"
+    ),
+}
 
 
 def _params() -> list[object]:
