@@ -147,6 +147,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--folds", type=_folds, default=5, metavar="N", help="cross-validation folds (default 5)")
     train.add_argument(
+        "--repeats",
+        type=_repeats,
+        default=_DEFAULT_REPEATS,
+        metavar="N",
+        help=f"partitions into folds whose out-of-fold scores choose the thresholds together (default "
+        f"{_DEFAULT_REPEATS}; each one costs a full cross-validation, and with 1 the thresholds move more "
+        "with the partition)",
+    )
+    train.add_argument(
         "--group-by",
         choices=("sender", "folder"),
         default="sender",
@@ -192,6 +201,21 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--skip-unlabelled", action="store_true", help="leave out messages without a label, with a warning"
     )
+
+
+# filter.train.DEFAULT_REPEATS, written out so that starting the command imports no scikit-learn
+# (a test keeps the two equal).
+_DEFAULT_REPEATS = 3
+
+
+def _repeats(value: str) -> int:
+    try:
+        repeats = int(value)
+    except ValueError:
+        repeats = 0
+    if not 1 <= repeats <= 20:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of partitions; give 1 to 20")
+    return repeats
 
 
 def _folds(value: str) -> int:
@@ -709,15 +733,20 @@ def _train(args: argparse.Namespace) -> int:
         if not any(e.labels.get(label) for e in examples):
             log.warning("no message is labelled %s: the model will never flag it", label)
     log.info(
-        "training on %d messages from %d %s, %d-fold cross-validation",
+        "training on %d messages from %d %s, %d-fold cross-validation over %d partition(s)",
         len(examples),
         len(set(groups)),
         kind,
         min(args.folds, len(set(groups))),
+        args.repeats,
     )
     try:
         pipeline, metrics = train(
-            [(e.message, e.labels) for e in examples], groups, n_splits=args.folds, sources=[e.source for e in examples]
+            [(e.message, e.labels) for e in examples],
+            groups,
+            n_splits=args.folds,
+            sources=[e.source for e in examples],
+            repeats=args.repeats,
         )
     except ValueError as exc:
         raise UsageError(f"train: cannot train on these {len(examples)} messages ({exc})") from exc

@@ -91,6 +91,7 @@ def test_train_writes_a_bundle_that_evaluate_measures(tmp_path: Path, capsys: py
     card = json.loads((model / "card.json").read_text())
     assert card["training_data"]["messages"] == 30
     assert card["metrics"]["cv"]["grouped_by"] == "sender address"
+    assert card["metrics"]["cv"]["partitions"] == 3, "thresholds come from three partitions into folds by default"
     plot = tmp_path / "pr.svg"
     assert main(["evaluate", str(tmp_path / "mail"), "--model", str(model), "--json", "--plot", str(plot)]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -120,6 +121,9 @@ def test_evaluate_refuses_a_plot_it_cannot_write_before_doing_any_work(
 def test_train_needs_two_folds_and_labelled_mail(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as info:
         main(["train", str(tmp_path), "--out", str(tmp_path / "model"), "--folds", "1"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main(["train", str(tmp_path), "--out", str(tmp_path / "model"), "--repeats", "0"])
     assert info.value.code == 2
     (tmp_path / "misc").mkdir()
     (tmp_path / "misc" / "a.eml").write_bytes(b"From: a@example.org\nSubject: x\n\nhello there\n")

@@ -22,7 +22,15 @@ from filter.channels import (
 )
 from filter.features import FAMILIES, CompactTfidfVectorizer, build_pipeline
 from filter.message import Attachment, ParsedMessage
-from filter.train import FALLBACK_THRESHOLD, choose_thresholds, cv_metrics, operating_points, strict_threshold
+from filter.train import (
+    DEFAULT_REPEATS,
+    FALLBACK_THRESHOLD,
+    choose_thresholds,
+    cv_metrics,
+    group_partitions,
+    operating_points,
+    strict_threshold,
+)
 
 SHARE = "Thought you might find this article interesting: ports automate night shifts, case {n}"
 REQUEST = "Could you introduce me to your HR team? I am looking for a job, case {n}"
@@ -73,6 +81,56 @@ def test_cv_metrics_report_ordinary_mail_flagged_per_language() -> None:
     assert metrics["ordinary_flagged"] == pytest.approx(1 / 3, abs=1e-3)
     assert flagged_en == 1.0
     assert metrics["by_language"]["fr"]["ordinary_flagged"] == 0.0
+
+
+def test_group_partitions_keep_every_group_whole_and_start_with_group_kfold() -> None:
+    from sklearn.model_selection import GroupKFold
+
+    rng = np.random.default_rng(1)
+    groups = [f"box{int(g)}" for g in rng.integers(0, 40, 600)]
+    partitions = group_partitions(groups, n_splits=5, repeats=3)
+    assert len(partitions) == 3
+    first = np.zeros(len(groups), dtype=np.int64)
+    for fold, (_, test_idx) in enumerate(GroupKFold(n_splits=5).split(groups, groups=groups)):
+        first[test_idx] = fold
+    assert (partitions[0] == first).all()
+    group_array = np.asarray(groups)
+    for folds in partitions:
+        assert sorted(set(folds.tolist())) == [0, 1, 2, 3, 4], "no fold is empty"
+        for name in set(groups):
+            assert len(set(folds[group_array == name].tolist())) == 1, f"{name} is split across folds"
+    assert not (partitions[1] == partitions[2]).all(), "the repeats are different partitions"
+    assert all((a == b).all() for a, b in zip(partitions, group_partitions(groups, n_splits=5, repeats=3), strict=True))
+
+
+def test_group_partitions_with_fewer_groups_than_folds_use_one_fold_per_group() -> None:
+    partitions = group_partitions(["a", "b", "a", "b", "b"], n_splits=5, repeats=2)
+    for folds in partitions:
+        assert sorted(set(folds.tolist())) == [0, 1]
+
+
+def test_thresholds_are_chosen_on_every_partition_and_figures_come_from_the_first() -> None:
+    rng = np.random.default_rng(2)
+    truth = np.array([1] * 60 + [0] * 400)
+    y, _ = _one_label(truth, truth.astype(float))
+    runs = [
+        np.stack([np.clip(truth * 0.5 + rng.uniform(0.0, 0.5, len(truth)), 0, 1), np.zeros(len(truth))], axis=1)
+        for _ in range(3)
+    ]
+    metrics = cv_metrics(y, runs[0], more_scores=runs[1:])
+    pooled = operating_points(np.concatenate([y] * 3), np.concatenate(runs))[0]
+    assert metrics["thresholds"] == pooled
+    assert "3 partitions" in metrics["threshold_rule"]
+    label = metrics["article_share"]
+    assert label["positives"] == 60, "figures count each message once"
+    predicted = runs[0][:, 0] >= pooled["article_share"]
+    assert label["at_threshold"]["tp"] == int((predicted & (truth == 1)).sum())
+
+
+def test_the_command_line_default_of_repeats_is_trainings() -> None:
+    from filter import cli
+
+    assert cli._DEFAULT_REPEATS == DEFAULT_REPEATS
 
 
 def _one_label(truth: np.ndarray[Any, Any], scores: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], ...]:
