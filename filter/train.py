@@ -226,17 +226,16 @@ def cv_metrics(
     the figures are those of ``scores``.
     """
     rounds = 1 + len(more_scores)
-    all_y = np.concatenate([y] * rounds) if more_scores else y
-    all_scores = np.concatenate([scores, *more_scores]) if more_scores else scores
+    all_y = np.concatenate([y] * rounds)
+    all_scores = np.concatenate([scores, *more_scores])
     all_languages = None if languages is None else list(languages) * rounds
     all_sources = None if sources is None else list(sources) * rounds
     thresholds, reason, offsets = operating_points(
         all_y, all_scores, languages=all_languages, sources=all_sources, labels=labels
     )
     if offsets:
-        shifts = offset_arrays(offsets, labels)
-        scores = shift_by_language(scores, [] if languages is None else list(languages), shifts)
-        all_scores = shift_by_language(all_scores, [] if all_languages is None else all_languages, shifts)
+        all_scores = shift_by_language(all_scores, all_languages or [], offset_arrays(offsets, labels))
+    scores = all_scores[: len(y)]
     metrics: dict[str, Any] = {
         "thresholds": thresholds,
         "threshold_rule": (
