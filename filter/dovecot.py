@@ -295,10 +295,14 @@ class LocalDovecot:
         """The names of all of ``user``'s folders, sorted."""
         return sorted(line for line in self.doveadm("mailbox", "list", "-u", user).splitlines() if line)
 
-    def append(self, user: str, folder: str, data: bytes, flags: Sequence[str] = ()) -> int:
-        """APPEND ``data`` to ``folder`` with ``flags``; returns the new message's UID (RFC 4315 APPENDUID)."""
+    def append(self, user: str, folder: str, data: bytes, flags: Sequence[str] = (), internaldate: str = "") -> int:
+        """APPEND ``data`` to ``folder`` with ``flags``; returns the new message's UID (RFC 4315 APPENDUID).
+
+        ``internaldate`` sets INTERNALDATE, quoted as IMAP writes it
+        ('"02-Mar-2026 10:00:00 +0000"'); by default the server uses the time of arrival.
+        """
         with self._session(user) as imap:
-            typ, response = imap.append(_quote(folder), " ".join(flags), "", data)
+            typ, response = imap.append(_quote(folder), " ".join(flags), internaldate, data)
             _check(typ, response, f"APPEND to {folder}")
         match = re.search(rb"\[APPENDUID \d+ (\d+)\]", response[0] or b"")
         if not match:

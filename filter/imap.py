@@ -20,6 +20,7 @@ Three things matter more here than anywhere else in the filter:
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import imaplib
 import logging
 import ssl
@@ -56,6 +57,12 @@ if _imapclient_log.level == logging.NOTSET:
 
 _FETCH_CHUNK = 50
 _FINGERPRINT_CHUNK = 500
+# UIDs per SEARCH: imaplib refuses reply lines over 1,000,000 bytes, and
+# 50,000 UIDs of up to 9 digits and a space stay well under that.
+_SEARCH_WINDOW = 50_000
+# Bytes per partial FETCH when comparing two messages' contents.
+_DIGEST_CHUNK = 1 << 20
+_MESSAGE_ID_ITEM = "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
 _IDLE_STEP = 1.0
 _CHANGE_RESPONSES = frozenset({b"EXISTS", b"RECENT", b"EXPUNGE", b"FETCH"})
 _DELETED = "\\Deleted"
@@ -85,6 +92,7 @@ class ImapMailbox:
         self._capabilities: frozenset[str] = frozenset()
         self._selected: str | None = None
         self._uidvalidity = 0
+        self._uidnext = 0
         self._permanent_flags: frozenset[str] = frozenset()
         self._warned_no_uidplus = False
 
@@ -189,6 +197,7 @@ class ImapMailbox:
         status = self._status_of("SELECT", folder, response)
         self._selected = folder
         self._uidvalidity = status.uidvalidity
+        self._uidnext = status.uidnext
         self._permanent_flags = frozenset(_text(flag) for flag in response.get(b"PERMANENTFLAGS", ()))
         log.debug("%s: selected %s %s", self._where, folder, status)
         return status
@@ -218,7 +227,9 @@ class ImapMailbox:
             if self._folder_exists(folder):
                 raise
             raise FolderError(f"{self._where}: folder {folder!r} does not exist") from exc
-        return self._status_of("EXAMINE", folder, response)
+        status = self._status_of("EXAMINE", folder, response)
+        self._uidnext = status.uidnext
+        return status
 
     def _leave_examined(self) -> None:
         """Close the folder EXAMINEd for a lookup, with UNSELECT (RFC 3691) where the server has it.
@@ -232,18 +243,29 @@ class ImapMailbox:
     def _forget_selection(self) -> None:
         self._selected = None
         self._uidvalidity = 0
+        self._uidnext = 0
         self._permanent_flags = frozenset()
 
     def search_uids(self, first_uid: int = 1) -> list[int]:
         """UIDs >= ``first_uid`` in the selected folder, ascending.
 
-        ``UID first:*`` also matches the highest UID when ``first`` is above
-        it (RFC 9051 section 6.4.4: ``*`` is the largest UID in use, and
-        ``n:m`` is the same as ``m:n``), so the result is filtered.
+        The SEARCH goes in windows of _SEARCH_WINDOW UIDs up to the UIDNEXT
+        the folder had when it was opened, then one open window ``UID n:*``
+        for what arrived since: the reply to one SEARCH is one line, and a
+        folder of a few hundred thousand messages would make that line
+        longer than imaplib accepts. ``UID n:*`` also matches the highest
+        UID when ``n`` is above it (RFC 9051 section 6.4.4: ``*`` is the
+        largest UID in use, and ``n:m`` is the same as ``m:n``), so the
+        result is filtered.
         """
         self._announced_new_mail()  # what came before this SEARCH, the SEARCH sees
-        uids = self._session.search(["UID", f"{max(first_uid, 1)}:*"])
-        return sorted(uid for uid in uids if uid >= first_uid)
+        low = max(first_uid, 1)
+        found: set[int] = set()
+        while low + _SEARCH_WINDOW < self._uidnext:
+            found.update(self._session.search(["UID", f"{low}:{low + _SEARCH_WINDOW - 1}"]))
+            low += _SEARCH_WINDOW
+        found.update(self._session.search(["UID", f"{low}:*"]))
+        return sorted(uid for uid in found if uid >= first_uid)
 
     def _announced_new_mail(self) -> bool:
         """Whether an EXISTS or RECENT came in the reply to an earlier command; forgets it.
@@ -265,7 +287,7 @@ class ImapMailbox:
     def fingerprints(self, uids: Sequence[int]) -> dict[int, Fingerprint]:
         """Size, INTERNALDATE and Message-ID of each UID, without touching \\Seen (BODY.PEEK)."""
         found: dict[int, Fingerprint] = {}
-        items = ["RFC822.SIZE", "INTERNALDATE", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]
+        items = ["RFC822.SIZE", "INTERNALDATE", _MESSAGE_ID_ITEM]
         for chunk in _chunks(sorted(set(uids)), _FINGERPRINT_CHUNK):
             for uid, data in self._session.fetch(chunk, items).items():
                 found[uid] = Fingerprint(
@@ -283,7 +305,9 @@ class ImapMailbox:
         unset. UIDs expunged meanwhile are left out.
         """
         messages: list[RawMessage] = []
-        items = ["FLAGS", "RFC822.SIZE", "INTERNALDATE", f"BODY.PEEK[]<0.{max_bytes}>"]
+        # The Message-ID comes from its own header item, as in ``fingerprints``: cut at
+        # ``max_bytes``, a long header would lose it and the two would disagree.
+        items = ["FLAGS", "RFC822.SIZE", "INTERNALDATE", f"BODY.PEEK[]<0.{max_bytes}>", _MESSAGE_ID_ITEM]
         for chunk in _chunks(sorted(set(uids)), _FETCH_CHUNK):
             response = self._session.fetch(chunk, items)
             for uid in chunk:
@@ -301,12 +325,12 @@ class ImapMailbox:
                         internaldate=_datetime(data.get(b"INTERNALDATE")),
                         data=body,
                         truncated=size > len(body),
-                        message_id=message_id_of(body),
+                        message_id=message_id_of(_header_block(data)),
                     )
                 )
         return messages
 
-    def contains(self, folder: str, fingerprint: Fingerprint) -> bool:
+    def contains(self, folder: str, fingerprint: Fingerprint, original: int | None = None) -> bool:
         """Whether ``folder`` holds a message with this fingerprint.
 
         Used after a crash between COPY and EXPUNGE, to tell a message that
@@ -321,8 +345,18 @@ class ImapMailbox:
         without one, by exact size via LARGER/SMALLER, RFC 9051 section
         6.4.4) and then compared on Message-ID, size and INTERNALDATE, which
         COPY and MOVE preserve.
+
+        With ``original``, a UID of the selected folder, a candidate must
+        also have that message's exact bytes (compared by SHA-256, read in
+        partial fetches): the answer then decides whether the original may
+        be expunged, and two messages can share a fingerprint (no
+        Message-ID, same size, same second), so the fingerprint alone
+        must not decide it.
         """
         if not self._folder_exists(folder):
+            return False
+        digest = None if original is None else self._digest(original, fingerprint.size)
+        if original is not None and digest is None:
             return False
         previous, previous_uidvalidity = self._selected, self._uidvalidity
         try:
@@ -332,7 +366,8 @@ class ImapMailbox:
             else:
                 size = fingerprint.size
                 candidates = self._session.search(["LARGER", max(size - 1, 0), "SMALLER", size + 1])
-            found = any(_same(fingerprint, other) for other in self.fingerprints(candidates).values())
+            alike = [uid for uid, other in self.fingerprints(candidates).items() if _same(fingerprint, other)]
+            found = any(digest is None or self._digest(uid, fingerprint.size) == digest for uid in alike)
         finally:
             if previous is not None:
                 status = self.select(previous)
@@ -345,6 +380,27 @@ class ImapMailbox:
                 self._leave_examined()
         log.debug("%s: %s %s message %r", self._where, folder, "holds" if found else "lacks", fingerprint)
         return found
+
+    def _digest(self, uid: int, size: int) -> str | None:
+        """SHA-256 of the whole message ``uid`` of the selected folder, or None once it is gone.
+
+        Read in partial fetches of _DIGEST_CHUNK bytes (BODY.PEEK[]<offset.n>,
+        RFC 9051 section 6.4.5), so a large message never sits in memory
+        whole, and \\Seen is left as it is.
+        """
+        digest = hashlib.sha256()
+        offset = 0
+        while True:
+            data = self._session.fetch([uid], [f"BODY.PEEK[]<{offset}.{_DIGEST_CHUNK}>"]).get(uid)
+            if data is None:
+                return None
+            part = next((value for key, value in data.items() if key.upper().startswith(b"BODY[]")), None)
+            if not isinstance(part, bytes):
+                return None if offset == 0 and size else digest.hexdigest()
+            digest.update(part)
+            offset += len(part)
+            if len(part) < _DIGEST_CHUNK:
+                return digest.hexdigest()
 
     def _search_message_id(self, message_id: str) -> list[int]:
         """UIDs in the selected folder whose Message-ID header contains ``message_id``.

@@ -117,8 +117,13 @@ class Mailbox(Protocol):
     def fetch(self, uids: Sequence[int], max_bytes: int) -> list[RawMessage]:
         """The messages with these UIDs, each cut at ``max_bytes``; \\Seen is left untouched."""
 
-    def contains(self, folder: str, fingerprint: Fingerprint) -> bool:
-        """Whether ``folder`` holds a message with this fingerprint (for crash recovery)."""
+    def contains(self, folder: str, fingerprint: Fingerprint, original: int | None = None) -> bool:
+        """Whether ``folder`` holds a message with this fingerprint (for crash recovery).
+
+        With ``original`` (a UID of the selected folder), the message found
+        must also have the same bytes as that one: only then may the
+        original be removed.
+        """
 
     def ensure_folder(self, folder: str) -> None:
         """CREATE ``folder`` when it does not exist yet, and subscribe to it."""

@@ -198,7 +198,6 @@ class AccountRunner:
         uv = status.uidvalidity
         report = PassReport(name, uv)
         known = self.state.known_uidvalidities(name, watch)
-        self.state.start_epoch(name, watch, uv, self.clock())
         current: dict[str, int] | None = None
         if known and uv not in known:
             log.warning(
@@ -210,6 +209,8 @@ class AccountRunner:
             )
             current = self._current_fingerprints()
             report.carried_over = self._carry_over(uv, current)
+        # Only once the carry-over is committed: one cut short is done again in full next time.
+        self.state.start_epoch(name, watch, uv, self.clock())
         report.recovered = self._recover_intents(uv, current)
         while not should_stop():
             start = self.state.scanned_to(name, watch, uv)
@@ -445,8 +446,11 @@ class AccountRunner:
     def _carry_over(self, uv: int, current: Mapping[str, int]) -> int:
         """After a UIDVALIDITY change: mark messages judged in an earlier epoch as handled."""
         name, watch = self.account.name, self.account.watch
+        done = self.state.handled_uids(name, watch, uv, current.values())
         rows = []
         for key, uid in sorted(current.items(), key=lambda kv: kv[1]):
+            if uid in done:
+                continue
             earlier = self.state.earlier_action(name, watch, key)
             if earlier is not None:
                 reason = f"already handled ({earlier}) before UIDVALIDITY changed to {uv}"
@@ -471,11 +475,14 @@ class AccountRunner:
                 uid = current.get(key)
             decision = intent.decision
             if decision.action == "move":
-                in_target = self.mailbox.contains(intent.target, fp)
+                # With the original still here, only a byte-identical copy lets it be removed.
+                in_target = self.mailbox.contains(intent.target, fp, uid)
                 if uid is not None and in_target:
                     self.mailbox.remove_copied([uid])
                     note = "copy found in the target after an interruption; original removed"
                 elif uid is not None:
+                    # The folder may be gone by now (renamed in the config, deleted by the owner).
+                    self.mailbox.ensure_folder(intent.target)
                     self.mailbox.add_keywords([uid], decision.keywords)
                     self.mailbox.move([uid], intent.target)
                     note = "move redone after an interruption"

@@ -262,10 +262,14 @@ class State:
 
     @_serialised
     def earlier_action(self, account: str, mailbox: str, fp_key: str) -> str | None:
-        """The action last recorded for a message with this fingerprint key, in any epoch."""
+        """The action recorded for a message with this fingerprint key, in any epoch.
+
+        "move" whenever it was ever moved, else the latest: a message the owner
+        brought back stays theirs however often it comes and goes.
+        """
         row = self._db.execute(
             "SELECT action FROM handled WHERE account=? AND mailbox=? AND fp_key=? "
-            "ORDER BY uidvalidity DESC, uid DESC LIMIT 1",
+            "ORDER BY action = 'move' DESC, uidvalidity DESC, uid DESC LIMIT 1",
             (account, mailbox, fp_key),
         ).fetchone()
         return None if row is None else str(row[0])

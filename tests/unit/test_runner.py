@@ -113,9 +113,12 @@ class FakeMailbox:
                 )
         return out
 
-    def contains(self, folder: str, fingerprint: Fingerprint) -> bool:
+    def contains(self, folder: str, fingerprint: Fingerprint, original: int | None = None) -> bool:
         target = self.server.folders.get(folder)
-        return target is not None and any(_fp(d) == fingerprint for d, _ in target.messages.values())
+        if target is None:
+            return False
+        same = None if original is None else self._folder().messages.get(original, (None,))[0]
+        return any(_fp(d) == fingerprint and (original is None or d == same) for d, _ in target.messages.values())
 
     def ensure_folder(self, folder: str) -> None:
         self.server.folders.setdefault(folder, Folder())

@@ -1,0 +1,243 @@
+"""Recovery against a real Dovecot: crashes mid-move, UIDVALIDITY changes, renamed folders, big folders.
+
+Each test drives an ``AccountRunner`` in this process, with an
+``ImapMailbox`` whose ``move`` or ``remove_copied`` can raise at a chosen
+point, as a process killed there would stop. A new runner on the same state
+file plays the restarted daemon. The scorer reads the subject ("article"
+or "favour"), so the tests are about mail handling, not the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import filter.imap
+from filter.config import parse_config
+from filter.dovecot import CAPABILITIES_NO_MOVE, DEFAULT_USER, LocalDovecot, unavailable_reason
+from filter.imap import ImapMailbox
+from filter.mailbox import ConnectionLost
+from filter.message import ParsedMessage
+from filter.model import Scores
+from filter.runner import AccountRunner
+from filter.state import State
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(unavailable_reason() is not None, reason=unavailable_reason() or ""),
+]
+
+ARTICLES = "Networking/Articles"
+THRESHOLDS = {"article_share": 0.8, "favour_request": 0.8}
+
+
+class Killed(Exception):
+    """The process stops here."""
+
+
+class ByKeyword:
+    """'article' or 'favour' in the subject scores 0.99 for that label, else 0.01."""
+
+    def score(self, messages: Sequence[ParsedMessage]) -> list[Scores]:
+        return [
+            Scores({label: 0.99 if word in m.subject.lower() else 0.01 for label, word in _WORDS.items()})
+            for m in messages
+        ]
+
+
+_WORDS = {"article_share": "article", "favour_request": "favour"}
+
+
+class Stopping(ImapMailbox):
+    """An ImapMailbox that stops at ``point``: "move" (before MOVE or COPY) or "remove" (after COPY)."""
+
+    point = "move"
+
+    def move(self, uids: Sequence[int], folder: str) -> None:
+        if self.point == "move":
+            raise Killed("before MOVE")
+        if self.point == "remove" and "MOVE" not in self.capabilities():
+            self._copy_only(uids, folder)
+            raise Killed("after COPY, before STORE and EXPUNGE")
+        super().move(uids, folder)
+
+    def _copy_only(self, uids: Sequence[int], folder: str) -> None:
+        self._session.copy(list(uids), folder)
+
+
+@pytest.fixture
+def runner_for(tmp_path: Path) -> Iterator[Callable[..., AccountRunner]]:
+    """Make a connected, prepared runner on one state file (the same for every runner of a test)."""
+    opened: list[AccountRunner] = []
+    state = State.open(tmp_path / "state.sqlite3")
+
+    def make(
+        server: LocalDovecot,
+        mailbox: type[ImapMailbox] = ImapMailbox,
+        thresholds: dict[str, float] | None = None,
+        **settings: Any,
+    ) -> AccountRunner:
+        account: dict[str, Any] = {
+            "name": "home",
+            "host": server.host,
+            "port": server.port,
+            "security": "plain",
+            "username": DEFAULT_USER,
+            "password_env": "UNUSED",
+        }
+        account.update(settings.pop("account", {}))
+        config = parse_config({"accounts": [account], **settings})
+        box = mailbox(config.accounts[0], server.users[DEFAULT_USER])
+        box.connect()
+        runner = AccountRunner(config, config.accounts[0], box, ByKeyword(), thresholds or THRESHOLDS, state)
+        runner.prepare()
+        opened.append(runner)
+        return runner
+
+    yield make
+    for runner in opened:
+        runner.mailbox.close()
+    state.close()
+
+
+def message(n: int, subject: str, message_id: bool = True) -> bytes:
+    head = f"From: sender{n}@example.org\r\nTo: owner@example.org\r\nSubject: {subject}\r\n"
+    if message_id:
+        head += f"Message-ID: <r{n}@example.org>\r\n"
+    return (head + f"\r\nMessage number {n}.\r\n").encode()
+
+
+def every_message(server: LocalDovecot, *folders: str) -> list[bytes]:
+    return sorted(data for folder in ("INBOX", *folders) for data in server.messages(DEFAULT_USER, folder))
+
+
+@pytest.mark.parametrize("point, capabilities", [("move", None), ("remove", CAPABILITIES_NO_MOVE)])
+def test_messages_sharing_a_fingerprint_are_never_taken_for_each_other(
+    dovecot_factory: Callable[..., LocalDovecot],
+    runner_for: Callable[..., AccountRunner],
+    point: str,
+    capabilities: Any,
+) -> None:
+    # Two alerts without a Message-ID, of one size, arriving in one second: one fingerprint, two messages.
+    first = b"From: alerts@monitor.example\r\nSubject: an article on disk sda1 at 91%\r\n\r\nHost web1: 91% full.\r\n"
+    second = b"From: alerts@monitor.example\r\nSubject: an article on disk sdb1 at 92%\r\n\r\nHost db2:  92% full.\r\n"
+    assert len(first) == len(second)
+    server = dovecot_factory(capabilities=capabilities)
+    for data in (first, second):
+        server.append(DEFAULT_USER, "INBOX", data, internaldate='"02-Mar-2026 10:00:00 +0000"')
+    Stopping.point = point
+    with pytest.raises(Killed):
+        runner_for(server, Stopping).pass_once()
+
+    runner_for(server).pass_once()
+
+    assert server.messages(DEFAULT_USER, "INBOX") == []
+    assert sorted(server.messages(DEFAULT_USER, ARTICLES)) == sorted([first, second])
+
+
+@pytest.mark.parametrize("point, capabilities", [("move", None), ("remove", CAPABILITIES_NO_MOVE)])
+def test_a_message_id_beyond_the_fetch_cap_still_identifies_the_message(
+    dovecot_factory: Callable[..., LocalDovecot],
+    runner_for: Callable[..., AccountRunner],
+    point: str,
+    capabilities: Any,
+) -> None:
+    trace = "".join(f"Received: from relay{i}.example.net by mx.example.org; 2 Mar 2026\r\n" for i in range(80))
+    data = (
+        f"From: s@example.org\r\nSubject: an article\r\n{trace}Message-ID: <deep@example.org>\r\n\r\nBody.\r\n"
+    ).encode()
+    assert data.index(b"Message-ID") > 4096
+    server = dovecot_factory(capabilities=capabilities)
+    server.append(DEFAULT_USER, "INBOX", data)
+    Stopping.point = point
+    with pytest.raises(Killed):
+        runner_for(server, Stopping, max_message_bytes=4096).pass_once()
+
+    runner = runner_for(server, max_message_bytes=4096)
+    assert runner.pass_once().recovered == 1
+    assert runner.pass_once().outcomes == []
+
+    assert server.messages(DEFAULT_USER, "INBOX") == []
+    assert server.messages(DEFAULT_USER, ARTICLES) == [data]
+
+
+def test_an_interrupted_carry_over_is_done_again_in_full(
+    dovecot: LocalDovecot, runner_for: Callable[..., AccountRunner]
+) -> None:
+    for n in range(3):
+        dovecot.append(DEFAULT_USER, "INBOX", message(n, f"an article {n}"))
+    everything_kept = {"article_share": 1.0, "favour_request": 1.0}
+    assert [o.action for o in runner_for(dovecot, thresholds=everything_kept).pass_once().outcomes] == ["keep"] * 3
+    dovecot.set_uidvalidity(DEFAULT_USER, "INBOX", 4242)
+
+    class DropsDuringCarryOver(ImapMailbox):
+        def fingerprints(self, uids: Sequence[int]) -> Any:
+            self._session.shutdown()  # the connection drops under the scan
+            return super().fingerprints(uids)
+
+    with pytest.raises(ConnectionLost):
+        runner_for(dovecot, DropsDuringCarryOver).pass_once()
+    # Thresholds that would now move all three: they were judged already, and stay.
+    report = runner_for(dovecot).pass_once()
+
+    assert report.carried_over == 3
+    assert report.outcomes == []
+    assert len(dovecot.messages(DEFAULT_USER, "INBOX")) == 3
+
+
+def test_a_move_redone_after_a_crash_recreates_a_folder_deleted_meanwhile(
+    dovecot: LocalDovecot, runner_for: Callable[..., AccountRunner]
+) -> None:
+    dovecot.append(DEFAULT_USER, "INBOX", message(1, "an article"))
+    Stopping.point = "move"
+    with pytest.raises(Killed):
+        runner_for(dovecot, Stopping).pass_once()
+    # While it is down, the owner renames the folders in the config and deletes the old, empty one.
+    dovecot.doveadm("mailbox", "delete", "-u", DEFAULT_USER, ARTICLES)
+    dovecot.append(DEFAULT_USER, "INBOX", message(2, "a favour"))
+    renamed = {"folders": {"article_share": "Reading", "favour_request": "Asks"}}
+
+    report = runner_for(dovecot, account=renamed).pass_once()
+
+    assert report.recovered == 1
+    assert [(o.action, o.target) for o in report.outcomes] == [("move", "Asks")]
+    assert dovecot.messages(DEFAULT_USER, "INBOX") == []
+    assert dovecot.messages(DEFAULT_USER, ARTICLES) == [message(1, "an article")]
+
+
+def test_a_message_the_owner_brought_back_stays_however_often_it_comes_and_goes(
+    dovecot: LocalDovecot, runner_for: Callable[..., AccountRunner]
+) -> None:
+    dovecot.append(DEFAULT_USER, "INBOX", message(1, "an article"))
+    outcomes = [[(o.action, o.target) for o in runner_for(dovecot).pass_once().outcomes]]
+    for there, back in ((ARTICLES, "INBOX"), ("INBOX", "Later"), ("Later", "INBOX")):
+        if back != "INBOX":
+            dovecot.create(DEFAULT_USER, back)
+        dovecot.doveadm("move", "-u", DEFAULT_USER, back, "mailbox", there, "ALL")
+        if back == "INBOX":
+            outcomes.append([(o.action, o.target) for o in runner_for(dovecot).pass_once().outcomes])
+
+    assert outcomes == [[("move", ARTICLES)], [("keep", None)], [("keep", None)]]
+    assert len(dovecot.messages(DEFAULT_USER, "INBOX")) == 1
+
+
+def test_search_goes_in_windows_and_misses_nothing(
+    dovecot: LocalDovecot,
+    open_mailbox: Callable[..., ImapMailbox],
+    imap_commands: Callable[[], list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(filter.imap, "_SEARCH_WINDOW", 4)
+    uids = [dovecot.append(DEFAULT_USER, "INBOX", message(n, "note")) for n in range(11)]
+    mailbox = open_mailbox(dovecot)
+    mailbox.select("INBOX")
+    late = dovecot.append(DEFAULT_USER, "INBOX", message(99, "late"))  # after SELECT: only the open window sees it
+
+    assert mailbox.search_uids(1) == [*uids, late]
+    assert mailbox.search_uids(uids[5]) == [*uids[5:], late]
+    assert mailbox.search_uids(late + 1) == []
+    searches = [c for c in imap_commands() if c.startswith("UID SEARCH")]
+    assert searches[:3] == ["UID SEARCH UID 1:4", "UID SEARCH UID 5:8", "UID SEARCH UID 9:*"]
