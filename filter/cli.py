@@ -11,11 +11,12 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -92,9 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     senders.add_argument("-c", "--config", required=True, type=Path, help="the YAML configuration file")
     senders.add_argument("--json", action="store_true", help="a JSON list instead of the table")
-    senders.add_argument("--limit", type=int, default=None, metavar="N", help="show only the first N senders")
+    senders.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="show only the first N senders")
     senders.add_argument(
-        "--days", type=float, default=None, metavar="D", help="count only mail received in the last D days"
+        "--days", type=_positive_days, default=None, metavar="D", help="count only mail received in the last D days"
     )
     check = command(
         "check-config",
@@ -218,6 +219,26 @@ def _repeats(value: str) -> int:
     return repeats
 
 
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a count; give a whole number of 1 or more")
+    return number
+
+
+def _positive_days(value: str) -> float:
+    try:
+        days = float(value)
+    except ValueError:
+        days = 0.0
+    if not (math.isfinite(days) and days > 0):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of days; give a number above 0, such as 30")
+    return days
+
+
 def _folds(value: str) -> int:
     try:
         folds = int(value)
@@ -262,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _senders(config, args)
         if args.command == "once":
             return _once(config)
-        return _run(config, args.config)
+        return _run(config, args.config, args.verbose)
     except PloyError as exc:
         log.error("%s", exc)
         return exc.exit_code
@@ -312,10 +333,10 @@ def thresholds_for(config: Config | None, model: ModelBundle) -> dict[str, float
     }
 
 
-def _mailbox(config: Config, account: AccountConfig) -> ImapMailbox:
+def _mailbox(config: Config, account: AccountConfig, should_stop: Callable[[], bool] = lambda: False) -> ImapMailbox:
     from filter.imap import ImapMailbox
 
-    return ImapMailbox(account, read_password(account), poll_interval=config.poll_interval)
+    return ImapMailbox(account, read_password(account, should_stop), poll_interval=config.poll_interval)
 
 
 def _open_state(config: Config) -> State:
@@ -404,7 +425,7 @@ def _senders(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(config: Config, path: Path) -> int:
+def _run(config: Config, path: Path, verbose: bool = False) -> int:
     from filter.runner import AccountRunner
 
     model = load_model(config)
@@ -428,11 +449,12 @@ def _run(config: Config, path: Path) -> int:
 
     def serve(account: AccountConfig) -> None:
         try:
-            runner = AccountRunner(config, account, _mailbox(config, account), model, thresholds, state)
+            runner = AccountRunner(config, account, _mailbox(config, account, stop.is_set), model, thresholds, state)
             runners[account.name] = runner
             runner.run_forever(stop)
         except PloyError as exc:
-            failures.append(exc)
+            if not stop.is_set():  # else a signal or another account's failure ended the run first
+                failures.append(exc)
             stop.set()
         except Exception:
             log.exception("account %s: unexpected error", account.name)
@@ -451,7 +473,7 @@ def _run(config: Config, path: Path) -> int:
             t.join(0.2)
         if reload.is_set():
             reload.clear()
-            config = _reload(config, path, model, runners)
+            config = _reload(config, path, model, runners, verbose)
     state.close()
     if failures:
         log.error("%s", failures[0])
@@ -460,7 +482,9 @@ def _run(config: Config, path: Path) -> int:
     return 0
 
 
-def _reload(config: Config, path: Path, model: ModelBundle, runners: Mapping[str, AccountRunner]) -> Config:
+def _reload(
+    config: Config, path: Path, model: ModelBundle, runners: Mapping[str, AccountRunner], verbose: bool = False
+) -> Config:
     """SIGHUP: read the file again. A valid one applies from each account's next pass; an invalid one is refused."""
     from filter.config import config_changes
 
@@ -468,6 +492,9 @@ def _reload(config: Config, path: Path, model: ModelBundle, runners: Mapping[str
         new = load_config(path)
     except PloyError as exc:
         log.error("reload refused, the running configuration stays in force: %s", exc)
+        return config
+    except Exception:  # a running daemon must outlive whatever the file holds
+        log.exception("reload refused, the running configuration stays in force")
         return config
     changes, restart = config_changes(config, new)
     if not changes:
@@ -477,7 +504,8 @@ def _reload(config: Config, path: Path, model: ModelBundle, runners: Mapping[str
         log.info("reloaded %s: %s", path, line)
     if restart:
         log.warning("these changes take effect only after a restart: %s", "; ".join(restart))
-    logging.getLogger().setLevel(new.log_level.upper())
+    if not verbose:  # -v on the command line outranks the file
+        logging.getLogger().setLevel(new.log_level.upper())
     # What the running process was built on stays: the state, the model, the connections' polling.
     action = new.action if "dry-run" not in (config.action, new.action) else config.action
     if action != new.action:

@@ -9,12 +9,18 @@ tuning has no effect.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import ipaddress
 import logging
 import os
 import re
+import signal
+import ssl
+import stat
 import subprocess
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,7 @@ ACTIONS = ("move", "flag", "dry-run")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_STATE_PATH = "~/.local/state/ployfilter/state.sqlite3"
 DEFAULT_MAX_MESSAGE_BYTES = 262144
+PASSWORD_COMMAND_SECONDS = 60
 DEFAULT_FOLDERS = {"article_share": "Networking/Articles", "favour_request": "Networking/Requests"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -141,6 +148,13 @@ class _Reader:
     def __init__(self, data: Any, path: str) -> None:
         if not isinstance(data, dict):
             raise ConfigError(f"{path or 'the file'}: expected a mapping of keys, got {_show(data)}")
+        for key in data:
+            if not isinstance(key, str):
+                where = f"{path}: key" if path else "key"
+                raise ConfigError(
+                    f"{where} {_show(key)} is not valid; keys are names such as 'action' "
+                    "(YAML reads a bare number, yes, no, on or off as a value: quote it)"
+                )
         self.data: dict[str, Any] = data
         self.path = path
         self.used: set[str] = set()
@@ -179,15 +193,26 @@ class _Reader:
         kind = "a whole number" if integer else "a number"
         bad = isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int))
         if bad or not low <= value <= high:
-            expected = f"expected {kind} from {low:g} to {high:g}"
+            expected = f"expected {kind} from {_bound(low)} to {_bound(high)}"
             raise ConfigError(f"{self.key(name)}: {_show(value)} is not valid; {expected}")
         return value  # type: ignore[no-any-return]
 
     def finish(self, extra_allowed: tuple[str, ...] = ()) -> None:
-        unknown = sorted(set(self.data) - self.used - set(extra_allowed))
+        self.only(self.used | set(extra_allowed))
+
+    def only(self, allowed: set[str] | tuple[str, ...]) -> None:
+        """Refuse any key not in ``allowed``, naming the closest valid one when there is one."""
+        unknown = sorted(set(self.data) - set(allowed))
         if unknown:
-            known = ", ".join(sorted(self.used | set(extra_allowed)))
-            raise ConfigError(f"{self.key(unknown[0])}: unknown key; valid keys here are {known}")
+            known = sorted(allowed)
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{self.key(unknown[0])}: unknown key{hint}; valid keys here are {', '.join(known)}")
+
+
+def _bound(value: float) -> str:
+    """A range bound as written in the README: 67108864, not 6.71089e+07."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _show(value: Any) -> str:
@@ -198,8 +223,31 @@ def _show(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
+_ACCOUNT_KEYS = (
+    "name",
+    "host",
+    "port",
+    "security",
+    "ca_file",
+    "username",
+    "password_command",
+    "password_env",
+    "password",
+    "watch",
+    "sent",
+    "folders",
+    "timeout",
+)
+
+
+def _folder_name(name: str) -> str:
+    """INBOX in any case is INBOX (RFC 9051 section 5.1); every other name is as written."""
+    return "INBOX" if name.upper() == "INBOX" else name
+
+
 def _account(data: Any, path: str) -> AccountConfig:
     r = _Reader(data, path)
+    r.only(_ACCOUNT_KEYS)  # first: a misspelt password key must be named as such, not as a missing one
     name = r.string("name", required=True)
     if not _NAME_RE.match(name):
         raise ConfigError(f"{r.key('name')}: {name!r} is not valid; use letters, digits, '.', '_' or '-'")
@@ -215,6 +263,14 @@ def _account(data: Any, path: str) -> AccountConfig:
     ca_path = Path(ca_file).expanduser() if ca_file else None
     if ca_path is not None and not ca_path.is_file():
         raise ConfigError(f"{r.key('ca_file')}: {ca_file!r} is not a readable file; expected a PEM CA bundle")
+    if ca_path is not None:
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=str(ca_path))
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ConfigError(
+                f"{r.key('ca_file')}: {ca_file!r} cannot be loaded as a PEM CA certificate ({exc}); "
+                "expected a PEM CA bundle"
+            ) from None
     username = r.string("username", required=True)
     sources = [k for k in ("password_command", "password_env", "password") if r.has(k)]
     if len(sources) != 1:
@@ -225,15 +281,17 @@ def _account(data: Any, path: str) -> AccountConfig:
     password_command = r.optional_string("password_command")
     password_env = r.optional_string("password_env")
     password = r.get("password")
-    if password is not None and not isinstance(password, str):
-        raise ConfigError(f"{r.key('password')}: expected a string")
-    watch = r.string("watch", "INBOX")
+    if password is not None and (not isinstance(password, str) or not password):
+        raise ConfigError(f"{r.key('password')}: expected a non-empty string")
+    watch = _folder_name(r.string("watch", "INBOX"))
     sent = r.optional_string("sent")
+    sent = None if sent is None else _folder_name(sent)
     if sent == watch:
         raise ConfigError(f"{r.key('sent')}: {sent!r} is the watched folder; name the folder your sent mail is in")
     folders_reader = _Reader(r.get("folders", dict(DEFAULT_FOLDERS)), r.key("folders"))
-    folders = {label: folders_reader.string(label, DEFAULT_FOLDERS[label]) for label in LABELS}
+    folders = {label: _folder_name(folders_reader.string(label, DEFAULT_FOLDERS[label])) for label in LABELS}
     review_folder = folders_reader.optional_string("review")
+    review_folder = None if review_folder is None else _folder_name(review_folder)
     folders_reader.finish()
     targets = {**folders, "review": review_folder}
     for key, folder in targets.items():
@@ -476,6 +534,32 @@ def _value(value: object) -> str:
     return str(value)
 
 
+class _Loader(yaml.SafeLoader):
+    """The safe loader, refusing a key written twice in one mapping.
+
+    Plain YAML keeps the last: a file saying ``action: dry-run`` near the top
+    and ``action: move`` further down would move mail while its owner
+    believes nothing is touched. Keys brought in by a merge (``<<``) may
+    still be overridden, as YAML means them to be.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:
+                continue  # an unhashable key: the base class refuses it with its own message
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is written twice, first at line {first}", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep)
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate the YAML file at ``path``."""
     p = Path(path).expanduser()
@@ -486,34 +570,48 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a subclass of SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+    except RecursionError:
+        raise ConfigError(f"{p}: nested too deeply to be a configuration") from None
     try:
-        return parse_config(data, source=p.resolve())
+        config = parse_config(data, source=p.resolve())
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: nested too deeply to be a configuration") from None
+    if any(a.password for a in config.accounts):
+        _warn_if_others_can_read(p)
+    return config
 
 
-def read_password(account: AccountConfig) -> str:
+def _warn_if_others_can_read(path: Path) -> None:
+    """A file holding a password should be readable by its owner alone."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning(
+            "%s holds a password and other users can read it (mode %o); chmod 600 it, or use password_command",
+            path,
+            stat.S_IMODE(mode),
+        )
+
+
+def read_password(account: AccountConfig, should_stop: Callable[[], bool] = lambda: False) -> str:
     """The account's password, from its command, the environment or the file.
 
-    A password written in the file works but is warned about: the file then
-    has to be kept as secret as the password.
+    The command gets PASSWORD_COMMAND_SECONDS, and gives up early when
+    ``should_stop`` turns true (a daemon told to stop does not wait for a
+    command that hangs). A password written in the file works but is
+    warned about: the file then has to be kept as secret as the password.
     """
     if account.password_command:
-        try:
-            result = subprocess.run(account.password_command, shell=True, capture_output=True, timeout=60, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise AuthError(f"account {account.name}: password_command did not finish in 60 s") from exc
-        if result.returncode != 0:
-            raise AuthError(f"account {account.name}: password_command exited with status {result.returncode}")
-        lines = result.stdout.decode("utf-8", "replace").splitlines()
-        if not lines or not lines[0]:
-            raise AuthError(f"account {account.name}: password_command printed nothing")
-        return lines[0]
+        return _run_password_command(account, should_stop)
     if account.password_env:
         value = os.environ.get(account.password_env)
         if not value:
@@ -524,3 +622,34 @@ def read_password(account: AccountConfig) -> str:
         account.name,
     )
     return account.password or ""
+
+
+def _run_password_command(account: AccountConfig, should_stop: Callable[[], bool]) -> str:
+    """The first line the account's password_command prints; its process group is killed if it must stop."""
+    command = account.password_command or ""
+    deadline = time.monotonic() + PASSWORD_COMMAND_SECONDS
+    process = subprocess.Popen(
+        command, shell=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    while True:
+        try:
+            out, _ = process.communicate(timeout=0.2)
+            break
+        except subprocess.TimeoutExpired:
+            stopping = should_stop()
+            if not stopping and time.monotonic() < deadline:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            if stopping:
+                raise AuthError(f"account {account.name}: stopped while password_command was running") from None
+            raise AuthError(
+                f"account {account.name}: password_command did not finish in {PASSWORD_COMMAND_SECONDS} s"
+            ) from None
+    if process.returncode != 0:
+        raise AuthError(f"account {account.name}: password_command exited with status {process.returncode}")
+    lines = out.decode("utf-8", "replace").splitlines()
+    if not lines or not lines[0]:
+        raise AuthError(f"account {account.name}: password_command printed nothing")
+    return lines[0]

@@ -129,6 +129,12 @@ class ImapMailbox:
                 imap.starttls(context)
             if imap.has_capability("AUTH=PLAIN"):
                 imap.plain_login(account.username, self._password)
+            elif not (account.username.isascii() and self._password.isascii()):
+                # LOGIN carries ASCII only (RFC 9051 section 6.2.3 needs a literal and UTF8=ACCEPT for more).
+                raise AuthError(
+                    f"{self._where}: the username or password has non-ASCII characters and the server does "
+                    "not offer AUTH=PLAIN, the only login here that can carry them"
+                )
             else:
                 imap.login(account.username, self._password)
             self._capabilities = frozenset(_text(cap).upper() for cap in imap.capabilities())

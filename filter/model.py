@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import io
 import json
 import os
 import sys
@@ -137,9 +138,9 @@ class ModelBundle:
         # The pickle is checked even when only the scorer is read: an altered bundle is refused whole.
         _verify(path / MODEL_FILE, card["sha256"])
         scorer_file = path / SCORER_FILE
-        _verify(scorer_file, entry["sha256"])
+        data = _verified(scorer_file, entry["sha256"])
         try:
-            scorer = LinearScorer.load(scorer_file)
+            scorer = LinearScorer.load(scorer_file, data)
         except ScorerFormatError as exc:
             raise ModelError(f"{exc}; {_RETRAIN}") from exc
         if scorer.labels != tuple(card["labels"]):
@@ -280,7 +281,22 @@ def write_scorer(pipeline: Any, path: Path, labels: Sequence[str] = LABELS) -> d
 def _verify(file: Path, expected: str) -> None:
     if not file.is_file():
         raise ModelError(f"{file}: missing; the bundle is incomplete, {_RETRAIN}")
-    found = _sha256(file)
+    _check_digest(file, _sha256(file), expected)
+
+
+def _verified(file: Path, expected: str) -> bytes:
+    """The bytes of ``file``, read once, after their sha256 matched: what is used is what was checked."""
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"{file}: missing; the bundle is incomplete, {_RETRAIN}") from None
+    except OSError as exc:
+        raise ModelError(f"{file}: cannot be read ({exc.strerror or exc}); {_RETRAIN}") from None
+    _check_digest(file, hashlib.sha256(data).hexdigest(), expected)
+    return data
+
+
+def _check_digest(file: Path, found: str, expected: str) -> None:
     if found != expected:
         raise ModelError(
             f"{file}: sha256 {found[:12]}... does not match the card ({expected[:12]}...); "
@@ -291,11 +307,11 @@ def _verify(file: Path, expected: str) -> None:
 def _load_pipeline(path: Path, card: Mapping[str, Any]) -> Any:
     """Verify ``model.joblib`` against the card, then unpickle it."""
     model_file = path / MODEL_FILE
-    _verify(model_file, card["sha256"])
+    data = _verified(model_file, card["sha256"])
     import joblib
 
     try:
-        pipeline = joblib.load(model_file)
+        pipeline = joblib.load(io.BytesIO(data))
     except Exception as exc:
         raise ModelError(f"{model_file}: cannot be loaded ({type(exc).__name__}: {exc}); {_RETRAIN}") from exc
     if not hasattr(pipeline, "predict_proba"):
@@ -320,8 +336,8 @@ def _read_card(path: Path) -> dict[str, Any]:
             raise ModelError(f"{card_file}: key {key!r} is missing or not a {kind.__name__}; {_RETRAIN}")
     labels = card["labels"]
     thresholds = card.get("thresholds")
-    if not labels or not all(isinstance(label, str) for label in labels):
-        raise ModelError(f"{card_file}: 'labels' must be a non-empty list of names; {_RETRAIN}")
+    if tuple(labels) != LABELS:
+        raise ModelError(f"{card_file}: 'labels' must be {list(LABELS)}, not {labels}; {_RETRAIN}")
     if not isinstance(thresholds, dict) or any(
         isinstance(thresholds.get(label), bool)
         or not isinstance(thresholds.get(label), int | float)
@@ -349,7 +365,7 @@ def _read_card(path: Path) -> dict[str, Any]:
 def _check_versions(path: Path, card: Mapping[str, Any]) -> None:
     if card.get("features") != FEATURE_VERSION:
         raise ModelError(
-            f"{path}: the model was built with feature code version {card.get('features')} but this "
+            f"{path}: the model was built with feature code version {card.get('features')!r} but this "
             f"ployfilter has version {FEATURE_VERSION}; {_RETRAIN}"
         )
     running = runtime_versions()

@@ -382,10 +382,10 @@ class LinearScorer:
     # -- the file ------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: Path) -> LinearScorer:
-        """Read an exported scorer; raises ScorerFormatError when it is not one this code can use."""
+    def load(cls, path: Path, content: bytes | None = None) -> LinearScorer:
+        """Read an exported scorer (from ``content`` when given, ``path`` naming it); raises ScorerFormatError."""
         try:
-            with np.load(path, allow_pickle=False) as data:
+            with np.load(path if content is None else io.BytesIO(content), allow_pickle=False) as data:
                 arrays = {key: data[key] for key in data.files}
         except (OSError, ValueError, EOFError) as exc:
             raise ScorerFormatError(f"{path}: not a readable scorer file ({exc})") from exc

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+import filter.cli
 from filter.cli import main, with_headers
+from filter.config import load_config
 
 SCORES = {"article_share": 0.912, "favour_request": 0.05}
 THRESHOLDS = {"article_share": 0.8, "favour_request": 0.8}
@@ -143,3 +147,54 @@ def test_a_reader_that_goes_away_ends_classify_quietly() -> None:
     errors = process.stderr.read()
     assert process.wait(timeout=120) == 141
     assert b"Traceback" not in errors
+
+
+@pytest.mark.parametrize("option", [["--limit", "0"], ["--limit", "-1"], ["--days", "-5"], ["--days", "nan"]])
+def test_senders_refuses_a_count_or_a_period_that_means_nothing(
+    option: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["senders", "-c", "config.yaml", *option])
+    assert info.value.code == 2
+    assert "is not a" in capsys.readouterr().err
+
+
+def _running_config(tmp_path: Path, level: str = "info") -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "accounts:\n  - {name: home, host: 127.0.0.1, security: plain, username: u, password_env: PW}\n"
+        f"log_level: {level}\n"
+    )
+    return path
+
+
+def test_a_reload_that_fails_in_any_way_keeps_the_running_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _running_config(tmp_path)
+    config = load_config(path)
+
+    def broken(_: Path) -> None:
+        raise RecursionError("a bug the file found")
+
+    monkeypatch.setattr(filter.cli, "load_config", broken)
+    model = SimpleNamespace(thresholds=THRESHOLDS)
+    assert filter.cli._reload(config, path, model, {}) is config  # type: ignore[arg-type]
+    assert "reload refused" in caplog.text
+
+
+def test_a_reload_keeps_the_debug_level_asked_for_on_the_command_line(tmp_path: Path) -> None:
+    path = _running_config(tmp_path)
+    config = load_config(path)
+    _running_config(tmp_path, level="warning")
+    root = logging.getLogger()
+    before = root.level
+    try:
+        root.setLevel(logging.DEBUG)
+        model = SimpleNamespace(thresholds=THRESHOLDS)
+        filter.cli._reload(config, path, model, {}, verbose=True)  # type: ignore[arg-type]
+        assert root.level == logging.DEBUG
+        filter.cli._reload(config, path, model, {}, verbose=False)  # type: ignore[arg-type]
+        assert root.level == logging.WARNING
+    finally:
+        root.setLevel(before)

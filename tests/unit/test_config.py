@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from filter.config import DigestConfig, PolicyConfig, load_config, parse_config, read_password
+import filter.config
+from filter.config import DigestConfig, PolicyConfig, _Loader, load_config, parse_config, read_password
 from filter.errors import AuthError, ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -445,3 +448,94 @@ def test_bad_digest_is_refused(section: dict[str, Any], expected: str) -> None:
 
 def test_digest_must_be_a_mapping() -> None:
     assert "digest: expected a mapping of keys, got 'Networking'" in error_of(with_keys(digest="Networking"))
+
+
+# What a hand-edited file gets wrong ----------------------------------------------
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = "accounts:\n  - {name: home, host: imap.example.org, username: u, password_env: PLOY_TEST_PASSWORD}\n"
+
+
+@pytest.mark.parametrize("extra", ["1: x\nfoo: y\n", "yes: x\n", "2026: x\n"])
+def test_a_key_yaml_reads_as_a_number_or_boolean_is_named(tmp_path: Path, extra: str) -> None:
+    with pytest.raises(ConfigError, match="is not valid; keys are names"):
+        load_config(write(tmp_path, BASE + extra))
+
+
+def test_a_key_written_twice_is_refused_with_both_lines(tmp_path: Path) -> None:
+    path = write(tmp_path, "action: dry-run\n" + BASE + "action: move\n")
+    with pytest.raises(ConfigError, match=r"line 4.*'action' is written twice, first at line 1"):
+        load_config(path)
+
+
+def test_a_key_brought_in_by_a_merge_may_be_overridden(tmp_path: Path) -> None:
+    text = (
+        "base: &base {host: imap.example.org, username: u, password_env: PLOY_TEST_PASSWORD, port: 993}\n"
+        "accounts:\n  - <<: *base\n    name: home\n    port: 1993\n"
+    )
+    data = yaml.load(text, Loader=_Loader)  # noqa: S506 - the project's SafeLoader subclass
+    del data["base"]
+    assert parse_config(data).accounts[0].port == 1993
+
+
+def test_a_file_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(write(tmp_path, "accounts: " + "[" * 5000 + "]" * 5000 + "\n"))
+
+
+def test_a_misspelt_account_key_is_named_before_anything_it_leaves_missing() -> None:
+    message = error_of(minimal(password_env=None, pasword_env="PLOY_TEST_PASSWORD"))
+    assert "accounts[0].pasword_env: unknown key (did you mean password_env?)" in message
+
+
+def test_range_bounds_are_written_in_full() -> None:
+    assert "from 4096 to 67108864" in error_of(with_keys(max_message_bytes=100_000_000))
+
+
+@pytest.mark.parametrize("name", ["inbox", "Inbox", "INBOX"])
+def test_inbox_in_any_case_is_the_watched_folder(name: str) -> None:
+    assert "is the watched folder" in error_of(minimal(folders={"article_share": name}))
+    assert parse_config(minimal(watch=name.lower(), sent="Sent")).accounts[0].watch == "INBOX"
+
+
+def test_a_ca_file_that_is_not_pem_is_a_config_error(tmp_path: Path) -> None:
+    junk = tmp_path / "ca.pem"
+    junk.write_text("not a certificate\n")
+    assert "cannot be loaded as a PEM CA certificate" in error_of(minimal(ca_file=str(junk)))
+
+
+def test_an_empty_password_in_the_file_is_refused() -> None:
+    assert "accounts[0].password: expected a non-empty string" in error_of(minimal(password_env=None, password=""))
+
+
+def test_a_password_file_others_can_read_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write(tmp_path, BASE.replace("password_env: PLOY_TEST_PASSWORD", "password: hunter2"))
+    path.chmod(0o644)
+    load_config(path)
+    assert "other users can read it (mode 644)" in caplog.text
+    caplog.clear()
+    path.chmod(0o600)
+    load_config(path)
+    assert "other users can read it" not in caplog.text
+    assert "hunter2" not in caplog.text
+
+
+def test_a_hanging_password_command_gives_up_when_told_to_stop() -> None:
+    account = parse_config(minimal(password_env=None, password_command="sleep 30")).accounts[0]
+    started = time.monotonic()
+    with pytest.raises(AuthError, match="stopped while password_command was running"):
+        read_password(account, lambda: time.monotonic() - started > 0.3)
+    assert time.monotonic() - started < 10
+
+
+def test_a_hanging_password_command_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(filter.config, "PASSWORD_COMMAND_SECONDS", 0.5)
+    account = parse_config(minimal(password_env=None, password_command="sleep 30")).accounts[0]
+    with pytest.raises(AuthError, match="did not finish in 0.5 s"):
+        read_password(account)

@@ -6,7 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from filter.imap import message_id_of, recipients_of, sent_message_of, uid_set_of
+from filter.config import parse_config
+from filter.errors import AuthError
+from filter.imap import ImapMailbox, message_id_of, recipients_of, sent_message_of, uid_set_of
 from filter.mailbox import Fingerprint
 from filter.state import fingerprint_key
 
@@ -116,3 +118,35 @@ def test_sent_message_key_is_the_state_fingerprint_key() -> None:
     assert with_id.key == fingerprint_key(Fingerprint("<s1@example.org>", 500, INTERNALDATE))
     assert without_id.key == fingerprint_key(Fingerprint("", 500, INTERNALDATE))
     assert with_id.key != without_id.key
+
+
+class _NoPlainLogin:
+    """An IMAP session that offers LOGIN only; calling it would fail on non-ASCII text (imaplib sends ASCII)."""
+
+    def __init__(self) -> None:
+        self.logged_in = False
+
+    def has_capability(self, name: str) -> bool:
+        return False
+
+    def login(self, username: str, password: str) -> None:
+        (username + password).encode("ascii")
+        self.logged_in = True
+
+    def logout(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_a_non_ascii_password_without_auth_plain_is_a_clear_auth_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    account = parse_config(
+        {"accounts": [{"name": "a", "host": "127.0.0.1", "security": "plain", "username": "u", "password_env": "P"}]}
+    ).accounts[0]
+    session = _NoPlainLogin()
+    mailbox = ImapMailbox(account, "pässwörd")
+    monkeypatch.setattr(mailbox, "_connect_client", lambda context: session)
+    with pytest.raises(AuthError, match="non-ASCII characters and the server does not offer AUTH=PLAIN"):
+        mailbox.connect()
+    assert not session.logged_in

@@ -178,3 +178,27 @@ def test_shipped_model_scores_a_french_favour_request_above_a_newsletter() -> No
     assert request_scores.values["favour_request"] > newsletter_scores.values["favour_request"]
     assert request_scores.values["favour_request"] >= bundle.thresholds["favour_request"]
     assert newsletter_scores.labels_at(bundle.thresholds) == ()
+
+
+@pytest.mark.parametrize("labels", [["article_share"], ["favour_request", "article_share"], ["a", "b"]])
+def test_card_with_other_labels_is_refused(bundle_copy: Path, labels: list[str]) -> None:
+    _edit_card(bundle_copy, labels=labels)
+    with pytest.raises(ModelError, match="'labels' must be"):
+        ModelBundle.load(bundle_copy)
+
+
+def test_the_pickle_is_unpickled_from_the_bytes_that_were_checked(
+    bundle_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import joblib
+
+    loaded: list[object] = []
+    real_load = joblib.load
+
+    def load(source: object) -> object:
+        loaded.append(source)
+        return real_load(source)
+
+    monkeypatch.setattr(joblib, "load", load)
+    assert ModelBundle.load(bundle_copy).pipeline is not None
+    assert loaded and not isinstance(loaded[0], str | Path), "a path would be opened a second time, unchecked"
