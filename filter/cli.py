@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 from filter import __version__
 from filter.config import DEFAULT_MAX_MESSAGE_BYTES, LABELS, AccountConfig, Config, load_config, read_password
@@ -592,6 +592,8 @@ def _classify(args: argparse.Namespace) -> int:
             raise UsageError("classify --explain writes to the terminal; it does not go with --headers")
         if args.files not in ([], ["-"]):
             raise UsageError("classify --headers reads one message from stdin; give no FILE (or '-')")
+        if sys.stdin is None:
+            raise UsageError("classify --headers reads one message from stdin, and stdin is closed")
         data = sys.stdin.buffer.read()
         message = parse_message(data[:cap])
         result = None if message.error else score_each(model, [message], "classify")[0]
@@ -608,9 +610,9 @@ def _classify(args: argparse.Namespace) -> int:
         datas: list[bytes | None] = []
         for name in names:
             try:
-                datas.append(_read_input(name, sys.stdin.buffer, cap))
+                datas.append(_read_input(name, cap))
             except OSError as exc:
-                print(f"ployfilter: {name}: {exc.strerror or exc}", file=sys.stderr)
+                print(f"ployfilter: {_shown(name)}: {exc.strerror or exc}", file=sys.stderr)
                 datas.append(None)
                 failed = True
         parsed = [parse_message(d) if d is not None else None for d in datas]
@@ -636,11 +638,23 @@ def _classify(args: argparse.Namespace) -> int:
     return 9 if failed else 0
 
 
-def _read_input(name: str, stdin: BinaryIO, cap: int) -> bytes:
+def _read_input(name: str, cap: int) -> bytes:
+    """The first ``cap`` bytes of a file, or of stdin for "-" (the rest of stdin is read and dropped)."""
     if name == "-":
-        return stdin.read()[:cap]
+        if sys.stdin is None:
+            raise OSError("stdin is closed")
+        stdin = sys.stdin.buffer
+        data = stdin.read(cap)
+        while stdin.read(1 << 20):
+            pass
+        return data
     with open(name, "rb") as f:
         return f.read(cap)
+
+
+def _shown(name: str) -> str:
+    """A file name as printable UTF-8: bytes that are not UTF-8 (kept as surrogates by Python) as \\xNN."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _emit(
@@ -652,9 +666,13 @@ def _emit(
     explained: Mapping[str, Explanation] | None = None,
 ) -> None:
     """One result: a line (then the explanation's lines) or one JSON object (with "explain" when explained)."""
+    name = _shown(name)
     if as_json:
         obj: dict[str, object] = {"file": name}
         if scores is None:
+            # The same keys as every record, so a reader never trips on a file that failed.
+            obj["scores"] = {label: 0.0 for label in LABELS}
+            obj["labels"] = []
             obj["error"] = note
         else:
             obj["scores"] = {k: round(v, 4) for k, v in scores.items()}

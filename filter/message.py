@@ -125,6 +125,7 @@ def parse_message(data: bytes, *, max_text_chars: int = 20000) -> ParsedMessage:
 def _parse(data: bytes, max_text_chars: int) -> ParsedMessage:
     if not data.strip():
         return ParsedMessage(error="empty message")
+    data, stripped = _strip_lead(data)
     if _looks_binary(data):
         return ParsedMessage(error="binary data, not a mail message")
     limits: list[str] = []
@@ -174,7 +175,7 @@ def _parse(data: bytes, max_text_chars: int) -> ParsedMessage:
         has_html=body.has_html,
         part_count=body.part_count,
         limits_hit=tuple(dict.fromkeys(limits)),
-        defects=head.defects + body.defects,
+        defects=head.defects + body.defects + stripped,
         error="",
     )
 
@@ -196,19 +197,41 @@ def _frozen(cls: type[_T], **fields: object) -> _T:
 # Hostile input: decide what is not mail, and cut what would cost unbounded time
 
 _HEADER_START = re.compile(rb"\A[!-9;-~]{1,76}[ \t]*:")
-_STRUCTURE = re.compile(rb"boundary\s*=|message/", re.I)
+# A boundary parameter, RFC 2231 forms (boundary*0=, boundary*=) included, or a message/* type.
+_STRUCTURE = re.compile(rb"boundary\s*(?:\*\d*)?\*?\s*=|message/", re.I)
+_DELIMITER = b"\n--"
+MAX_DELIMITERS = MAX_PARTS * 4
 _PARAM_FIELD = re.compile(rb"(?:content-type|content-disposition)[ \t]*:", re.I)
 
 
 _TEXT_BYTES = bytes(range(32, 127)) + b"\t\n\r\x0b\x0c" + bytes(range(128, 256))
 
 
+def _strip_lead(data: bytes) -> tuple[bytes, int]:
+    """Drop a UTF-8 byte order mark and blank lines before a header: (data, 1 when anything went).
+
+    Neither belongs before a header (RFC 5322 section 2.1), but editors and
+    exporters leave them, and the parser would read the whole header as body.
+    """
+    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    while data.startswith((b"\r\n", b"\n"), start):
+        start += 1 if data[start] == 0x0A else 2
+    if start and _HEADER_START.match(data[start : start + 128]):
+        return data[start:], 1
+    return data, 0
+
+
 def _looks_binary(data: bytes) -> bool:
-    """Binary junk: control bytes in the first 4 KiB and no header line to start with."""
+    """Binary junk: many control bytes in the first 4 KiB, or a NUL with no header line to start with.
+
+    After a header, a stray NUL or two is a defect the text cleaning drops,
+    not a reason to leave the message unjudged.
+    """
     sample = data[:4096]
-    if _HEADER_START.match(sample.lstrip()) and b"\x00" not in sample[:512]:
-        return False
-    return b"\x00" in sample or len(sample.translate(None, _TEXT_BYTES)) > len(sample) // 10
+    junk = len(sample.translate(None, _TEXT_BYTES)) > len(sample) // 10
+    if _HEADER_START.match(sample.lstrip()):
+        return junk
+    return junk or b"\x00" in sample
 
 
 def _defuse(data: bytes, limits: list[str]) -> bytes:
@@ -221,13 +244,21 @@ def _defuse(data: bytes, limits: list[str]) -> bytes:
     if len(data) > MAX_INPUT_BYTES:
         data = data[:MAX_INPUT_BYTES]
         limits.append("size")
-    markers = data.count(b"oundary") + data.count(b"OUNDARY") + data.count(b"essage/") + data.count(b"ESSAGE/")
+    lowered = data.lower()
+    markers = lowered.count(b"boundary") + lowered.count(b"message/")
     if markers > MAX_STRUCTURE_MARKERS:
         for count, match in enumerate(_STRUCTURE.finditer(data), start=1):
             if count > MAX_STRUCTURE_MARKERS:
                 data = data[: max(data.rfind(b"\n", 0, match.start()), 0)]
                 limits.append("depth")
                 break
+    if data.count(_DELIMITER) > MAX_DELIMITERS:
+        # The parser builds every part before MAX_PARTS can stop the walk: cut the bytes first.
+        at = -1
+        for _ in range(MAX_DELIMITERS):
+            at = data.find(_DELIMITER, at + 1)
+        data = data[:at]
+        limits.append("parts")
     if len(data) > MAX_PARAM_HEADER_BYTES:
         data = _shorten_param_fields(data, limits)
     return data
@@ -480,9 +511,13 @@ def decode_bytes(raw: bytes, charset: str | None) -> tuple[str, bool]:
     codec = _codec(charset)
     if codec is not None:
         try:
-            return raw.decode(codec), True
+            text = raw.decode(codec)
         except (UnicodeError, LookupError, ValueError, TypeError):
             pass
+        else:
+            if codec in _SURROGATE_CODECS:  # UTF-7 can spell a lone surrogate, which no encoder takes
+                text = _LONE_SURROGATE.sub("\ufffd", text)
+            return text, True
     try:
         return raw.decode("utf-8"), not charset or charset.lower() == "unknown-8bit"
     except UnicodeDecodeError:
@@ -497,6 +532,12 @@ def decode_bytes(raw: bytes, charset: str | None) -> tuple[str, bool]:
         return raw.decode("latin-1"), False
 
 
+# Codecs that decode to lone surrogates; the *unicode_escape ones are Python's, not charsets, and are refused.
+_SURROGATE_CODECS = frozenset({"utf-7"})
+_NOT_CHARSETS = frozenset({"unicode-escape", "raw-unicode-escape"})
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _codec(charset: str | None) -> str | None:
     if not charset or not isinstance(charset, str) or len(charset) > 40:
         return None
@@ -507,7 +548,7 @@ def _codec(charset: str | None) -> str | None:
         info = codecs.lookup(name)
     except (LookupError, ValueError, TypeError):
         return None
-    if not getattr(info, "_is_text_encoding", True):
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
         return None
     return info.name
 
@@ -528,6 +569,7 @@ class _Body:
 
     def __init__(self, max_text_chars: int) -> None:
         self.max_text_chars = max_text_chars
+        self.html_budget = max_text_chars * _MAX_HTML_FACTOR
         self.raw_cap = max(4096, max_text_chars * 8)
         self.texts: list[_Text] = []
         self.hrefs: list[str] = []
@@ -587,7 +629,12 @@ class _Body:
         text, ok = decode_bytes(raw, _param(fields.str("content-type"), "charset") or None)
         self.defects += (0 if clean else 1) + (0 if ok else 1)
         if ctype == "text/html":
-            text, hrefs = html_to_text(text[: self.max_text_chars * _MAX_HTML_FACTOR])
+            if self.html_budget <= 0:
+                self.limits.append("text")
+                return
+            text = text[: self.html_budget]
+            self.html_budget -= len(text)  # every HTML part is read from one allowance: its markup costs too
+            text, hrefs = html_to_text(text)
             self.hrefs.extend(hrefs)
             kind = "html"
         else:
@@ -809,11 +856,29 @@ class _HtmlText(HTMLParser):
             self.current.append(data)
 
 
+# html.parser rescans from the "<" of a tag it cannot close to the end of the input, and
+# again for the next one: quadratic time on a few hundred KB of '<a "' or '<a b=">"'. So a
+# "<" whose tag does not reach its ">" becomes "&lt;", the text a browser shows for it; so
+# does every "<!--" after the last "-->". Quotes count as html.parser counts them, only
+# around a value after "=", so that sloppy tags it reads (src="x.gif"">) are kept. Each
+# lookahead stops at the tag's end, the next bare "<" or a bounded quoted value: linear.
+_TAG_BODY = r"""[^<>=]*+(?:=++\s*+(?:"[^"]{0,8000}+"|'[^']{0,8000}+')?+[^<>=]*+)*+"""
+_BROKEN_TAG = re.compile(r"<(?!!--)(?!" + _TAG_BODY + r">)")
+
+
+def _defuse_html(html: str) -> str:
+    html = _BROKEN_TAG.sub("&lt;", html)
+    tail = html.rfind("-->") + 1
+    if html.find("<!--", tail) >= 0:
+        html = html[:tail] + html[tail:].replace("<!--", "&lt;!--")
+    return html
+
+
 def html_to_text(html: str) -> tuple[str, list[str]]:
     """Visible text of an HTML body (script and style dropped, blockquotes as "> " lines) and its links."""
     parser = _HtmlText()
     try:
-        parser.feed(html)
+        parser.feed(_defuse_html(html))
         parser.close()
     except (AssertionError, ValueError):
         pass

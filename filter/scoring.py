@@ -256,7 +256,7 @@ class _Keys:
         """Unit numbers of all documents in a row, and the document each unit belongs to."""
         if self.chars:
             text = "\x00".join(documents)  # type: ignore[arg-type]
-            points = np.frombuffer(text.encode("utf-32-le"), dtype="<u4").astype(np.int64)
+            points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4").astype(np.int64)
             digits = self.table[np.minimum(points, len(self.table) - 1)]
             sizes = np.fromiter((len(d) + 1 for d in documents), dtype=np.int64, count=len(documents))
         else:

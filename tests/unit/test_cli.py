@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -198,3 +199,41 @@ def test_a_reload_keeps_the_debug_level_asked_for_on_the_command_line(tmp_path: 
         assert root.level == logging.WARNING
     finally:
         root.setLevel(before)
+
+
+def test_classify_json_gives_every_file_the_same_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.eml"
+    good.write_bytes(b"From: a@example.org\nSubject: hi\n\nSee you at noon.\n")
+    assert main(["classify", "--json", str(good), str(tmp_path), str(tmp_path / "missing.eml")]) == 9
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [sorted(r) for r in records] == [
+        ["file", "labels", "scores"],
+        ["error", "file", "labels", "scores"],
+        ["error", "file", "labels", "scores"],
+    ]
+    assert records[1]["scores"] == {"article_share": 0.0, "favour_request": 0.0} and records[1]["labels"] == []
+
+
+def test_classify_names_a_file_whose_name_is_not_utf8_in_valid_utf8(tmp_path: Path) -> None:
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.eml"))
+    odd.write_bytes(b"From: a@example.org\nSubject: hi\n\nSee you at noon.\n")
+    code = "import sys; from filter.cli import main; sys.exit(main())"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "classify", "--json", os.fsencode(odd)],
+        capture_output=True,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.decode("utf-8"))["file"].endswith("caf\\xe9.eml")
+
+
+def test_classify_of_files_works_with_stdin_closed(tmp_path: Path) -> None:
+    good = tmp_path / "good.eml"
+    good.write_bytes(b"From: a@example.org\nSubject: hi\n\nSee you at noon.\n")
+    code = "import os, sys; os.close(0); sys.stdin = None; from filter.cli import main; sys.exit(main())"
+    result = subprocess.run([sys.executable, "-c", code, "classify", "--json", str(good), "-"], capture_output=True)
+    assert result.returncode == 9
+    assert b"Traceback" not in result.stderr
+    assert b"stdin is closed" in result.stderr
+    assert len(result.stdout.splitlines()) == 2

@@ -17,6 +17,7 @@ from filter.message import (
     MAX_PARTS,
     BulkHeaders,
     ParsedMessage,
+    _defuse_html,
     _parse_single_part,
     decode_bytes,
     detect_language,
@@ -406,3 +407,87 @@ def test_notes_date_line_opens_a_quote_only_near_the_start_of_the_line() -> None
 def test_advertising_footer_below_a_line_of_underscores_is_dropped() -> None:
     text = "See you at six.\n\n__________________\nDo You Yahoo!?\nGet email at http://mail.example.com\n\nAnn"
     assert split_text(text)[0] == "See you at six.\n\n\nAnn"
+
+
+# Input crafted to slip past the filter or to stall it ---------------------------------
+
+ASK = (
+    b"From: Mark <mark@example.com>\nTo: paul@example.org\nSubject: quick favour\n\n"
+    b"Hi Paul,\n\nCould you introduce me to your colleague at the bank?\n\nThanks,\nMark\n"
+)
+
+
+def test_a_nul_after_a_header_does_not_make_a_message_binary() -> None:
+    msg = parse_message(ASK.replace(b"Hi Paul,", b"Hi Paul,\x00"))
+    assert msg.error == ""
+    assert "introduce me" in msg.own_text and "\x00" not in msg.own_text
+
+
+@pytest.mark.parametrize("lead", [b"\xef\xbb\xbf", b"\n", b"\r\n\r\n", b"\xef\xbb\xbf\n"])
+def test_a_byte_order_mark_or_blank_lines_before_the_header_are_dropped(lead: bytes) -> None:
+    msg = parse_message(lead + ASK)
+    assert (msg.subject, msg.sender) == ("quick favour", "mark@example.com")
+    assert "introduce me" in msg.own_text
+    assert msg.defects >= 1
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"Subject: =?utf-7?Q?service_+2D0-?=\n\nBonjour Paul, pourriez-vous me presenter a votre collegue ?\n",
+        b"Subject: x\nContent-Type: text/plain; charset=utf-7\n\nMerci +2D0- pour votre aide.\n",
+        b"Subject: x\nContent-Type: text/plain; charset=unicode_escape\n\nMerci \\udce9 pour votre aide.\n",
+    ],
+)
+def test_charsets_that_spell_lone_surrogates_give_text_every_encoder_takes(data: bytes) -> None:
+    msg = parse_message(b"From: a@example.com\n" + data)
+    for text in (msg.subject, msg.own_text):
+        text.encode("utf-8")
+        text.encode("utf-32-le")
+
+
+def test_python_only_codecs_are_not_charsets() -> None:
+    assert decode_bytes(b"pr\\u00e9", "unicode_escape") == ("pr\\u00e9", False)
+
+
+@pytest.mark.parametrize("keyword", [b"boundary=", b"bOundary=", b"boundary*0=", b"BOUNDARY*="])
+def test_the_nesting_cut_reads_every_spelling_of_boundary(keyword: bytes) -> None:
+    head = (
+        b"From: a@example.com\nSubject: hi\nContent-Type: multipart/mixed; boundary=top\n\n--top\n"
+        b"Content-Type: text/plain\n\nCould you please introduce me to your friend at the bank?\n--top\n"
+    )
+    nested = b"".join(b"Content-Type: multipart/mixed; " + keyword + b"b%d\n\n--b%d\n" % (i, i) for i in range(3000))
+    msg = parse_message(head + nested + b"\nx\n--top--\n")
+    assert "depth" in msg.limits_hit
+    assert "introduce me" in msg.own_text
+
+
+def test_a_flood_of_empty_parts_is_cut_before_the_parser_builds_them() -> None:
+    data = b"From: a@example.com\nSubject: hi\nContent-Type: multipart/mixed; boundary=z\n\n--z\n\nhello friend\n"
+    msg = parse_message(data + b"--z\n\n" * 200_000)
+    assert "parts" in msg.limits_hit
+    assert msg.part_count <= MAX_PARTS + 1
+    assert "hello friend" in msg.own_text
+
+
+@pytest.mark.parametrize(
+    "html, shown",
+    [
+        ('<a "' * 3, '&lt;a "' * 3),
+        ('<a b=">"' * 2, '&lt;a b=">"' * 2),
+        ("<p>x</p><!-- open", "<p>x</p>&lt;!-- open"),
+        ('<img src="x.gif"">', '<img src="x.gif"">'),
+        ('<hr size=1 width="80% noshade align="left">', '<hr size=1 width="80% noshade align="left">'),
+        ('<a title="a<b" href="https://x.example/a>b">', '<a title="a<b" href="https://x.example/a>b">'),
+        ("<!--[if mso]><p>x</p><![endif]-->", "<!--[if mso]><p>x</p><![endif]-->"),
+    ],
+)
+def test_html_tags_that_never_close_become_text_and_others_stay(html: str, shown: str) -> None:
+    assert _defuse_html(html) == shown
+
+
+@pytest.mark.parametrize("unit", ['<a "', "<a x='", '<a b=">"', '<!--<a "', "<!--"])
+def test_html_made_of_tags_that_never_close_is_read_as_text(unit: str) -> None:
+    msg = parse_message(b"From: a@example.com\nSubject: hi\nContent-Type: text/html\n\n" + unit.encode() * 30_000)
+    assert msg.error == ""
+    assert "text" in msg.limits_hit  # read up to the text cap, not stopped by the markup
