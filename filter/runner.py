@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from filter.config import LABELS, WEEKDAYS, AccountConfig, Config
-from filter.errors import AuthError, ConnectError, FolderError, PloyError
+from filter.errors import AuthError, ConnectError, MailboxError, PloyError
 from filter.mailbox import ConnectionLost, Fingerprint, Mailbox, RawMessage, header_date, header_fields
 from filter.message import ParsedMessage, parse_message
 from filter.model import Scores
@@ -328,8 +328,9 @@ class AccountRunner:
 
         The folder is ``accounts[].sent``, else the one marked ``\\Sent``
         (RFC 6154). Only recipients' addresses and dates are kept. A folder
-        that is missing or unreadable is logged and skipped: the filter then
-        works without reciprocity, as it would with no sent folder at all.
+        that is missing or unreadable, or that the server will not search or
+        fetch, is logged and skipped: the filter then works without
+        reciprocity for this pass, as it would with no sent folder at all.
         """
         name = self.account.name
         folder = self.account.sent
@@ -359,7 +360,7 @@ class AccountRunner:
                 if len(messages) < SENT_PAGE:
                     break
                 first = next_uid
-        except FolderError as exc:
+        except MailboxError as exc:  # FolderError included; a lost connection still ends the pass
             log.warning("%s: cannot read the sent folder (%s); going on without it", name, exc)
             return read
         if read:

@@ -13,6 +13,7 @@ from typing import Any
 from test_runner import ARTICLES, REQUESTS, FakeMailbox, Server, SubjectScorer, folder_ids
 
 from filter.config import Config, parse_config
+from filter.errors import MailboxError
 from filter.runner import AccountRunner, last_weekday_start, message_time
 from filter.state import State
 
@@ -213,3 +214,18 @@ def test_last_weekday_start_is_local_midnight_of_that_day() -> None:
     assert datetime.fromtimestamp(start).weekday() == 3
     assert 0 <= NOW - start < DAY
     assert NOW - last_weekday_start(NOW, 4) > 5 * DAY
+
+
+def test_a_sent_folder_the_server_will_not_read_is_logged_and_the_pass_goes_on(caplog: Any) -> None:
+    server, state = Server(), State.in_memory()
+    server.folders["Sent"] = type(server.folders["INBOX"])()
+    server.folders["INBOX"].add(dated(1, "x@example.net", "article", NOW))
+    runner = make_runner(server, state, policy_config())
+
+    def refuse(folder: str, first_uid: int, limit: int = 5000) -> Any:
+        raise MailboxError("SEARCH => got more than 1000000 bytes")
+
+    runner.mailbox.read_sent = refuse  # type: ignore[method-assign]
+    runner.pass_once()
+    assert "<p1@example.org>" in folder_ids(server, ARTICLES)
+    assert "cannot read the sent folder" in caplog.text
