@@ -209,24 +209,25 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
 _DEFAULT_REPEATS = 3
 
 
-def _repeats(value: str) -> int:
-    try:
-        repeats = int(value)
-    except ValueError:
-        repeats = 0
-    if not 1 <= repeats <= 20:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of partitions; give 1 to 20")
-    return repeats
+def _whole_number(what: str, low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` (to ``high``), else a usage error naming ``what``."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = low - 1
+        if number < low or (high is not None and number > high):
+            span = f"{low} or more" if high is None else f"{low} to {high}"
+            raise argparse.ArgumentTypeError(f"{value!r} is not {what}; give a whole number, {span}")
+        return number
+
+    return parse
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a count; give a whole number of 1 or more")
-    return number
+_repeats = _whole_number("a number of partitions", 1, 20)
+_folds = _whole_number("a number of folds", 2)
+_positive_int = _whole_number("a count", 1)
 
 
 def _positive_days(value: str) -> float:
@@ -237,16 +238,6 @@ def _positive_days(value: str) -> float:
     if not (math.isfinite(days) and days > 0):
         raise argparse.ArgumentTypeError(f"{value!r} is not a number of days; give a number above 0, such as 30")
     return days
-
-
-def _folds(value: str) -> int:
-    try:
-        folds = int(value)
-    except ValueError:
-        folds = 0
-    if folds < 2:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of folds; give 2 or more")
-    return folds
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -223,21 +223,8 @@ def _show(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
-_ACCOUNT_KEYS = (
-    "name",
-    "host",
-    "port",
-    "security",
-    "ca_file",
-    "username",
-    "password_command",
-    "password_env",
-    "password",
-    "watch",
-    "sent",
-    "folders",
-    "timeout",
-)
+# The keys an account mapping may hold: AccountConfig's fields, but for review_folder (folders.review).
+_ACCOUNT_KEYS = tuple(f.name for f in fields(AccountConfig) if f.name != "review_folder")
 
 
 def _folder_name(name: str) -> str:
