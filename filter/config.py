@@ -369,7 +369,7 @@ def _digest(r: _Reader) -> DigestConfig | None:
         return None
     dr = _Reader(value, r.key("digest"))
     digest = DigestConfig(
-        folder=dr.string("folder", required=True),
+        folder=_folder_name(dr.string("folder", required=True)),
         weekday=dr.choice("weekday", WEEKDAYS, "monday"),
         senders=int(dr.number("senders", 10, 1, 100, integer=True)),
     )
@@ -531,19 +531,20 @@ class _Loader(yaml.SafeLoader):
     """
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
+        seen: dict[Any, str] = {}
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = self.construct_object(key_node, deep=True)
+            mark = key_node.start_mark
             try:
-                first = seen.setdefault(key, key_node.start_mark.line + 1)
+                first = seen.get(key)
+                if first is None:
+                    seen[key] = f"line {mark.line + 1}, column {mark.column + 1}"
+                    continue
             except TypeError:
                 continue  # an unhashable key: the base class refuses it with its own message
-            if first != key_node.start_mark.line + 1:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is written twice, first at line {first}", key_node.start_mark
-                )
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is written twice, first at {first}", mark)
         return super().construct_mapping(node, deep)
 
 
@@ -628,7 +629,9 @@ def _run_password_command(account: AccountConfig, should_stop: Callable[[], bool
                 continue
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
+            process.wait()  # not communicate(): a child that left the group may hold stdout open for ever
+            if process.stdout is not None:
+                process.stdout.close()
             if stopping:
                 raise AuthError(f"account {account.name}: stopped while password_command was running") from None
             raise AuthError(

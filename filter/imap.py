@@ -93,6 +93,7 @@ class ImapMailbox:
         self._selected: str | None = None
         self._uidvalidity = 0
         self._uidnext = 0
+        self._exists = 0
         self._permanent_flags: frozenset[str] = frozenset()
         self._warned_no_uidplus = False
 
@@ -203,7 +204,7 @@ class ImapMailbox:
         status = self._status_of("SELECT", folder, response)
         self._selected = folder
         self._uidvalidity = status.uidvalidity
-        self._uidnext = status.uidnext
+        self._uidnext, self._exists = status.uidnext, status.exists
         self._permanent_flags = frozenset(_text(flag) for flag in response.get(b"PERMANENTFLAGS", ()))
         log.debug("%s: selected %s %s", self._where, folder, status)
         return status
@@ -234,7 +235,7 @@ class ImapMailbox:
                 raise
             raise FolderError(f"{self._where}: folder {folder!r} does not exist") from exc
         status = self._status_of("EXAMINE", folder, response)
-        self._uidnext = status.uidnext
+        self._uidnext, self._exists = status.uidnext, status.exists
         return status
 
     def _leave_examined(self) -> None:
@@ -249,17 +250,18 @@ class ImapMailbox:
     def _forget_selection(self) -> None:
         self._selected = None
         self._uidvalidity = 0
-        self._uidnext = 0
+        self._uidnext = self._exists = 0
         self._permanent_flags = frozenset()
 
     def search_uids(self, first_uid: int = 1) -> list[int]:
         """UIDs >= ``first_uid`` in the selected folder, ascending.
 
-        The SEARCH goes in windows of _SEARCH_WINDOW UIDs up to the UIDNEXT
-        the folder had when it was opened, then one open window ``UID n:*``
-        for what arrived since: the reply to one SEARCH is one line, and a
-        folder of a few hundred thousand messages would make that line
-        longer than imaplib accepts. ``UID n:*`` also matches the highest
+        The reply to one SEARCH is one line, and a folder of a few hundred
+        thousand messages would make that line longer than imaplib accepts.
+        A folder that held at most _SEARCH_WINDOW messages when it was
+        opened gets one SEARCH, whatever its UIDs; a bigger one is searched
+        in windows of _SEARCH_WINDOW UIDs up to the UIDNEXT it had then.
+        Either way a last, open window ``UID n:*`` finds what arrived since. ``UID n:*`` also matches the highest
         UID when ``n`` is above it (RFC 9051 section 6.4.4: ``*`` is the
         largest UID in use, and ``n:m`` is the same as ``m:n``), so the
         result is filtered.
@@ -267,7 +269,7 @@ class ImapMailbox:
         self._announced_new_mail()  # what came before this SEARCH, the SEARCH sees
         low = max(first_uid, 1)
         found: set[int] = set()
-        while low + _SEARCH_WINDOW < self._uidnext:
+        while self._exists > _SEARCH_WINDOW and low + _SEARCH_WINDOW < self._uidnext:
             found.update(self._session.search(["UID", f"{low}:{low + _SEARCH_WINDOW - 1}"]))
             low += _SEARCH_WINDOW
         found.update(self._session.search(["UID", f"{low}:*"]))
@@ -396,7 +398,7 @@ class ImapMailbox:
         """
         digest = hashlib.sha256()
         offset = 0
-        while True:
+        while offset <= size:  # a server that ignores the partial range cannot keep this going
             data = self._session.fetch([uid], [f"BODY.PEEK[]<{offset}.{_DIGEST_CHUNK}>"]).get(uid)
             if data is None:
                 return None
@@ -407,6 +409,7 @@ class ImapMailbox:
             offset += len(part)
             if len(part) < _DIGEST_CHUNK:
                 return digest.hexdigest()
+        return None
 
     def _search_message_id(self, message_id: str) -> list[int]:
         """UIDs in the selected folder whose Message-ID header contains ``message_id``.

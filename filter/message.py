@@ -199,7 +199,7 @@ def _frozen(cls: type[_T], **fields: object) -> _T:
 _HEADER_START = re.compile(rb"\A[!-9;-~]{1,76}[ \t]*:")
 # A boundary parameter, RFC 2231 forms (boundary*0=, boundary*=) included, or a message/* type.
 _STRUCTURE = re.compile(rb"boundary\s*(?:\*\d*)?\*?\s*=|message/", re.I)
-_DELIMITER = b"\n--"
+_BOUNDARY_VALUE = re.compile(rb"""boundary\s*(?:\*\d*)?\*?\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))""", re.I)
 MAX_DELIMITERS = MAX_PARTS * 4
 _PARAM_FIELD = re.compile(rb"(?:content-type|content-disposition)[ \t]*:", re.I)
 
@@ -252,15 +252,30 @@ def _defuse(data: bytes, limits: list[str]) -> bytes:
                 data = data[: max(data.rfind(b"\n", 0, match.start()), 0)]
                 limits.append("depth")
                 break
-    if data.count(_DELIMITER) > MAX_DELIMITERS:
-        # The parser builds every part before MAX_PARTS can stop the walk: cut the bytes first.
-        at = -1
-        for _ in range(MAX_DELIMITERS):
-            at = data.find(_DELIMITER, at + 1)
-        data = data[:at]
-        limits.append("parts")
+    data = _cut_part_flood(data, limits)
     if len(data) > MAX_PARAM_HEADER_BYTES:
         data = _shorten_param_fields(data, limits)
+    return data
+
+
+def _cut_part_flood(data: bytes, limits: list[str]) -> bytes:
+    """Cut the bytes after MAX_DELIMITERS delimiter lines of the declared boundaries.
+
+    The parser builds every part before MAX_PARTS can stop the walk, so a
+    flood of empty parts is cut here first. Only lines that start with "--"
+    and a boundary the message declares count: signatures and "-- item"
+    lists in a plain body are not parts.
+    """
+    if b"\n--" not in data:
+        return data
+    boundaries = {b"\n--" + (m.group(1) or m.group(2)) for m in _BOUNDARY_VALUE.finditer(data)}
+    if sum(data.count(b) for b in boundaries) <= MAX_DELIMITERS:
+        return data
+    delimiter = re.compile(b"|".join(re.escape(b) for b in sorted(boundaries, key=len, reverse=True)))
+    for count, match in enumerate(delimiter.finditer(data), start=1):
+        if count > MAX_DELIMITERS:
+            limits.append("parts")
+            return data[: match.start()]
     return data
 
 
@@ -515,7 +530,7 @@ def decode_bytes(raw: bytes, charset: str | None) -> tuple[str, bool]:
         except (UnicodeError, LookupError, ValueError, TypeError):
             pass
         else:
-            if codec in _SURROGATE_CODECS:  # UTF-7 can spell a lone surrogate, which no encoder takes
+            if codec in _SURROGATE_CODECS:  # these can spell a lone surrogate, which no encoder takes
                 text = _LONE_SURROGATE.sub("\ufffd", text)
             return text, True
     try:
@@ -533,7 +548,7 @@ def decode_bytes(raw: bytes, charset: str | None) -> tuple[str, bool]:
 
 
 # Codecs that decode to lone surrogates; the *unicode_escape ones are Python's, not charsets, and are refused.
-_SURROGATE_CODECS = frozenset({"utf-7"})
+_SURROGATE_CODECS = frozenset({"utf-7", "punycode"})
 _NOT_CHARSETS = frozenset({"unicode-escape", "raw-unicode-escape"})
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -858,11 +873,12 @@ class _HtmlText(HTMLParser):
 
 # html.parser rescans from the "<" of a tag it cannot close to the end of the input, and
 # again for the next one: quadratic time on a few hundred KB of '<a "' or '<a b=">"'. So a
-# "<" whose tag does not reach its ">" becomes "&lt;", the text a browser shows for it; so
-# does every "<!--" after the last "-->". Quotes count as html.parser counts them, only
-# around a value after "=", so that sloppy tags it reads (src="x.gif"">) are kept. Each
-# lookahead stops at the tag's end, the next bare "<" or a bounded quoted value: linear.
-_TAG_BODY = r"""[^<>=]*+(?:=++\s*+(?:"[^"]{0,8000}+"|'[^']{0,8000}+')?+[^<>=]*+)*+"""
+# "<" whose tag does not reach its ">" before the next "<" becomes "&lt;", the text a
+# browser shows for it; so does every "<!--" after the last "-->". Quotes count as
+# html.parser counts them, only around a value after "=", so that sloppy tags it reads
+# (src="x.gif"">) stay tags. No part of the lookahead crosses a "<", so each one ends
+# before the next "<" and the whole is linear; a tag with "<" in a quoted value is read as text.
+_TAG_BODY = r"""[^<>=]*+(?:=++\s*+(?:"[^"<]*+"|'[^'<]*+')?+[^<>=]*+)*+"""
 _BROKEN_TAG = re.compile(r"<(?!!--)(?!" + _TAG_BODY + r">)")
 
 

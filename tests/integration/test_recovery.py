@@ -241,3 +241,20 @@ def test_search_goes_in_windows_and_misses_nothing(
     assert mailbox.search_uids(late + 1) == []
     searches = [c for c in imap_commands() if c.startswith("UID SEARCH")]
     assert searches[:3] == ["UID SEARCH UID 1:4", "UID SEARCH UID 5:8", "UID SEARCH UID 9:*"]
+
+
+def test_a_small_folder_with_high_uids_is_searched_once(
+    dovecot: LocalDovecot,
+    open_mailbox: Callable[..., ImapMailbox],
+    imap_commands: Callable[[], list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(filter.imap, "_SEARCH_WINDOW", 4)
+    dovecot.doveadm("mailbox", "update", "-u", DEFAULT_USER, "--min-next-uid", "4000000000", "INBOX")
+    uids = [dovecot.append(DEFAULT_USER, "INBOX", message(n, "note")) for n in range(3)]
+    assert uids[0] >= 4_000_000_000
+    mailbox = open_mailbox(dovecot)
+    mailbox.select("INBOX")
+
+    assert mailbox.search_uids(1) == uids
+    assert [c for c in imap_commands() if c.startswith("UID SEARCH")] == ["UID SEARCH UID 1:*"]

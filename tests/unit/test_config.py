@@ -539,3 +539,27 @@ def test_a_hanging_password_command_times_out(monkeypatch: pytest.MonkeyPatch) -
     account = parse_config(minimal(password_env=None, password_command="sleep 30")).accounts[0]
     with pytest.raises(AuthError, match="did not finish in 0.5 s"):
         read_password(account)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{action: dry-run, accounts: [{name: h, host: h.example, username: u, password_env: P}], action: move}\n",
+        BASE.replace("name: home,", "name: home, name: work,"),
+        "k: &k action\n" + BASE + "*k : dry-run\n*k : move\n",
+    ],
+)
+def test_a_key_written_twice_on_one_line_or_through_an_alias_is_refused(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match="is written twice, first at line"):
+        load_config(write(tmp_path, text))
+
+
+def test_the_digest_folder_inbox_is_inbox_in_any_case() -> None:
+    assert parse_config(with_keys(digest={"folder": "inbox"})).digest == DigestConfig(folder="INBOX")
+
+
+def test_a_password_command_whose_child_keeps_its_output_open_still_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(filter.config, "PASSWORD_COMMAND_SECONDS", 1)
+    account = parse_config(minimal(password_env=None, password_command="setsid sleep 20 & echo pw")).accounts[0]
+    with pytest.raises(AuthError, match="did not finish in 1 s"):
+        read_password(account)

@@ -478,7 +478,8 @@ def test_a_flood_of_empty_parts_is_cut_before_the_parser_builds_them() -> None:
         ("<p>x</p><!-- open", "<p>x</p>&lt;!-- open"),
         ('<img src="x.gif"">', '<img src="x.gif"">'),
         ('<hr size=1 width="80% noshade align="left">', '<hr size=1 width="80% noshade align="left">'),
-        ('<a title="a<b" href="https://x.example/a>b">', '<a title="a<b" href="https://x.example/a>b">'),
+        ('<a href="https://x.example/a>b">', '<a href="https://x.example/a>b">'),
+        ('<a title="a<b">', '&lt;a title="a<b">'),  # a "<" in a quoted value: read as text
         ("<!--[if mso]><p>x</p><![endif]-->", "<!--[if mso]><p>x</p><![endif]-->"),
     ],
 )
@@ -486,8 +487,15 @@ def test_html_tags_that_never_close_become_text_and_others_stay(html: str, shown
     assert _defuse_html(html) == shown
 
 
-@pytest.mark.parametrize("unit", ['<a "', "<a x='", '<a b=">"', '<!--<a "', "<!--"])
+@pytest.mark.parametrize("unit", ['<a "', "<a x='", '<a b=">"', '<!--<a "', "<!--", "'<'=", '"<"='])
 def test_html_made_of_tags_that_never_close_is_read_as_text(unit: str) -> None:
     msg = parse_message(b"From: a@example.com\nSubject: hi\nContent-Type: text/html\n\n" + unit.encode() * 30_000)
     assert msg.error == ""
     assert "text" in msg.limits_hit  # read up to the text cap, not stopped by the markup
+
+
+def test_lines_starting_with_two_dashes_in_a_plain_body_are_not_parts() -> None:
+    body = b"Agenda:\n" + b"\n".join(b"-- item %d" % i for i in range(MAX_PARTS * 5))
+    msg = parse_message(b"From: b@example.org\nSubject: agenda\n\n" + body + b"\n\nCan you introduce me?\n")
+    assert "parts" not in msg.limits_hit
+    assert "introduce me" in msg.own_text
