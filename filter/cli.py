@@ -753,6 +753,7 @@ def _train(args: argparse.Namespace) -> int:
     from filter.model import ModelBundle
     from filter.train import deduplicate, metric_lines, train, training_summary
 
+    _check_out(args.out)  # before the minutes of training, not after
     data = read_labelled(
         args.data, label_file=args.labels, group_by=args.group_by, skip_unlabelled=args.skip_unlabelled
     )
@@ -766,6 +767,17 @@ def _train(args: argparse.Namespace) -> int:
     kind = "senders" if args.group_by == "sender" else "folders"
     if len(set(groups)) < 2:
         raise UsageError(f"train: cross-validation needs labelled mail from 2 or more {kind}; found {len(set(groups))}")
+    kinds_by_group: dict[str, set[tuple[bool, ...]]] = {}
+    for e in examples:
+        kinds_by_group.setdefault(e.group, set()).add(tuple(bool(e.labels.get(label)) for label in LABELS))
+    if all(len(k) == 1 for k in kinds_by_group.values()) and len(set().union(*kinds_by_group.values())) > 1:
+        log.warning(
+            "every one of the %d %s holds one kind of mail only: each fold then holds out whole labels, and "
+            "the figures and thresholds mean little. With label folders (articles/, favours/, ham/), group by "
+            "sender (the default), or by folders that each mix kinds of mail",
+            len(kinds_by_group),
+            kind,
+        )
     for label in LABELS:
         if not any(e.labels.get(label) for e in examples):
             log.warning("no message is labelled %s: the model will never flag it", label)
@@ -786,6 +798,11 @@ def _train(args: argparse.Namespace) -> int:
             repeats=args.repeats,
         )
     except ValueError as exc:
+        if "no terms remain" in str(exc) or "empty vocabulary" in str(exc):
+            raise UsageError(
+                f"train: {len(examples)} messages hold too little text to learn from in each fold; "
+                "give more labelled mail, or fewer --folds"
+            ) from exc
         raise UsageError(f"train: cannot train on these {len(examples)} messages ({exc})") from exc
     metrics["cv"]["grouped_by"] = "sender address" if args.group_by == "sender" else "folder or mailbox"
     summary = training_summary(examples)
@@ -818,6 +835,17 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an --out that cannot take a bundle: a file, or a place that cannot be written."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file; give a folder (a new one, or a bundle to replace)")
+    existing = out if out.exists() else next((p for p in out.absolute().parents if p.exists()), Path("/"))
+    if not existing.is_dir():
+        raise UsageError(f"--out {out}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {existing} cannot be written")
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -827,6 +855,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.plot:
         plot_format(args.plot)
+        if not args.plot.absolute().parent.is_dir():
+            raise UsageError(f"--plot {args.plot}: {args.plot.absolute().parent} is not a folder")
     config = load_config(args.config) if args.config else None
     model = load_model(config, args.model)
     thresholds = thresholds_for(config, model)
@@ -853,9 +883,6 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ModelError(f"{model.path}: the model could not score any message")
     report = evaluate(np.array(truth), np.array(scores), thresholds, languages)
     origin = f"the configuration {args.config}" if config else "the model's card"
-    if args.plot:
-        write_plot(args.plot, curves(np.array(truth), np.array(scores), report), f"Precision-recall: {model.path.name}")
-        log.info("wrote the precision-recall plot to %s", args.plot)
     points = language_points(model, thresholds)
     if args.json:
         shown = {"model": str(model.path), "thresholds_from": origin, "language_points": points}
@@ -865,4 +892,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         for language, line in points.items():
             print(f"{language} scores are shifted to their own point: {line}")
         print(format_report(report))
+    sys.stdout.flush()  # the report stands even if the plot cannot be written
+    if args.plot:
+        write_plot(args.plot, curves(np.array(truth), np.array(scores), report), f"Precision-recall: {model.path.name}")
+        log.info("wrote the precision-recall plot to %s", args.plot)
     return 0

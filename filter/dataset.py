@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import mailbox
 import os
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,14 +130,14 @@ def read_labelled(
     dataset = Dataset(labels_from=f"{label_file} and folder names" if label_file is not None else "folder names")
     seen: set[tuple[Path, int | None]] = set()
     to_read: list[tuple[_Source, Mapping[str, bool]]] = []
-    matched = 0
+    matched: set[tuple[Path, int | None]] = set()
     for source in _sources(paths, dataset.unreadable):
-        key = (source.file.resolve(), source.index)
+        key = (_resolved(source.file), source.index)
         if key in seen:
             continue
         seen.add(key)
         if key in csv_labels:
-            matched += 1
+            matched.add(key)
             labels = csv_labels[key]
             if labels is None:
                 dataset.undecided.append(source.id)
@@ -153,6 +154,16 @@ def read_labelled(
             "no row of %s names a file under the DATA paths; its paths are read relative to %s",
             label_file,
             label_file.resolve().parent,
+        )
+    elif label_file is not None and len(matched) < len(csv_labels):
+        unmatched = [
+            f"{file}{f'#{index}' if index else ''}" for file, index in csv_labels if (file, index) not in matched
+        ]
+        log.warning(
+            "%d rows of %s name no message under the DATA paths and are not used (e.g. %s)",
+            len(unmatched),
+            label_file,
+            ", ".join(unmatched[:3]),
         )
     _check_unlabelled(dataset, label_file, skip_unlabelled)
     for source, labels, data in _read_all(to_read, max_bytes, dataset.unreadable):
@@ -187,15 +198,29 @@ def read_csv_labels(path: Path) -> dict[tuple[Path, int | None], Mapping[str, bo
         rows = read_label_file(path, id_column="path", source="labels")
     except OSError as exc:
         raise UsageError(f"--labels {path}: cannot read ({exc.strerror or exc})") from exc
-    except (UnicodeDecodeError, PloyError) as exc:
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"--labels {path}: not UTF-8 text at byte {exc.start}; save it as CSV UTF-8") from exc
+    except PloyError as exc:
         raise UsageError(f"--labels {path}: {exc}") from exc
     base = path.resolve().parent
     out: dict[tuple[Path, int | None], Mapping[str, bool] | None] = {}
     for row in rows:
         name, index = _split_mbox_index(row.id)
-        if name:
-            out[((base / name).resolve(), index)] = row.labels
+        if not name:
+            continue
+        key = (_resolved(base / name), index)
+        if key in out and out[key] != row.labels:
+            raise UsageError(f"--labels {path}: {row.id} is listed twice with different labels; keep one row")
+        out[key] = row.labels
     return out
+
+
+def _resolved(file: Path) -> Path:
+    """``file`` with symlinks resolved, or as an absolute path when they loop (reading it then fails, logged)."""
+    try:
+        return file.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(file))
 
 
 def _split_mbox_index(item: str) -> tuple[str, int | None]:
@@ -256,6 +281,10 @@ def _sources(paths: Sequence[Path], unreadable: list[str]) -> Iterator[_Source]:
                 file = here / name
                 if name.startswith("."):
                     continue
+                if _special(file):
+                    log.warning("%s: not a regular file (a pipe, socket or device); skipped", file)
+                    unreadable.append(str(file))
+                    continue
                 if file.suffix.lower() == ".eml" or _is_mbox(file):
                     yield from _file_sources(str(path), file, parts, unreadable)
                 elif not in_maildir:
@@ -280,8 +309,21 @@ def _file_sources(root: str, file: Path, parts: tuple[str, ...], unreadable: lis
         log.warning("%s: cannot read as an mbox (%s); skipped", file, exc)
         unreadable.append(str(file))
         return
+    if count == 0:
+        log.warning("%s: no messages in it (an mbox file starts with a 'From ' line); skipped", file)
+        unreadable.append(str(file))
+        return
     for index in range(1, count + 1):
         yield _Source(root, f"{file}#{index}", file, index, file, (*parts, file.stem))
+
+
+def _special(file: Path) -> bool:
+    """A FIFO, socket or device: opening one can block for ever, and none holds mail."""
+    try:
+        mode = file.stat().st_mode
+    except (OSError, RuntimeError):
+        return False  # a dangling or looping symlink: reading it fails later, and is logged
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
 
 
 def _is_maildir(folder: Path) -> bool:
@@ -311,6 +353,8 @@ def _read_all(
     for source, labels in items:
         try:
             if source.index is None:
+                if _special(source.file):
+                    raise OSError(0, "not a regular file (a pipe, socket or device)")
                 with source.file.open("rb") as handle:
                     data = handle.read(max_bytes)
             else:

@@ -54,10 +54,9 @@ class Counts:
 
     @property
     def f1(self) -> float | None:
-        p, r = self.precision, self.recall
-        if p is None or r is None:
-            return None
-        return 2 * p * r / (p + r) if p + r else 0.0
+        """2tp / (2tp + fp + fn): 0 when there are positives and none is found; None with nothing to find or flag."""
+        total = 2 * self.tp + self.fp + self.fn
+        return 2 * self.tp / total if total else None
 
     @property
     def positives(self) -> int:
@@ -98,8 +97,9 @@ class Flagged:
     flagged: int
 
     @property
-    def share(self) -> float:
-        return self.flagged / self.messages if self.messages else 0.0
+    def share(self) -> float | None:
+        """The share flagged; None when there is no ordinary mail to flag."""
+        return self.flagged / self.messages if self.messages else None
 
 
 @dataclass(frozen=True)
@@ -164,8 +164,8 @@ def evaluate(
 def report_dict(report: Report) -> dict[str, Any]:
     """The report as plain JSON-ready values."""
 
-    def flagged(f: Flagged) -> dict[str, float | int]:
-        return {"messages": f.messages, "flagged": f.flagged, "share": round(f.share, 4)}
+    def flagged(f: Flagged) -> dict[str, float | int | None]:
+        return {"messages": f.messages, "flagged": f.flagged, "share": None if f.share is None else round(f.share, 4)}
 
     return {
         "messages": report.messages,
@@ -233,7 +233,7 @@ def _cell(value: float | None) -> str:
 
 
 def _share(f: Flagged) -> str:
-    return f"{f.flagged} of {f.messages} ({f.share:.1%})"
+    return f"{f.flagged} of {f.messages}" + ("" if f.share is None else f" ({f.share:.1%})")
 
 
 # ---------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import importlib.metadata
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -193,43 +194,70 @@ class ModelBundle:
     ) -> dict[str, Any]:
         """Write ``model.joblib``, ``scorer.npz`` and then ``card.json`` into ``path``; returns the card.
 
-        The card is written last (and atomically), so a folder whose card
-        exists always has the model the card describes. A pipeline whose
-        shape ``filter.scoring`` cannot reproduce is saved without a scorer
-        and is scored through scikit-learn.
+        The files are written in a staging folder inside ``path`` and renamed
+        into place, the card last (and atomically): a save that fails leaves
+        the bundle that was there whole, and a folder whose card exists
+        always has the model the card describes. A pipeline whose shape
+        ``filter.scoring`` cannot reproduce is saved without a scorer and is
+        scored through scikit-learn.
         """
-        import joblib
-
         path = Path(path)
         missing = [label for label in labels if label not in thresholds]
         if missing:
             raise ModelError(f"cannot save a bundle without thresholds for {', '.join(missing)}")
         path.mkdir(parents=True, exist_ok=True)
-        (path / CARD_FILE).unlink(missing_ok=True)
-        model_file = path / MODEL_FILE
-        joblib.dump(pipeline, model_file, compress=3)
-        scorer = write_scorer(pipeline, path, labels)
-        card: dict[str, Any] = {
-            "format": CARD_FORMAT,
-            "sha256": _sha256(model_file),
-            "size_bytes": model_file.stat().st_size,
-            "created": datetime.now(UTC).replace(microsecond=0).isoformat(),
-            **runtime_versions(),
-            "features": FEATURE_VERSION,
-            "labels": list(labels),
-            "thresholds": {label: round(float(thresholds[label]), 4) for label in labels},
-            **(
-                {"language_offsets": {lang: dict(shifts) for lang, shifts in language_offsets.items()}}
-                if language_offsets
-                else {}
-            ),
-            "training_data": dict(training_summary),
-            "metrics": dict(metrics),
-        }
-        if scorer is not None:
-            card["scorer"] = scorer
-        _write_atomic(path / CARD_FILE, json.dumps(card, indent=2, sort_keys=False) + "\n")
+        # Everything is written beside the bundle first: a save that fails (disk full, Ctrl-C)
+        # leaves the bundle that was there whole, and only renames touch it.
+        staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=path))
+        try:
+            card = _stage(pipeline, staging, thresholds, metrics, training_summary, labels, language_offsets)
+            (path / CARD_FILE).unlink(missing_ok=True)
+            os.replace(staging / MODEL_FILE, path / MODEL_FILE)
+            if "scorer" in card:
+                os.replace(staging / SCORER_FILE, path / SCORER_FILE)
+            else:
+                (path / SCORER_FILE).unlink(missing_ok=True)
+            _write_atomic(path / CARD_FILE, json.dumps(card, indent=2, sort_keys=False) + "\n")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return card
+
+
+def _stage(
+    pipeline: Any,
+    path: Path,
+    thresholds: Mapping[str, float],
+    metrics: Mapping[str, Any],
+    training_summary: Mapping[str, Any],
+    labels: Sequence[str],
+    language_offsets: Mapping[str, Mapping[str, float]] | None,
+) -> dict[str, Any]:
+    """Write ``model.joblib`` and ``scorer.npz`` into ``path``; the card that describes them."""
+    import joblib
+
+    model_file = path / MODEL_FILE
+    joblib.dump(pipeline, model_file, compress=3)
+    scorer = write_scorer(pipeline, path, labels)
+    card: dict[str, Any] = {
+        "format": CARD_FORMAT,
+        "sha256": _sha256(model_file),
+        "size_bytes": model_file.stat().st_size,
+        "created": datetime.now(UTC).replace(microsecond=0).isoformat(),
+        **runtime_versions(),
+        "features": FEATURE_VERSION,
+        "labels": list(labels),
+        "thresholds": {label: round(float(thresholds[label]), 4) for label in labels},
+        **(
+            {"language_offsets": {lang: dict(shifts) for lang, shifts in language_offsets.items()}}
+            if language_offsets
+            else {}
+        ),
+        "training_data": dict(training_summary),
+        "metrics": dict(metrics),
+    }
+    if scorer is not None:
+        card["scorer"] = scorer
+    return card
 
 
 def offset_arrays(

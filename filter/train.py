@@ -274,11 +274,12 @@ def operating_points(
 
     Thresholds come from ``choose_thresholds`` on the mail of the most
     common language (with the mail too short to tell, "unknown"). Another
-    language with at least MIN_SET_SIZE ordinary messages gets thresholds
-    of its own, chosen the same way on its mail alone, for each label it
-    has MIN_LANGUAGE_POSITIVES positives of; the shift moves its threshold
-    onto the base one, so that one threshold per label, in the card and the
-    config, serves every language.
+    language with at least MIN_SET_SIZE ordinary messages and
+    MIN_LANGUAGE_POSITIVES positives of every label (that has any) gets thresholds of its
+    own, chosen the same way on its mail alone; the shift moves its
+    thresholds onto the base ones, so that one threshold per label, in the
+    card and the config, serves every language. Any other language's mail
+    joins the base choice, so the cap on ordinary mail flagged covers it.
     """
     n = len(y)
     language_array = np.asarray(languages if languages is not None else [UNKNOWN_LANGUAGE] * n)
@@ -286,25 +287,30 @@ def operating_points(
     ordinary = ~np.asarray(y.astype(bool).any(axis=1))
     found = Counter(language_array.tolist())
     base_language = found.most_common(1)[0][0] if found else UNKNOWN_LANGUAGE
-    separate = [
+    candidates = [
         lang
         for lang in sorted(found)
         if lang not in (base_language, UNKNOWN_LANGUAGE)
         and int((ordinary & (language_array == lang)).sum()) >= MIN_SET_SIZE
     ]
-    base_rows = ~np.isin(language_array, separate)
+    # A language stands apart only with a point of its own for every label: one judged at the
+    # base point must be in the base choice, or its ordinary mail would escape the cap.
+    own_choices: dict[str, ThresholdChoice] = {}
+    present = [j for j in range(len(labels)) if y[:, j].any()]  # a label nobody has cannot be judged anyway
+    for lang in candidates:
+        rows = language_array == lang
+        own = choose_thresholds(y[rows], scores[rows], sets=source_array[rows].tolist())
+        if not own.fallback and all(int(y[rows, j].sum()) >= MIN_LANGUAGE_POSITIVES for j in present):
+            own_choices[lang] = own
+    base_rows = ~np.isin(language_array, list(own_choices))
     base = choose_thresholds(y[base_rows], scores[base_rows], sets=source_array[base_rows].tolist())
     thresholds = dict(zip(labels, base.thresholds, strict=True))
     offsets: dict[str, dict[str, float]] = {}
     if base.fallback:
         return thresholds, base.reason, offsets
-    for lang in separate:
-        rows = language_array == lang
-        own = choose_thresholds(y[rows], scores[rows], sets=source_array[rows].tolist())
-        if own.fallback:
-            continue
+    for lang, own in own_choices.items():
         for j, label in enumerate(labels):
-            if int(y[rows, j].sum()) >= MIN_LANGUAGE_POSITIVES and own.thresholds[j] != base.thresholds[j]:
+            if own.thresholds[j] != base.thresholds[j]:
                 shift = log_odds(base.thresholds[j]) - log_odds(own.thresholds[j])
                 offsets.setdefault(lang, {})[label] = round(float(shift), 4)
     return thresholds, base.reason, offsets
@@ -511,26 +517,46 @@ def parse_flag(value: str, where: str) -> bool | None:
 
 
 def read_label_file(path: Path, *, id_column: str = "id", source: str | None = None) -> list[LabelRow]:
-    """Rows of a label CSV (``source,id,...`` or ``path,...``) with one column per label."""
+    """Rows of a label CSV (``source,id,...`` or ``path,...``) with one column per label.
+
+    UTF-8, with or without the byte order mark spreadsheets write. A
+    malformed row (a quote never closed, a row with more fields than the
+    header) is a PloyError naming its line, never rows silently lost.
+    """
     rows: list[LabelRow] = []
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = {id_column, *LABELS} - set(reader.fieldnames or ())
-        if missing:
-            raise PloyError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-        for n, row in enumerate(reader, start=2):
-            where = f"{path}:{n}"
-            flags = {label: parse_flag(row.get(label) or "", where) for label in LABELS}
-            decided = None if any(v is None for v in flags.values()) else {k: bool(v) for k, v in flags.items()}
-            rows.append(
-                LabelRow(
-                    source=source or (row.get("source") or "").strip(),
-                    id=(row.get(id_column) or "").strip(),
-                    labels=decided,
-                    note=(row.get("note") or "").strip(),
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle, strict=True, restkey="\x00extra")
+        try:
+            header = reader.fieldnames or ()
+            missing = {id_column, *LABELS} - set(header)
+            if missing:
+                found = ", ".join(header) or "none"
+                raise PloyError(f"{path}: missing column(s) {', '.join(sorted(missing))} (found: {found})")
+            last = 1
+            for row in reader:
+                _check_row(row, path, reader.line_num)
+                where = f"{path}:{reader.line_num}"
+                last = reader.line_num
+                flags = {label: parse_flag(row.get(label) or "", where) for label in LABELS}
+                decided = None if any(v is None for v in flags.values()) else {k: bool(v) for k, v in flags.items()}
+                rows.append(
+                    LabelRow(
+                        source=source or (row.get("source") or "").strip(),
+                        id=(row.get(id_column) or "").strip(),
+                        labels=decided,
+                        note=(row.get("note") or "").strip(),
+                    )
                 )
-            )
+        except csv.Error as exc:
+            raise PloyError(
+                f"{path}:{last + 1}: not valid CSV ({exc}); a quote opened on or after this line never closes"
+            ) from None
     return rows
+
+
+def _check_row(row: Mapping[str, Any], path: Path, line: int) -> None:
+    if "\x00extra" in row:
+        raise PloyError(f"{path}:{line}: more fields than the header names; quote a value that holds a comma")
 
 
 def load_written(root: Path = WRITTEN) -> list[Example]:

@@ -237,3 +237,25 @@ def test_classify_of_files_works_with_stdin_closed(tmp_path: Path) -> None:
     assert b"Traceback" not in result.stderr
     assert b"stdin is closed" in result.stderr
     assert len(result.stdout.splitlines()) == 2
+
+
+def test_train_refuses_an_out_that_is_a_file_before_reading_any_mail(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "afile").write_text("hi")
+    assert main(["train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "afile")]) == 2
+    assert "is a file; give a folder" in caplog.text
+
+
+def test_evaluate_refuses_a_plot_in_a_missing_folder_before_any_work(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert main(["evaluate", str(tmp_path / "nowhere"), "--plot", str(tmp_path / "no" / "pr.svg")]) == 2
+    assert "is not a folder" in caplog.text
+
+
+def test_train_says_when_label_folders_are_the_cv_groups(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _write_labelled_mail(tmp_path / "mail")
+    args = ["train", str(tmp_path / "mail"), "--out", str(tmp_path / "m"), "--folds", "2", "--repeats", "1"]
+    main([*args, "--group-by", "folder"])
+    assert "holds one kind of mail only" in caplog.text

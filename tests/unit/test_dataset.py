@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,59 @@ def test_messages_are_read_up_to_the_byte_cap(tmp_path: Path) -> None:
 def test_a_missing_data_path_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="no such file or folder"):
         read_labelled([tmp_path / "absent"])
+
+
+def test_a_label_csv_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    write(tmp_path / "mail" / "x.eml", mail())
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes("\ufeffpath,article_share,favour_request\nmail/x.eml,1,0\n".encode())
+    assert by_name(read_labelled([tmp_path / "mail"], label_file=labels)) == {"x.eml": ARTICLE}
+
+
+def test_a_quote_never_closed_in_the_label_csv_is_named_not_swallowing_rows(tmp_path: Path) -> None:
+    write(tmp_path / "mail" / "x.eml", mail())
+    labels = tmp_path / "labels.csv"
+    labels.write_text('path,article_share,favour_request,note\nmail/x.eml,1,0,"read this, he said\nmail/y.eml,0,0,\n')
+    with pytest.raises(UsageError, match=r"labels.csv:2: not valid CSV"):
+        read_labelled([tmp_path / "mail"], label_file=labels)
+
+
+def test_a_row_listed_twice_with_different_labels_is_refused(tmp_path: Path) -> None:
+    write(tmp_path / "mail" / "x.eml", mail())
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,article_share,favour_request\nmail/x.eml,1,0\nmail/x.eml,0,0\n")
+    with pytest.raises(UsageError, match="listed twice with different labels"):
+        read_labelled([tmp_path / "mail"], label_file=labels)
+
+
+def test_rows_that_name_no_message_are_counted_in_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write(tmp_path / "mail" / "x.eml", mail())
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,article_share,favour_request\nmail/x.eml,1,0\nmail/nothere.eml,1,0\n")
+    read_labelled([tmp_path / "mail"], label_file=labels)
+    assert "1 rows of" in caplog.text and "nothere.eml" in caplog.text
+
+
+def test_a_symlink_loop_is_skipped_as_unreadable(tmp_path: Path) -> None:
+    write(tmp_path / "ham" / "ok.eml", mail())
+    (tmp_path / "ham" / "a.eml").symlink_to("b.eml")
+    (tmp_path / "ham" / "b.eml").symlink_to("a.eml")
+    dataset = read_labelled([tmp_path])
+    assert by_name(dataset) == {"ok.eml": NEITHER}
+    assert sorted(Path(i).name for i in dataset.unreadable) == ["a.eml", "b.eml"]
+
+
+def test_a_pipe_in_the_tree_is_skipped_without_waiting_on_it(tmp_path: Path) -> None:
+    write(tmp_path / "ham" / "ok.eml", mail())
+    os.mkfifo(tmp_path / "ham" / "pipe")
+    dataset = read_labelled([tmp_path])
+    assert by_name(dataset) == {"ok.eml": NEITHER}
+    assert [Path(i).name for i in dataset.unreadable] == ["pipe"]
+
+
+def test_an_mbox_without_messages_is_named_in_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write(tmp_path / "ham" / "ok.eml", mail())
+    write(tmp_path / "articles.mbox", mail())  # one message, but no "From " line: not an mbox
+    dataset = read_labelled([tmp_path])
+    assert "articles.mbox: no messages in it" in caplog.text
+    assert [Path(i).name for i in dataset.unreadable] == ["articles.mbox"]

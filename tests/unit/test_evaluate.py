@@ -32,8 +32,21 @@ def test_counts_are_the_confusion_matrix() -> None:
 def test_precision_is_unknown_when_nothing_is_flagged_and_recall_when_nothing_is_to_find() -> None:
     assert Counts(tp=0, fp=0, fn=3, tn=5).precision is None
     assert Counts(tp=0, fp=2, fn=0, tn=5).recall is None
-    assert Counts(tp=0, fp=2, fn=0, tn=5).f1 is None
     assert Counts(tp=0, fp=2, fn=3, tn=5).f1 == 0.0
+
+
+def test_f1_is_zero_when_something_was_to_find_or_flagged_and_unknown_only_when_neither() -> None:
+    assert Counts(tp=0, fp=0, fn=3, tn=5).f1 == 0.0  # positives, none found: 0, not unknown
+    assert Counts(tp=0, fp=2, fn=0, tn=5).f1 == 0.0  # no positives, two flagged
+    assert Counts(tp=0, fp=0, fn=0, tn=5).f1 is None
+
+
+def test_the_share_flagged_is_unknown_without_ordinary_mail() -> None:
+    truth = np.array([[1, 0], [0, 1]])
+    report = evaluate(truth, np.array([[0.9, 0.1], [0.2, 0.9]]), THRESHOLDS, ["en"] * 2)
+    assert report.ordinary.share is None
+    assert format_report(report).splitlines()[-1].startswith("ordinary mail flagged: 0 of 0")
+    assert report_dict(report)["ordinary_flagged"]["share"] is None
 
 
 def test_per_label_metrics_at_the_thresholds() -> None:
@@ -76,7 +89,7 @@ def test_the_text_report_has_a_row_per_label_and_language_and_the_ordinary_share
     row = next(line for line in lines if line.startswith("favour_request"))
     assert " ".join(row.split()) == "favour_request all 0.700 2 0.667 1.000 0.800 2 1 0 3 0.583"
     fr_article = lines[lines.index(next(line for line in lines if line.startswith("article_share"))) + 2]
-    assert " ".join(fr_article.split()) == "fr 1 - 0.000 - 0 0 1 2"
+    assert " ".join(fr_article.split()) == "fr 1 - 0.000 0.000 0 0 1 2"
     assert lines[-1] == "ordinary mail flagged: 2 of 3 (66.7%); en 1 of 1 (100.0%), fr 1 of 2 (50.0%)"
 
 

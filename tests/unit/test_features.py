@@ -368,3 +368,25 @@ def test_own_cv_is_a_cv_sent_outside_an_application_the_owner_did_not_ask_for(
     fields: dict[str, Any], expected: float
 ) -> None:
     assert _cues(language="en", **fields)["own_cv"] == expected
+
+
+def test_a_language_with_too_few_positives_of_a_label_joins_the_base_choice_under_the_cap() -> None:
+    rng = np.random.default_rng(2)
+    # English: 200 ordinary, 60 positives of each label, well apart. French: 60 ordinary and 10
+    # article shares, all scoring 0.85-0.95 for article_share: judged at the base point, French
+    # ordinary mail must count towards the cap.
+    en_y = np.array([[0, 0]] * 200 + [[1, 0]] * 60 + [[0, 1]] * 60)
+    en_s = np.concatenate(
+        [
+            np.column_stack([rng.uniform(0, 0.3, 200), rng.uniform(0, 0.3, 200)]),
+            np.column_stack([rng.uniform(0.7, 1, 60), rng.uniform(0, 0.3, 60)]),
+            np.column_stack([rng.uniform(0, 0.3, 60), rng.uniform(0.7, 1, 60)]),
+        ]
+    )
+    fr_y = np.array([[0, 0]] * 60 + [[1, 0]] * 10)
+    fr_s = np.column_stack([rng.uniform(0.85, 0.95, 70), rng.uniform(0, 0.3, 70)])
+    y, scores = np.concatenate([en_y, fr_y]), np.concatenate([en_s, fr_s])
+    languages = ["en"] * 320 + ["fr"] * 70
+    metrics = cv_metrics(y, scores, languages=languages)
+    assert metrics["language_offsets"] == {}
+    assert metrics["by_language"]["fr"]["ordinary_flagged"] <= 0.02

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tiny_model import message, save_tiny_bundle
+from tiny_model import THRESHOLDS, message, save_tiny_bundle
 
 from filter.channels import FEATURE_VERSION
 from filter.cli import language_points
@@ -202,3 +202,22 @@ def test_the_pickle_is_unpickled_from_the_bytes_that_were_checked(
     monkeypatch.setattr(joblib, "load", load)
     assert ModelBundle.load(bundle_copy).pipeline is not None
     assert loaded and not isinstance(loaded[0], str | Path), "a path would be opened a second time, unchecked"
+
+
+def test_a_save_that_fails_leaves_the_bundle_that_was_there_whole(
+    bundle_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import joblib
+
+    before = {p.name: p.read_bytes() for p in bundle_copy.iterdir()}
+    pipeline = ModelBundle.load(bundle_copy).pipeline
+
+    def full_disk(value: object, target: Path, **_: object) -> None:
+        Path(target).write_bytes(b"half a model")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(joblib, "dump", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        ModelBundle.save(pipeline, bundle_copy, thresholds=THRESHOLDS, metrics={}, training_summary={})
+    assert {p.name: p.read_bytes() for p in bundle_copy.iterdir()} == before
+    ModelBundle.load(bundle_copy)
