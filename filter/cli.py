@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -207,6 +208,8 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
 # filter.train.DEFAULT_REPEATS, written out so that starting the command imports no scikit-learn
 # (a test keeps the two equal).
 _DEFAULT_REPEATS = 3
+# Seconds a stopping daemon waits for its accounts, then again after cutting their connections.
+STOP_GRACE = 5.0
 
 
 def _whole_number(what: str, low: int, high: int | None = None) -> Callable[[str], int]:
@@ -362,12 +365,19 @@ def one_pass(config: Config, account: AccountConfig, model: ModelBundle, state: 
 def _once(config: Config) -> int:
     model = load_model(config)
     state = _open_state(config)
+    failures: list[PloyError] = []
     try:
         for account in config.accounts:
-            print(summary(one_pass(config, account, model, state)))
+            try:
+                print(summary(one_pass(config, account, model, state)))
+            except PloyError as exc:  # one account's failure must not keep the others unfiltered
+                if len(config.accounts) == 1:
+                    raise
+                log.error("%s", exc)
+                failures.append(exc)
     finally:
         state.close()
-    return 0
+    return max((f.exit_code for f in failures), default=0)
 
 
 def summary(report: PassReport) -> str:
@@ -439,18 +449,19 @@ def _run(config: Config, path: Path, verbose: bool = False) -> int:
     signal.signal(signal.SIGHUP, on_hangup)
 
     def serve(account: AccountConfig) -> None:
+        # One account's failure ends its own thread only: the others go on filtering.
         try:
             runner = AccountRunner(config, account, _mailbox(config, account, stop.is_set), model, thresholds, state)
             runners[account.name] = runner
             runner.run_forever(stop)
         except PloyError as exc:
-            if not stop.is_set():  # else a signal or another account's failure ended the run first
+            if not stop.is_set():  # else a signal ended the run first
                 failures.append(exc)
-            stop.set()
+                if len(config.accounts) > 1:
+                    log.error("%s; this account stops, the others go on", exc)
         except Exception:
             log.exception("account %s: unexpected error", account.name)
             failures.append(PloyError(f"account {account.name}: unexpected error"))
-            stop.set()
 
     threads = [
         threading.Thread(target=serve, args=(account,), name=f"account-{account.name}", daemon=True)
@@ -459,12 +470,28 @@ def _run(config: Config, path: Path, verbose: bool = False) -> int:
     log.info("watching %s (action: %s)", ", ".join(f"{a.name}:{a.watch}" for a in config.accounts), config.action)
     for t in threads:
         t.start()
+    stopping_since: float | None = None
+    interrupted = False
     while any(t.is_alive() for t in threads):
         for t in threads:
             t.join(0.2)
         if reload.is_set():
             reload.clear()
             config = _reload(config, path, model, runners, verbose)
+        if stop.is_set() and any(t.is_alive() for t in threads):
+            stopping_since = stopping_since or time.monotonic()
+            waited = time.monotonic() - stopping_since
+            if waited > STOP_GRACE and not interrupted:
+                # A read blocked on a silent server would hold the stop up to the socket timeout.
+                interrupted = True
+                for runner in runners.values():
+                    interrupt = getattr(runner.mailbox, "interrupt", None)
+                    if interrupt is not None:
+                        interrupt()
+            elif waited > 2 * STOP_GRACE:
+                names = ", ".join(t.name for t in threads if t.is_alive())
+                log.warning("%s did not stop in %.0f s; exiting anyway (the state is safe)", names, waited)
+                return failures[0].exit_code if failures else 0
     state.close()
     if failures:
         log.error("%s", failures[0])
@@ -502,23 +529,28 @@ def _reload(
     if action != new.action:
         log.warning("action %s -> %s takes effect only after a restart", config.action, new.action)
     new = replace(
-        new, state_path=config.state_path, model=config.model, poll_interval=config.poll_interval, action=action
+        new,
+        state_path=config.state_path,
+        model=config.model,
+        poll_interval=config.poll_interval,
+        idle_renew=config.idle_renew,
+        reconnect_max=config.reconnect_max,
+        action=action,
     )
     thresholds = thresholds_for(new, model)
+    running: list[AccountConfig] = []
     for account in config.accounts:
         runner = runners.get(account.name)
         update = next((a for a in new.accounts if a.name == account.name), None)
-        if runner is None or update is None:
-            continue
-        # The connection stays as it was started; everything that shapes decisions is taken over.
-        kept = replace(
-            account,
-            folders=update.folders,
-            review_folder=update.review_folder,
-            sent=update.sent,
-        )
-        runner.reconfigure(new, kept, thresholds)
-    return new
+        current = runner.account if runner is not None else account
+        if runner is not None and update is not None:
+            # The connection stays as it was started; everything that shapes decisions is taken over.
+            current = replace(current, folders=update.folders, review_folder=update.review_folder, sent=update.sent)
+            runner.reconfigure(new, current, thresholds)
+        running.append(current)
+    # What runs, not what the file says: the next reload compares with this, and keys that need a
+    # restart are never taken over by a later reload.
+    return replace(new, accounts=tuple(running))
 
 
 def _check_config(config: Config) -> int:

@@ -23,6 +23,7 @@ import email.utils
 import hashlib
 import imaplib
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -185,6 +186,18 @@ class ImapMailbox:
 
     def capabilities(self) -> frozenset[str]:
         return self._capabilities
+
+    def interrupt(self) -> None:
+        """From another thread: shut the socket down, so that a read blocked on a silent server returns.
+
+        The session is lost (the blocked call raises ConnectionLost); used
+        only when the daemon is stopping. Never raises.
+        """
+        imap = self._imap
+        if imap is None:
+            return
+        with suppress(Exception):
+            imap._client.socket().shutdown(socket.SHUT_RDWR)
 
     @property
     def _session(self) -> _Guarded:

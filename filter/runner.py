@@ -192,7 +192,7 @@ class AccountRunner:
         name, watch = self.account.name, self.account.watch
         started = time.monotonic()
         # Both open other folders, so they come before the watched folder is selected.
-        self.follow_sent()
+        self.follow_sent(should_stop)
         self._digest_if_due()
         status = self.mailbox.select(watch)
         uv = status.uidvalidity
@@ -323,7 +323,7 @@ class AccountRunner:
 
     # The owner's sent mail and the digest ------------------------------------------
 
-    def follow_sent(self) -> int:
+    def follow_sent(self, should_stop: Callable[[], bool] = lambda: False) -> int:
         """Read what the owner sent since the last look into the ledger; returns how many messages were read.
 
         The folder is ``accounts[].sent``, else the one marked ``\\Sent``
@@ -357,7 +357,7 @@ class AccountRunner:
                 self.state.record_sent(name, rows)
                 self.state.set_sent_checkpoint(name, folder, uidvalidity, next_uid)
                 read += len(messages)
-                if len(messages) < SENT_PAGE:
+                if len(messages) < SENT_PAGE or should_stop():
                     break
                 first = next_uid
         except MailboxError as exc:  # FolderError included; a lost connection still ends the pass
@@ -368,7 +368,12 @@ class AccountRunner:
         return read
 
     def _digest_if_due(self) -> bool:
-        """Append the weekly digest when its weekday has come since the last one; True when appended."""
+        """Append the weekly digest when its weekday has come since the last one; True when done.
+
+        A digest the server refuses (a folder it will not create, a full
+        quota) is logged and tried again at the next pass: it never stops
+        the filtering.
+        """
         digest = self.config.digest
         if digest is None or self.dry_run:
             return False
@@ -377,7 +382,8 @@ class AccountRunner:
         if last is None:
             self.state.set_last_digest(name, now)  # the first digest covers the week from here
             return False
-        if last >= last_weekday_start(now, WEEKDAY_NUMBERS[digest.weekday]):
+        slot = last_weekday_start(now, WEEKDAY_NUMBERS[digest.weekday])
+        if last >= slot:
             return False
         decisions = self.state.decisions(name, since=last)
         moved = {label: 0 for label in LABELS}
@@ -387,29 +393,55 @@ class AccountRunner:
             assert isinstance(labels, list) and isinstance(keywords, list)
             if REVIEW_KEYWORD in keywords:
                 reviewed += 1
-            elif d["action"] == "move" and labels:
+            elif d["action"] in ("move", "flag") and labels:
                 for label in labels:
                     moved[label] += 1
             elif d["action"] == "keep" and labels:
                 kept += 1
-        pattern_shares = self.config.policy.pattern_shares
-        top = rank(self.state.senders(since=last), pattern_shares=pattern_shares, limit=digest.senders)
-        message_id = digest_message_id(name, now)
-        if not self.mailbox.has_message_id(digest.folder, message_id):
-            data = digest_message(
-                account=name,
-                to_address=self.account.username,
-                now=now,
-                moved=moved,
-                kept=kept,
-                reviewed=reviewed,
-                top=top,
-                pattern_shares=pattern_shares,
-                period_days=max(1, round((now - last) / _DAY)),
-            )
-            self.mailbox.append(digest.folder, data)
+        message_id = digest_message_id(name, slot)
+        try:
+            appended = self._append_digest(digest.folder, message_id, name, now, last, slot, moved, kept, reviewed)
+        except MailboxError as exc:  # a digest must never stop the filtering; it is tried again next pass
+            log.warning("%s: the weekly digest could not be added to %s (%s)", name, digest.folder, exc)
+            return False
+        if appended:
             log.info("%s: weekly digest appended to %s", name, digest.folder)
         self.state.set_last_digest(name, now)
+        return True
+
+    def _append_digest(
+        self,
+        folder: str,
+        message_id: str,
+        name: str,
+        now: float,
+        last: float,
+        slot: float,
+        moved: Mapping[str, int],
+        kept: int,
+        reviewed: int,
+    ) -> bool:
+        """Append this slot's digest unless it is there already (appended before a crash); True if appended."""
+        if self.mailbox.has_message_id(folder, message_id):
+            return False
+        digest = self.config.digest
+        assert digest is not None
+        pattern_shares = self.config.policy.pattern_shares
+        top = rank(self.state.senders(since=last), pattern_shares=pattern_shares, limit=digest.senders)
+        data = digest_message(
+            account=name,
+            to_address=self.account.username,
+            now=now,
+            moved=moved,
+            kept=kept,
+            reviewed=reviewed,
+            top=top,
+            pattern_shares=pattern_shares,
+            period_days=max(1, round((now - last) / _DAY)),
+            slot=slot,
+            flagged=self.config.action == "flag",
+        )
+        self.mailbox.append(folder, data)
         return True
 
     def _finish(self, uv: int, done: Sequence[tuple[RawMessage, DecisionRecord]]) -> list[Outcome]:
@@ -519,9 +551,9 @@ class AccountRunner:
                 self.mailbox.connect()
                 self.prepare()
                 connected_once = True
-                backoff.reset()
                 while not stop.is_set():
                     self.pass_once(stop.is_set)
+                    backoff.reset()  # only a whole pass proves the account works, not a login
                     idle = "IDLE" in self.mailbox.capabilities()
                     timeout = self.config.idle_renew if idle else self.config.poll_interval
                     self.mailbox.wait_for_change(timeout, stop.is_set)

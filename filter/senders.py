@@ -119,16 +119,16 @@ def to_json(rows: Sequence[SenderRow], pattern_shares: int) -> list[dict[str, ob
     ]
 
 
-def digest_message_id(account: str, now: float) -> str:
-    """The Message-ID of the digest for ``account`` in the ISO week of ``now``.
+def digest_message_id(account: str, slot: float) -> str:
+    """The Message-ID of the digest for ``account`` due at ``slot`` (the local midnight its weekday began).
 
-    The same week gives the same id, so a digest already appended (say,
-    before a crash) can be found by searching for it instead of appended
-    twice. Account names are limited by the config to characters that are
-    valid in a Message-ID (RFC 5322 section 3.6.4).
+    One slot gives one id, however late the digest goes out, so a digest
+    already appended (say, before a crash) is found instead of appended
+    twice, and a late one never takes the next one's id. Account names are
+    limited by the config to characters that are valid in a Message-ID
+    (RFC 5322 section 3.6.4).
     """
-    year, week, _ = datetime.fromtimestamp(now, UTC).isocalendar()
-    return f"<digest-{year}-W{week:02d}-{account}@ployfilter.invalid>"
+    return f"<digest-{datetime.fromtimestamp(slot).strftime('%Y-%m-%d')}-{account}@ployfilter.invalid>"
 
 
 def digest_message(
@@ -142,14 +142,19 @@ def digest_message(
     top: Sequence[SenderRow],
     pattern_shares: int,
     period_days: int = 7,
+    slot: float | None = None,
+    flagged: bool = False,
 ) -> bytes:
     """The weekly digest as a complete RFC 5322 message, ready for IMAP APPEND.
 
-    ``moved`` counts the messages moved per label in the period, ``reviewed``
-    those flagged for review, ``kept`` those left in the inbox; ``top`` is
-    the senders table (usually ``rank(..., limit=N)``). Lines end in CRLF, as
-    APPEND requires (RFC 9051 section 6.3.12).
+    ``moved`` counts the messages moved per label in the period (marked
+    with keywords instead, when ``flagged``: the "flag" action), ``reviewed``
+    those marked for review, ``kept`` those left in the inbox; ``top`` is
+    the senders table (usually ``rank(..., limit=N)``). ``slot`` names the
+    digest (``digest_message_id``; ``now`` when not given). Lines end in
+    CRLF, as APPEND requires (RFC 9051 section 6.3.12).
     """
+    verb = "flagged" if flagged else "moved"
     period = "week" if period_days == 7 else f"{period_days} days"
     counts = ", ".join(_count(moved.get(label, 0), label) for label in _LABEL_NAMES)
     start = now - period_days * 86400
@@ -157,7 +162,7 @@ def digest_message(
     lines = [
         f"ployfilter digest for account {account}, {_day(start)} to {_day(now)} (UTC).",
         "",
-        "Moved to folders:",
+        "Flagged with keywords, left in the inbox:" if flagged else "Moved to folders:",
         *(f"  {label}: {moved.get(label, 0)}" for label in _LABEL_NAMES),
         f"Flagged for review: {reviewed}",
         f"Kept in the inbox: {kept}",
@@ -170,9 +175,9 @@ def digest_message(
     msg = EmailMessage(policy=default)
     msg["From"] = to_address
     msg["To"] = to_address
-    msg["Subject"] = f"ployfilter: {period} to {_day(now)} \u2014 {counts} moved"
+    msg["Subject"] = f"ployfilter: {period} to {_day(now)} \u2014 {counts} {verb}"
     msg["Date"] = format_datetime(datetime.fromtimestamp(now, UTC))
-    msg["Message-ID"] = digest_message_id(account, now)
+    msg["Message-ID"] = digest_message_id(account, now if slot is None else slot)
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834 section 5: no auto-replies to this
     msg.set_content("\n".join(lines) + "\n", charset="utf-8")
     return msg.as_bytes(policy=SMTP)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -259,3 +260,54 @@ def test_train_says_when_label_folders_are_the_cv_groups(tmp_path: Path, caplog:
     args = ["train", str(tmp_path / "mail"), "--out", str(tmp_path / "m"), "--folds", "2", "--repeats", "1"]
     main([*args, "--group-by", "folder"])
     assert "holds one kind of mail only" in caplog.text
+
+
+class _Runner:
+    def __init__(self, account: Any) -> None:
+        self.account = account
+        self.taken: list[Any] = []
+
+    def reconfigure(self, config: Any, account: Any, thresholds: Any) -> None:
+        self.account = account
+        self.taken.append((config, account))
+
+
+def test_a_key_that_needs_a_restart_is_never_taken_over_by_a_later_reload(tmp_path: Path) -> None:
+    path = _running_config(tmp_path)
+    config = load_config(path)
+    runner = _Runner(config.accounts[0])
+    model = SimpleNamespace(thresholds=THRESHOLDS)
+    path.write_text(path.read_text().replace("password_env: PW}", "password_env: PW, watch: Other}"))
+    config = filter.cli._reload(config, path, model, {"home": runner})  # type: ignore[arg-type,dict-item]
+    path.write_text(path.read_text() + "thresholds: {article_share: 0.6}\n")
+    config = filter.cli._reload(config, path, model, {"home": runner})  # type: ignore[arg-type,dict-item]
+    assert runner.account.watch == "INBOX" and config.accounts[0].watch == "INBOX"
+    assert config.thresholds == {"article_share": 0.6}
+
+
+def test_once_goes_on_with_the_other_accounts_when_one_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from filter.errors import AuthError
+
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "accounts:\n"
+        "  - {name: work, host: 127.0.0.1, security: plain, username: u, password_env: PW}\n"
+        "  - {name: home, host: 127.0.0.1, security: plain, username: u, password_env: PW}\n"
+        f"state_path: {tmp_path / 'state.sqlite3'}\n"
+    )
+    done: list[str] = []
+
+    def one_pass(config: Any, account: Any, model: Any, state: Any) -> Any:
+        if account.name == "work":
+            raise AuthError("account work: login refused")
+        done.append(account.name)
+        return SimpleNamespace(
+            account=account.name, outcomes=[], count=lambda a: 0, carried_over=0, recovered=0, seconds=0.1
+        )
+
+    monkeypatch.setattr(filter.cli, "one_pass", one_pass)
+    assert main(["once", "-c", str(path)]) == 4
+    assert done == ["home"]
+    assert "home: 0 new messages" in capsys.readouterr().out

@@ -17,7 +17,7 @@ from email.utils import parsedate_to_datetime
 import pytest
 
 from filter.config import Config, parse_config
-from filter.errors import FolderError
+from filter.errors import FolderError, MailboxError
 from filter.imap import sent_message_of
 from filter.mailbox import ConnectionLost, Fingerprint, MailboxStatus, RawMessage, SentMessage
 from filter.message import ParsedMessage
@@ -399,3 +399,31 @@ def test_backoff_grows_to_its_maximum_with_jitter() -> None:
     assert all(0.5 * cap <= d <= cap for d, cap in zip(delays, [1, 2, 4, 8, 8, 8], strict=True))
     b.reset()
     assert b.next() <= 1
+
+
+def test_an_error_after_login_backs_off_more_each_time_until_a_pass_succeeds() -> None:
+    import random
+    import threading
+
+    server, state = Server(), State.in_memory()
+    r = runner(server, state)
+    waits: list[float] = []
+    stop = threading.Event()
+    passes = iter([MailboxError("SELECT => [NONEXISTENT] no such folder")] * 4 + [None])
+
+    def pass_once(should_stop: Callable[[], bool] = lambda: False) -> None:
+        failure = next(passes, None)
+        if failure is not None:
+            raise failure
+        stop.set()
+
+    class Waits(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waits.append(timeout or 0.0)
+            return False
+
+    r.pass_once = pass_once  # type: ignore[method-assign,assignment]
+    stop.wait = Waits().wait  # type: ignore[method-assign]
+    r.run_forever(stop, rng=random.Random(0))
+    assert len(waits) == 4
+    assert all(0.5 * cap <= w <= cap for w, cap in zip(waits, [1, 2, 4, 8], strict=True))

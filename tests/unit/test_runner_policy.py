@@ -6,6 +6,7 @@ same scenario runs against a real Dovecot in tests/integration/test_policy_scena
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from email import message_from_bytes
 from typing import Any
@@ -229,3 +230,44 @@ def test_a_sent_folder_the_server_will_not_read_is_logged_and_the_pass_goes_on(c
     runner.pass_once()
     assert "<p1@example.org>" in folder_ids(server, ARTICLES)
     assert "cannot read the sent folder" in caplog.text
+
+
+def test_a_late_digest_does_not_take_the_next_one_s_place() -> None:
+    server, state = Server(), State.in_memory()
+    server.folders["Sent"] = type(server.folders["INBOX"])()
+    cfg = policy_config(digest={"folder": "Digest", "weekday": "friday"})
+    make_runner(server, state, cfg, clock=NOW).pass_once()  # Thursday: the week starts counting
+    make_runner(server, state, cfg, clock=NOW + 4 * DAY).pass_once()  # Monday: Friday's digest, late
+    make_runner(server, state, cfg, clock=NOW + 8 * DAY).pass_once()  # the next Friday: its own digest
+    assert len(server.folders["Digest"].messages) == 2
+
+
+def test_a_digest_the_server_refuses_never_stops_the_filtering(caplog: Any) -> None:
+    server, state = Server(), State.in_memory()
+    server.folders["Sent"] = type(server.folders["INBOX"])()
+    cfg = policy_config(digest={"folder": "Digest", "weekday": "monday"})
+    make_runner(server, state, cfg, clock=NOW).pass_once()
+    server.folders["INBOX"].add(dated(1, "x@example.net", "article", NOW + 4 * DAY))
+    runner = make_runner(server, state, cfg, clock=NOW + 4 * DAY)
+
+    def over_quota(folder: str, data: bytes, keywords: Sequence[str] = ()) -> None:
+        raise MailboxError("APPEND => [OVERQUOTA] Quota exceeded")
+
+    runner.mailbox.append = over_quota  # type: ignore[method-assign]
+    runner.pass_once()
+    assert "<p1@example.org>" in folder_ids(server, ARTICLES)
+    assert "weekly digest could not be added" in caplog.text
+    make_runner(server, state, cfg, clock=NOW + 4 * DAY + 60).pass_once()  # tried again, and appended
+    assert len(server.folders["Digest"].messages) == 1
+
+
+def test_flagged_mail_is_counted_in_the_digest() -> None:
+    server, state = Server(), State.in_memory()
+    server.folders["Sent"] = type(server.folders["INBOX"])()
+    cfg = policy_config(action="flag", digest={"folder": "Digest", "weekday": "monday"})
+    make_runner(server, state, cfg, clock=NOW).pass_once()
+    server.folders["INBOX"].add(dated(1, "x@example.net", "article", NOW + DAY))
+    make_runner(server, state, cfg, clock=NOW + DAY).pass_once()
+    make_runner(server, state, cfg, clock=NOW + 4 * DAY).pass_once()
+    ((data, _),) = server.folders["Digest"].messages.values()
+    assert " ".join(str(message_from_bytes(data)["Subject"]).split()).endswith("1 article, 0 requests flagged")

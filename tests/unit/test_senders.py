@@ -9,6 +9,7 @@ from email.message import EmailMessage
 from email.policy import default
 from email.utils import parsedate_to_datetime
 
+from filter.runner import last_weekday_start
 from filter.senders import (
     NO_SENDERS,
     SenderRow,
@@ -122,13 +123,14 @@ def test_json_carries_the_table_fields_with_iso_dates() -> None:
     json.dumps([ann, bo])
 
 
-def test_digest_message_id_is_fixed_within_an_iso_week() -> None:
-    sunday_night = datetime(2026, 12, 6, 23, tzinfo=UTC).timestamp()
-    next_monday = datetime(2026, 12, 7, 0, 30, tzinfo=UTC).timestamp()
-    assert digest_message_id("home", NOW) == "<digest-2026-W49-home@ployfilter.invalid>"
-    assert digest_message_id("home", sunday_night) == digest_message_id("home", NOW)
-    assert digest_message_id("home", next_monday) == "<digest-2026-W50-home@ployfilter.invalid>"
-    assert digest_message_id("work", NOW) != digest_message_id("home", NOW)
+def test_digest_message_id_names_the_slot_it_was_due_at() -> None:
+    slot = last_weekday_start(NOW, 4)  # the latest Friday, local midnight
+    next_slot = last_weekday_start(NOW + 7 * DAY, 4)
+    day = datetime.fromtimestamp(slot).strftime("%Y-%m-%d")
+    assert digest_message_id("home", slot) == f"<digest-{day}-home@ployfilter.invalid>"
+    # Sent three days late, the digest keeps its slot's id: the next one, on time, is another message.
+    assert digest_message_id("home", next_slot) != digest_message_id("home", slot)
+    assert digest_message_id("work", slot) != digest_message_id("home", slot)
 
 
 def digest(**changes: object) -> EmailMessage:
@@ -154,14 +156,21 @@ def test_digest_parses_back_with_its_headers() -> None:
     assert msg["From"] == "owner@example.org"
     assert msg["To"] == "owner@example.org"
     assert msg["Subject"] == "ployfilter: week to 2026-11-30 \u2014 12 articles, 3 requests moved"
-    assert msg["Message-ID"] == "<digest-2026-W49-home@ployfilter.invalid>"
+    assert msg["Message-ID"] == digest_message_id("home", NOW)
     assert parsedate_to_datetime(msg["Date"]).timestamp() == NOW
     assert msg.get_content_type() == "text/plain"
     assert msg.get_content_charset() == "utf-8"
 
 
 def test_digest_is_the_same_message_when_made_twice() -> None:
-    assert digest()["Message-ID"] == digest(now=NOW + DAY)["Message-ID"]
+    slot = last_weekday_start(NOW, 0)
+    assert digest(slot=slot)["Message-ID"] == digest(now=NOW + DAY, slot=slot)["Message-ID"]
+
+
+def test_a_digest_in_flag_mode_says_flagged_not_moved() -> None:
+    msg = digest(flagged=True)
+    assert msg["Subject"].endswith("12 articles, 3 requests flagged")
+    assert "Flagged with keywords, left in the inbox:" in msg.get_content()
 
 
 def test_digest_subject_counts_in_the_singular_and_for_other_periods() -> None:
