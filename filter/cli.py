@@ -802,11 +802,12 @@ def _train(args: argparse.Namespace) -> int:
     kinds_by_group: dict[str, set[tuple[bool, ...]]] = {}
     for e in examples:
         kinds_by_group.setdefault(e.group, set()).add(tuple(bool(e.labels.get(label)) for label in LABELS))
-    if all(len(k) == 1 for k in kinds_by_group.values()) and len(set().union(*kinds_by_group.values())) > 1:
+    one_kind_each = all(len(k) == 1 for k in kinds_by_group.values())
+    if args.group_by == "folder" and one_kind_each and len(set().union(*kinds_by_group.values())) > 1:
         log.warning(
             "every one of the %d %s holds one kind of mail only: each fold then holds out whole labels, and "
-            "the figures and thresholds mean little. With label folders (articles/, favours/, ham/), group by "
-            "sender (the default), or by folders that each mix kinds of mail",
+            "the figures and thresholds mean little. With label folders (articles/, favours/, ham/), leave "
+            "--group-by at sender (the default), or group by folders that each mix kinds of mail",
             len(kinds_by_group),
             kind,
         )

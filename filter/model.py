@@ -208,6 +208,8 @@ class ModelBundle:
         path.mkdir(parents=True, exist_ok=True)
         # Everything is written beside the bundle first: a save that fails (disk full, Ctrl-C)
         # leaves the bundle that was there whole, and only renames touch it.
+        for left in path.glob(".saving-*"):  # from a save killed before it could clean up
+            shutil.rmtree(left, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=path))
         try:
             card = _stage(pipeline, staging, thresholds, metrics, training_summary, labels, language_offsets)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
 import itertools
 import logging
 import math
@@ -519,44 +520,60 @@ def parse_flag(value: str, where: str) -> bool | None:
 def read_label_file(path: Path, *, id_column: str = "id", source: str | None = None) -> list[LabelRow]:
     """Rows of a label CSV (``source,id,...`` or ``path,...``) with one column per label.
 
-    UTF-8, with or without the byte order mark spreadsheets write. A
-    malformed row (a quote never closed, a row with more fields than the
-    header) is a PloyError naming its line, never rows silently lost.
+    UTF-8, with or without the byte order mark spreadsheets write. A quote
+    that never closes (it would swallow every row after it) and a row with
+    more non-empty fields than the header names are PloyErrors naming the
+    line; a stray quote inside a field is read as it always was.
     """
+    text = path.read_text(encoding="utf-8-sig")
+    try:
+        records = _csv_records(text, strict=True)
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            line = getattr(exc, "line", "?")
+            raise PloyError(f"{path}:{line}: a quote opened on or after this line never closes") from None
+        records = _csv_records(text, strict=False)
+    if not records:
+        raise PloyError(f"{path}: empty; expected a header with the columns {id_column}, {', '.join(LABELS)}")
+    header = records[0][1]
+    missing = {id_column, *LABELS} - set(header)
+    if missing:
+        found = ", ".join(header) or "none"
+        raise PloyError(f"{path}: missing column(s) {', '.join(sorted(missing))} (found: {found})")
     rows: list[LabelRow] = []
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle, strict=True, restkey="\x00extra")
-        try:
-            header = reader.fieldnames or ()
-            missing = {id_column, *LABELS} - set(header)
-            if missing:
-                found = ", ".join(header) or "none"
-                raise PloyError(f"{path}: missing column(s) {', '.join(sorted(missing))} (found: {found})")
-            last = 1
-            for row in reader:
-                _check_row(row, path, reader.line_num)
-                where = f"{path}:{reader.line_num}"
-                last = reader.line_num
-                flags = {label: parse_flag(row.get(label) or "", where) for label in LABELS}
-                decided = None if any(v is None for v in flags.values()) else {k: bool(v) for k, v in flags.items()}
-                rows.append(
-                    LabelRow(
-                        source=source or (row.get("source") or "").strip(),
-                        id=(row.get(id_column) or "").strip(),
-                        labels=decided,
-                        note=(row.get("note") or "").strip(),
-                    )
-                )
-        except csv.Error as exc:
-            raise PloyError(
-                f"{path}:{last + 1}: not valid CSV ({exc}); a quote opened on or after this line never closes"
-            ) from None
+    for line, values in records[1:]:
+        if len(values) > len(header) and any(v.strip() for v in values[len(header) :]):
+            raise PloyError(f"{path}:{line}: more fields than the header names; quote a value that holds a comma")
+        row = dict(zip(header, values, strict=False))
+        where = f"{path}:{line}"
+        flags = {label: parse_flag(row.get(label) or "", where) for label in LABELS}
+        decided = None if any(v is None for v in flags.values()) else {k: bool(v) for k, v in flags.items()}
+        rows.append(
+            LabelRow(
+                source=source or (row.get("source") or "").strip(),
+                id=(row.get(id_column) or "").strip(),
+                labels=decided,
+                note=(row.get("note") or "").strip(),
+            )
+        )
     return rows
 
 
-def _check_row(row: Mapping[str, Any], path: Path, line: int) -> None:
-    if "\x00extra" in row:
-        raise PloyError(f"{path}:{line}: more fields than the header names; quote a value that holds a comma")
+def _csv_records(text: str, *, strict: bool) -> list[tuple[int, list[str]]]:
+    """(line, fields) of each non-blank record; a csv.Error carries the line its record began on as ``line``."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=strict)
+    records: list[tuple[int, list[str]]] = []
+    while True:
+        begins = reader.line_num + 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            return records
+        except csv.Error as exc:
+            exc.line = begins  # type: ignore[attr-defined]
+            raise
+        if any(v.strip() for v in values):
+            records.append((reader.line_num - sum(v.count("\n") for v in values), values))
 
 
 def load_written(root: Path = WRITTEN) -> list[Example]:

@@ -311,3 +311,11 @@ def test_once_goes_on_with_the_other_accounts_when_one_fails(
     assert main(["once", "-c", str(path)]) == 4
     assert done == ["home"]
     assert "home: 0 new messages" in capsys.readouterr().out
+
+
+def test_train_grouped_by_sender_does_not_warn_about_one_kind_per_group(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _write_labelled_mail(tmp_path / "mail")
+    main(["train", str(tmp_path / "mail"), "--out", str(tmp_path / "m"), "--folds", "2", "--repeats", "1"])
+    assert "holds one kind of mail only" not in caplog.text

@@ -220,7 +220,7 @@ def test_a_quote_never_closed_in_the_label_csv_is_named_not_swallowing_rows(tmp_
     write(tmp_path / "mail" / "x.eml", mail())
     labels = tmp_path / "labels.csv"
     labels.write_text('path,article_share,favour_request,note\nmail/x.eml,1,0,"read this, he said\nmail/y.eml,0,0,\n')
-    with pytest.raises(UsageError, match=r"labels.csv:2: not valid CSV"):
+    with pytest.raises(UsageError, match=r"labels.csv:2: a quote opened on or after this line never closes"):
         read_labelled([tmp_path / "mail"], label_file=labels)
 
 
@@ -263,3 +263,24 @@ def test_an_mbox_without_messages_is_named_in_a_warning(tmp_path: Path, caplog: 
     dataset = read_labelled([tmp_path])
     assert "articles.mbox: no messages in it" in caplog.text
     assert [Path(i).name for i in dataset.unreadable] == ["articles.mbox"]
+
+
+@pytest.mark.parametrize(
+    "row, note",
+    [('mail/x.eml,1,0,"Nature" piece', "Nature piece"), ("mail/x.eml,1,0,", ""), ("mail/x.eml,1,0,ok,", "ok")],
+)
+def test_label_csv_rows_spreadsheets_write_are_read(tmp_path: Path, row: str, note: str) -> None:
+    from filter.train import read_label_file
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"path,article_share,favour_request,note\n{row}\n")
+    (only,) = read_label_file(labels, id_column="path")
+    assert (only.id, only.labels, only.note) == ("mail/x.eml", ARTICLE, note)
+
+
+def test_a_label_csv_whose_header_is_broken_is_a_usage_error(tmp_path: Path) -> None:
+    write(tmp_path / "mail" / "x.eml", mail())
+    labels = tmp_path / "labels.csv"
+    labels.write_text('path,article_share,"favour_request\nmail/x.eml,1,0\n')
+    with pytest.raises(UsageError, match=r"labels.csv:1: a quote opened"):
+        read_labelled([tmp_path / "mail"], label_file=labels)

@@ -221,3 +221,11 @@ def test_a_save_that_fails_leaves_the_bundle_that_was_there_whole(
         ModelBundle.save(pipeline, bundle_copy, thresholds=THRESHOLDS, metrics={}, training_summary={})
     assert {p.name: p.read_bytes() for p in bundle_copy.iterdir()} == before
     ModelBundle.load(bundle_copy)
+
+
+def test_a_staging_folder_left_by_a_killed_save_is_cleared_by_the_next(bundle_copy: Path) -> None:
+    (bundle_copy / ".saving-abc123").mkdir()
+    (bundle_copy / ".saving-abc123" / "model.joblib").write_bytes(b"x" * 100)
+    pipeline = ModelBundle.load(bundle_copy).pipeline
+    ModelBundle.save(pipeline, bundle_copy, thresholds=THRESHOLDS, metrics={}, training_summary={})
+    assert not list(bundle_copy.glob(".saving-*"))
