@@ -77,7 +77,7 @@ def run_demo(keep: Path | None = None) -> int:
             names = {}
             for name, data in samples:
                 if data:
-                    names[server.append(DEFAULT_USER, "INBOX", data)] = name
+                    names[server.append(DEFAULT_USER, "INBOX", data, internaldate=None)] = name
             for name, data in samples:
                 if not data:  # APPEND refuses an empty message; a delivery agent can still leave one
                     server.deliver(DEFAULT_USER, data)

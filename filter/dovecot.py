@@ -18,6 +18,7 @@ can check what really happened on the server.
 
 from __future__ import annotations
 
+import email.utils
 import imaplib
 import os
 import pwd
@@ -32,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from email.parser import BytesHeaderParser
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -74,6 +76,17 @@ subjectAltName = IP:127.0.0.1,DNS:localhost
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid:always
 """
+
+
+def _arrival_of(data: bytes) -> str:
+    """The Date field of ``data`` as an IMAP date-time for APPEND, or "" (the time of arrival) without one."""
+    head = re.split(rb"\r?\n\r?\n", data, maxsplit=1)[0]
+    parsed = BytesHeaderParser().parsebytes(head + b"\r\n\r\n")
+    try:
+        when = email.utils.parsedate_to_datetime(str(parsed.get("Date", "")))
+    except (TypeError, ValueError):
+        return ""
+    return imaplib.Time2Internaldate(when.timestamp())
 
 
 def capabilities_without(*names: str) -> str:
@@ -295,12 +308,18 @@ class LocalDovecot:
         """The names of all of ``user``'s folders, sorted."""
         return sorted(line for line in self.doveadm("mailbox", "list", "-u", user).splitlines() if line)
 
-    def append(self, user: str, folder: str, data: bytes, flags: Sequence[str] = (), internaldate: str = "") -> int:
+    def append(
+        self, user: str, folder: str, data: bytes, flags: Sequence[str] = (), internaldate: str | None = ""
+    ) -> int:
         """APPEND ``data`` to ``folder`` with ``flags``; returns the new message's UID (RFC 4315 APPENDUID).
 
         ``internaldate`` sets INTERNALDATE, quoted as IMAP writes it
-        ('"02-Mar-2026 10:00:00 +0000"'); by default the server uses the time of arrival.
+        ('"02-Mar-2026 10:00:00 +0000"'); by default the server uses the time
+        of arrival. None takes the message's own Date, as if it had been
+        delivered when it was sent (sample mail dated in the past).
         """
+        if internaldate is None:
+            internaldate = _arrival_of(data)
         with self._session(user) as imap:
             typ, response = imap.append(_quote(folder), " ".join(flags), internaldate, data)
             _check(typ, response, f"APPEND to {folder}")

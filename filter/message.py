@@ -496,6 +496,10 @@ def parse_address(value: str) -> tuple[str, str]:
     match = re.search(r"<([^<>\s]*@[^<>\s]*)>", value)
     if match:
         return value[: match.start()].strip().strip('"').strip(), match.group(1)
+    if '"' in value:  # a quoted local part ("ann lee"@example.org): the full parser reads it
+        name, address = email.utils.parseaddr(value)
+        if "@" in address:
+            return name, address
     match = (_ASCII_ADDRESS if value.isascii() else _ADDRESS).search(value)
     if match:
         rest = (value[: match.start()] + value[match.end() :]).strip()

@@ -166,11 +166,29 @@ def normalise_address(value: str) -> str:
     Never raises: a From header is whatever the sender put there, and one
     that holds no usable address simply matches no list and no history.
     """
-    address = parseaddr(value)[1].strip().lower()
+    address = parseaddr(value)[1].strip()
     local, at, domain = address.rpartition("@")
-    if not (local and at and domain) or "@" in local or any(c.isspace() for c in address):
+    if len(local) > 1 and local.startswith('"') and local.endswith('"'):
+        local = local[1:-1]  # "ann.lee"@example.org is ann.lee@example.org (RFC 5322 section 3.4.1)
+    domain = canonical_domain(domain)
+    if not (local and at and domain) or "@" in local or any(c.isspace() for c in domain):
         return ""
-    return address
+    local = local.lower()
+    return f'"{local}"@{domain}' if any(c.isspace() or c in '"(),:;<>[\\]' for c in local) else f"{local}@{domain}"
+
+
+def canonical_domain(domain: str) -> str:
+    """A domain as the ledger and the lists compare it: lower case, no final dot, IDNA (xn--) form.
+
+    A domain the IDNA codec refuses is kept as it is, lower-cased.
+    """
+    domain = domain.strip().rstrip(".").lower()
+    if domain.isascii():
+        return domain
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return domain
 
 
 def matches(address: str, patterns: Sequence[str]) -> str | None:
@@ -186,7 +204,14 @@ def matches(address: str, patterns: Sequence[str]) -> str | None:
     if not (local and at and domain):
         return None
     for pattern in patterns:
-        glob = pattern.lower().replace("[", "[[]")
+        head, sep, tail = pattern.lower().rpartition("@")
+        labels = tail.rstrip(".").split(".")  # each label as the ledger writes it; wildcards as they are
+        written = (
+            head
+            + sep
+            + ".".join(label if "*" in label or "?" in label else canonical_domain(label) for label in labels)
+        )
+        glob = written.replace("[", "[[]")
         if "@" in glob:
             if fnmatchcase(address, glob):
                 return pattern

@@ -32,7 +32,7 @@ from filter.errors import AuthError, ConnectError, MailboxError, PloyError
 from filter.mailbox import ConnectionLost, Fingerprint, Mailbox, RawMessage, header_date, header_fields
 from filter.message import ParsedMessage, parse_message
 from filter.model import Scores
-from filter.policy import REVIEW_KEYWORD, Decision, SenderHistory, decide, normalise_address, skip
+from filter.policy import KEYWORDS, REVIEW_KEYWORD, Decision, SenderHistory, decide, normalise_address, skip
 from filter.senders import digest_message, digest_message_id, rank
 from filter.state import DecisionRecord, Intent, State, fingerprint_key
 
@@ -104,12 +104,13 @@ WEEKDAY_NUMBERS = {name: number for number, name in enumerate(WEEKDAYS)}
 def message_time(data: bytes, arrived: float | None, fallback: float) -> float:
     """When a message was sent, for the sender's history: its Date header, else ``arrived``, else ``fallback``.
 
-    ``arrived`` is the server's INTERNALDATE. A Date more than a day after
-    it is a sender's wrong clock or a forgery, and the arrival time is used
+    ``arrived`` is the server's INTERNALDATE. A Date more than a day away
+    from it, either way, is a wrong clock or a forgery (a drip back-dated
+    past the drip window would never count), and the arrival time is used
     instead.
     """
     sent = header_date(header_fields(data))
-    if sent is not None and (arrived is None or sent <= arrived + _DAY):
+    if sent is not None and (arrived is None or arrived - _DAY <= sent <= arrived + _DAY):
         return sent
     return arrived if arrived is not None else fallback
 
@@ -299,7 +300,7 @@ class AccountRunner:
                 self.account.folders,
                 self.config.action,
                 sender=sender,
-                history=self._history(sender, batch.get(sender, [])),
+                history=self._history(sender, batch.get(sender, []), before=when),
                 policy=self.config.policy,
                 now=when,
                 review_folder=self.account.review_folder,
@@ -311,13 +312,20 @@ class AccountRunner:
             judged[i] = _Judged(d, scores.values, sender, when)
         return [j if j is not None else _Judged(skip("not judged"), {}) for j in judged]
 
-    def _history(self, sender: str, batch: Sequence[tuple[str, float]]) -> SenderHistory:
+    def _history(self, sender: str, batch: Sequence[tuple[str, float]], before: float) -> SenderHistory:
+        """What came from ``sender`` before ``before`` (the message's own time), this batch included.
+
+        Mail dated later, in the ledger from another account or brought back
+        by the owner, never counts towards an earlier message's judgement,
+        and a message never counts towards its own.
+        """
         if not sender:
             return SenderHistory()
-        known = self.state.history(sender)
+        known = self.state.history(sender, before=before)
+        earlier = [(label, t) for label, t in batch if t < before]
         return SenderHistory(
-            shares=tuple(sorted((*known.shares, *(t for label, t in batch if label == "article_share")))),
-            asks=tuple(sorted((*known.asks, *(t for label, t in batch if label == "favour_request")))),
+            shares=tuple(sorted((*known.shares, *(t for label, t in earlier if label == "article_share")))),
+            asks=tuple(sorted((*known.asks, *(t for label, t in earlier if label == "favour_request")))),
             last_sent=known.last_sent,
         )
 
@@ -393,9 +401,10 @@ class AccountRunner:
             assert isinstance(labels, list) and isinstance(keywords, list)
             if REVIEW_KEYWORD in keywords:
                 reviewed += 1
-            elif d["action"] in ("move", "flag") and labels:
-                for label in labels:
-                    moved[label] += 1
+            elif d["action"] in ("move", "flag") and any(k in KEYWORDS.values() for k in keywords):
+                # By keyword, not label: a blocked sender's message is moved with a keyword and no label.
+                for label, keyword in KEYWORDS.items():
+                    moved[label] += keyword in keywords
             elif d["action"] == "keep" and labels:
                 kept += 1
         message_id = digest_message_id(name, slot)

@@ -3,8 +3,8 @@
 The ledger (``state.py``) counts, per address, the mail labelled
 article_share or favour_request and whether the owner ever wrote back. The
 report ranks those senders and flags the give-then-ask pattern: several
-"thought you'd like this" shares, then an ask, from someone the owner has
-never written to. Only addresses, dates and counts appear here; never a
+"thought you'd like this" shares the owner never answered, then an ask, by
+the same rule as the $PloyPattern keyword. Only addresses, dates and counts appear here; never a
 subject or a line of text.
 """
 
@@ -31,6 +31,8 @@ class SenderRow:
     and ``last_seen`` span those messages (None when the owner wrote to the
     address but never received from it); ``sent_count`` and ``last_sent``:
     the owner's messages to the address, as read from the sent folder.
+    ``before_ask``: the most shares sent after the owner last wrote to the
+    address (all, if never) that came before one of its asks.
     """
 
     address: str
@@ -41,11 +43,12 @@ class SenderRow:
     last_seen: float | None
     sent_count: int
     last_sent: float | None
+    before_ask: int = 0
 
 
 def is_pattern(row: SenderRow, pattern_shares: int) -> bool:
-    """Give-then-ask: at least ``pattern_shares`` shares, at least one ask, and never written to."""
-    return row.shares >= pattern_shares and row.asks >= 1 and row.sent_count == 0
+    """Give-then-ask, as the $PloyPattern keyword has it: an ask after ``pattern_shares`` unanswered shares."""
+    return row.before_ask >= pattern_shares
 
 
 def rank(rows: Sequence[SenderRow], *, pattern_shares: int = 2, limit: int | None = None) -> list[SenderRow]:
@@ -97,7 +100,7 @@ def format_table(rows: Sequence[SenderRow], now: float, pattern_shares: int) -> 
         )
         return "  ".join(padded).rstrip()
 
-    legend = f"as of {_day(now)} UTC; pattern: {pattern_shares}+ shares, an ask, never written to"
+    legend = f"as of {_day(now)} UTC; pattern: an ask after {pattern_shares}+ shares you never answered"
     return "\n".join([legend, "", line(header), line(["-" * w for w in widths]), *map(line, body)]) + "\n"
 
 

@@ -26,6 +26,7 @@ subject, no body.
 
 from __future__ import annotations
 
+import bisect
 import fcntl
 import hashlib
 import json
@@ -110,6 +111,16 @@ def fingerprint_key(fp: Fingerprint) -> str:
         return f"m:{message_id_hash(fp.message_id)}:{fp.size}"
     date = fp.internaldate.isoformat() if fp.internaldate else "-"
     return f"d:{fp.size}:{date}"
+
+
+def ledger_key(fp_key: str) -> str:
+    """The key the sender ledger counts a message by: its Message-ID alone when it has one.
+
+    The size in a fingerprint key tells copies apart for moving, but each
+    account's copy of one message differs in size (Delivered-To,
+    Return-Path), and the ledger must count that message once.
+    """
+    return fp_key.rsplit(":", 1)[0] if fp_key.startswith("m:") else fp_key
 
 
 @dataclass(frozen=True)
@@ -337,6 +348,7 @@ class State:
         address = normalise_address(decision.sender)
         if not address or decision.date is None:
             return
+        fp_key = ledger_key(fp_key)
         seen = self._db.execute("SELECT 1 FROM received WHERE account=? AND fp_key=? LIMIT 1", (account, fp_key))
         if seen.fetchone() is not None:
             return
@@ -513,8 +525,21 @@ class State:
         for address in sorted(addresses):
             shares, asks, other, first_seen, last_seen = received.get(address, (0, 0, 0, None, None))
             sent_count, last_sent = sent.get(address, (0, None))
-            out.append(SenderRow(address, shares, asks, other, first_seen, last_seen, sent_count, last_sent))
+            before_ask = self._shares_before_ask(address, since, last_sent) if shares and asks else 0
+            out.append(
+                SenderRow(address, shares, asks, other, first_seen, last_seen, sent_count, last_sent, before_ask)
+            )
         return out
+
+    def _shares_before_ask(self, address: str, since: float, last_sent: float | None) -> int:
+        """The most shares after ``last_sent`` (all, if None) that came before one of the address's asks."""
+        rows = self._db.execute(
+            "SELECT label, MIN(time) FROM received WHERE address=? AND time >= ?"
+            " AND label IN ('article_share', 'favour_request') GROUP BY label, fp_key",
+            (address, since),
+        ).fetchall()
+        shares = sorted(t for label, t in rows if label == "article_share" and (last_sent is None or t > last_sent))
+        return max((bisect.bisect_left(shares, t) for label, t in rows if label == "favour_request"), default=0)
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)

@@ -129,9 +129,9 @@ def flags_of(server: LocalDovecot, folder: str) -> list[tuple[str, ...]]:
 
 def scenario(server: LocalDovecot, tmp_path: Path) -> Path:
     server.create(DEFAULT_USER, "Sent")
-    server.append(DEFAULT_USER, "Sent", OWNER_TO_FRIEND)
+    server.append(DEFAULT_USER, "Sent", OWNER_TO_FRIEND, internaldate=None)
     for data in [FRIEND_SHARE, *STRANGER_SHARES, STRANGER_ASK, ALLOWED_SHARE]:
-        server.append(DEFAULT_USER, "INBOX", data)
+        server.append(DEFAULT_USER, "INBOX", data, internaldate=None)  # delivered when sent, days apart
     config = write_config(tmp_path, server, allow=["boss@work.example"], block=[])
     data = yaml.safe_load(config.read_text())
     data["accounts"][0]["sent"] = "Sent"

@@ -466,3 +466,31 @@ def test_review_band_is_measured_from_the_adjusted_threshold() -> None:
 def test_reasons_name_only_addresses_numbers_and_labels() -> None:
     d = judge(ASK, sender='"Jane <script>" <jane@example.org>', past=history((3, 2, 1)), block=("example.org",))
     assert not any("script" in r or "Jane" in r for r in d.reasons)
+
+
+@pytest.mark.parametrize(
+    "written, canonical",
+    [
+        ("Ann <Ann@Example.org>", "ann@example.org"),
+        ("Spam <spam@blocked.example.>", "spam@blocked.example"),
+        ('"spam.team"@blocked.example', "spam.team@blocked.example"),
+        ('Spam <"spam team"@blocked.example>', '"spam team"@blocked.example'),
+        ("ann@BÜCHER.example", "ann@xn--bcher-kva.example"),
+        ("no address here", ""),
+    ],
+)
+def test_addresses_are_compared_in_one_canonical_form(written: str, canonical: str) -> None:
+    assert normalise_address(written) == canonical
+
+
+@pytest.mark.parametrize(
+    "address, pattern",
+    [
+        ("spam@blocked.example", "blocked.example."),
+        ("ann@xn--bcher-kva.example", "bücher.example"),
+        ('"spam team"@blocked.example', "blocked.example"),
+        ("x@mail.xn--bcher-kva.example", "*.bücher.example"),
+    ],
+)
+def test_list_entries_match_whatever_form_they_are_written_in(address: str, pattern: str) -> None:
+    assert matches(address, [pattern]) == pattern

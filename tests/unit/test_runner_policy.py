@@ -271,3 +271,33 @@ def test_flagged_mail_is_counted_in_the_digest() -> None:
     make_runner(server, state, cfg, clock=NOW + 4 * DAY).pass_once()
     ((data, _),) = server.folders["Digest"].messages.values()
     assert " ".join(str(message_from_bytes(data)["Subject"]).split()).endswith("1 article, 0 requests flagged")
+
+
+def test_a_date_far_before_arrival_gives_way_to_the_arrival_time() -> None:
+    data = dated(1, "a@example.org", "x", NOW - 10 * DAY)
+    assert message_time(data, NOW, 0.0) == NOW  # back-dated past the drip window: not believed
+
+
+def test_later_mail_never_counts_towards_an_earlier_message_s_pattern() -> None:
+    state = State.in_memory()
+    work = Server()
+    work.folders["Sent"] = type(work.folders["INBOX"])()
+    for n, days in ((1, 2), (2, 1)):
+        work.folders["INBOX"].add(dated(n, "s@growth.example", "article", NOW - days * DAY))
+    make_runner(work, state, policy_config(account={"name": "work"})).pass_once()
+    home = Server()
+    home.folders["Sent"] = type(home.folders["INBOX"])()
+    home.folders["INBOX"].add(dated(3, "s@growth.example", "favour", NOW - 10 * DAY))
+    report = make_runner(home, state, policy_config(), clock=NOW - 10 * DAY).pass_once()
+    (ask,) = report.outcomes
+    assert not any("give-then-ask" in reason for reason in ask.reasons)
+
+
+def test_one_message_in_two_accounts_counts_once_in_the_ledger() -> None:
+    state = State.in_memory()
+    for account, extra in (("home", b""), ("work", b"Delivered-To: work@example.org\r\n")):
+        server = Server()
+        server.folders["Sent"] = type(server.folders["INBOX"])()
+        server.folders["INBOX"].add(extra + dated(1, "s@growth.example", "article", NOW))
+        make_runner(server, state, policy_config(account={"name": account})).pass_once()
+    assert state.history("s@growth.example").shares == (NOW,)

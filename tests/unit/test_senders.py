@@ -33,10 +33,13 @@ def row(
     other: int = 0,
     last_seen: float | None = NOW - DAY,
     sent_count: int = 0,
+    before_ask: int | None = None,
 ) -> SenderRow:
     first_seen = None if last_seen is None else last_seen - 30 * DAY
     last_sent = NOW - 90 * DAY if sent_count else None
-    return SenderRow(address, shares, asks, other, first_seen, last_seen, sent_count, last_sent)
+    if before_ask is None:  # by default every share came before the asks, and none was answered
+        before_ask = shares if asks and not sent_count else 0
+    return SenderRow(address, shares, asks, other, first_seen, last_seen, sent_count, last_sent, before_ask)
 
 
 def test_rank_leaves_out_senders_with_neither_shares_nor_asks() -> None:
@@ -67,12 +70,14 @@ def test_rank_limit_keeps_the_top() -> None:
     assert [r.address for r in rank(rows, limit=2)] == ["s5@x", "s4@x"]
 
 
-def test_pattern_needs_enough_shares_an_ask_and_no_reply() -> None:
+def test_pattern_needs_an_ask_after_enough_unanswered_shares() -> None:
     assert is_pattern(row("a@x", shares=2, asks=1), 2)
     assert not is_pattern(row("a@x", shares=1, asks=1), 2)
     assert not is_pattern(row("a@x", shares=2, asks=0), 2)
     assert not is_pattern(row("a@x", shares=2, asks=1, sent_count=1), 2)
     assert is_pattern(row("a@x", shares=1, asks=1), 1)
+    assert not is_pattern(row("a@x", shares=3, asks=1, before_ask=0), 2)  # asked first, shared after
+    assert is_pattern(row("a@x", shares=3, asks=1, sent_count=1, before_ask=2), 2)  # shares since the reply
 
 
 def test_table_has_aligned_columns_and_marks_the_pattern() -> None:

@@ -262,7 +262,7 @@ def test_senders_sums_received_and_sent_per_address() -> None:
         state.record("home", "INBOX", 7, f"k{uid}", judged(uid, "ann@example.org", labels, 10.0 + uid), now=1.0)
     state.record_sent("home", [("s1", "ann@example.org", 5.0), ("s2", "dan@example.org", 6.0)])
     assert state.senders() == [
-        SenderRow("ann@example.org", 2, 1, 1, 10.0, 13.0, 1, 5.0),
+        SenderRow("ann@example.org", 2, 1, 1, 10.0, 13.0, 1, 5.0, 2),
         SenderRow("dan@example.org", 0, 0, 0, None, None, 1, 6.0),
     ]
 
@@ -361,3 +361,22 @@ def test_no_table_has_room_for_subjects_or_text(tmp_path: Path) -> None:
     columns = {col[1] for table in tables for col in db.execute(f"PRAGMA table_info({table})")}
     assert {"received", "sent", "sent_checkpoints", "digests"} <= set(tables)
     assert not columns & {"subject", "body", "text", "content", "snippet", "preview"}
+
+
+def test_the_pattern_column_counts_only_unanswered_shares_before_an_ask() -> None:
+    state = State.in_memory()
+    times = {"ask first": [("favour_request", 10.0), ("article_share", 20.0), ("article_share", 30.0)]}
+    times["shares, reply, shares, ask"] = [
+        ("article_share", 10.0),
+        ("article_share", 20.0),
+        ("article_share", 40.0),
+        ("article_share", 50.0),
+        ("favour_request", 60.0),
+    ]
+    for n, events in enumerate(times.values()):
+        address = f"s{n}@example.org"
+        for i, (label, when) in enumerate(events):
+            state.record("home", "INBOX", 7, f"k{n}-{i}", judged(i, address, (label,), when), now=1.0)
+    state.record_sent("home", [("r1", "s1@example.org", 30.0)])
+    rows = {r.address: r.before_ask for r in state.senders()}
+    assert rows == {"s0@example.org": 0, "s1@example.org": 2}
