@@ -201,6 +201,8 @@ class ModelBundle:
         ``filter.scoring`` cannot reproduce is saved without a scorer and is
         scored through scikit-learn.
         """
+        import joblib
+
         path = Path(path)
         missing = [label for label in labels if label not in thresholds]
         if missing:
@@ -212,7 +214,28 @@ class ModelBundle:
             shutil.rmtree(left, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=path))
         try:
-            card = _stage(pipeline, staging, thresholds, metrics, training_summary, labels, language_offsets)
+            model_file = staging / MODEL_FILE
+            joblib.dump(pipeline, model_file, compress=3)
+            scorer = write_scorer(pipeline, staging, labels)
+            card: dict[str, Any] = {
+                "format": CARD_FORMAT,
+                "sha256": _sha256(model_file),
+                "size_bytes": model_file.stat().st_size,
+                "created": datetime.now(UTC).replace(microsecond=0).isoformat(),
+                **runtime_versions(),
+                "features": FEATURE_VERSION,
+                "labels": list(labels),
+                "thresholds": {label: round(float(thresholds[label]), 4) for label in labels},
+                **(
+                    {"language_offsets": {lang: dict(shifts) for lang, shifts in language_offsets.items()}}
+                    if language_offsets
+                    else {}
+                ),
+                "training_data": dict(training_summary),
+                "metrics": dict(metrics),
+            }
+            if scorer is not None:
+                card["scorer"] = scorer
             (path / CARD_FILE).unlink(missing_ok=True)
             os.replace(staging / MODEL_FILE, path / MODEL_FILE)
             if "scorer" in card:
@@ -223,43 +246,6 @@ class ModelBundle:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return card
-
-
-def _stage(
-    pipeline: Any,
-    path: Path,
-    thresholds: Mapping[str, float],
-    metrics: Mapping[str, Any],
-    training_summary: Mapping[str, Any],
-    labels: Sequence[str],
-    language_offsets: Mapping[str, Mapping[str, float]] | None,
-) -> dict[str, Any]:
-    """Write ``model.joblib`` and ``scorer.npz`` into ``path``; the card that describes them."""
-    import joblib
-
-    model_file = path / MODEL_FILE
-    joblib.dump(pipeline, model_file, compress=3)
-    scorer = write_scorer(pipeline, path, labels)
-    card: dict[str, Any] = {
-        "format": CARD_FORMAT,
-        "sha256": _sha256(model_file),
-        "size_bytes": model_file.stat().st_size,
-        "created": datetime.now(UTC).replace(microsecond=0).isoformat(),
-        **runtime_versions(),
-        "features": FEATURE_VERSION,
-        "labels": list(labels),
-        "thresholds": {label: round(float(thresholds[label]), 4) for label in labels},
-        **(
-            {"language_offsets": {lang: dict(shifts) for lang, shifts in language_offsets.items()}}
-            if language_offsets
-            else {}
-        ),
-        "training_data": dict(training_summary),
-        "metrics": dict(metrics),
-    }
-    if scorer is not None:
-        card["scorer"] = scorer
-    return card
 
 
 def offset_arrays(

@@ -110,10 +110,6 @@ def message(n: int, subject: str, message_id: bool = True) -> bytes:
     return (head + f"\r\nMessage number {n}.\r\n").encode()
 
 
-def every_message(server: LocalDovecot, *folders: str) -> list[bytes]:
-    return sorted(data for folder in ("INBOX", *folders) for data in server.messages(DEFAULT_USER, folder))
-
-
 @pytest.mark.parametrize("point, capabilities", [("move", None), ("remove", CAPABILITIES_NO_MOVE)])
 def test_messages_sharing_a_fingerprint_are_never_taken_for_each_other(
     dovecot_factory: Callable[..., LocalDovecot],
