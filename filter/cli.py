@@ -730,13 +730,15 @@ def _filter_keywords(
     from filter.runner import message_time
 
     address = normalise_address(sender)
+    arrived = time.time()  # a delivery filter runs as the message arrives
+    when = message_time(data, arrived, arrived)
     history = SenderHistory()
     if config is not None and config.action != "dry-run" and address and config.state_path.exists():
         from filter.state import State
 
         state = State.open(config.state_path, lock=False)
         try:
-            history = state.history(address)
+            history = state.history(address, before=when)  # as the daemon reads it: nothing dated later
         finally:
             state.close()
     decision = decide(
@@ -747,7 +749,7 @@ def _filter_keywords(
         sender=address,
         history=history,
         policy=config.policy if config is not None else PolicyConfig(),
-        now=message_time(data, None, time.time()),
+        now=when,
     )
     return decision.keywords
 

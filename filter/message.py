@@ -491,14 +491,17 @@ _ADDRESS = re.compile(r"[\w.+'&/=-]+@[\w-]+(?:\.[\w-]+)+")
 _ASCII_ADDRESS = re.compile(r"[A-Za-z0-9_.+'&/=-]++@[A-Za-z0-9_-]++(?:\.[A-Za-z0-9_-]++)++")
 
 
+_QUOTED_LOCAL = re.compile(r'"[^"]*"@[^\s"@<>]+')
+
+
 def parse_address(value: str) -> tuple[str, str]:
     """(display name, address) of a From-like header; a fast reading of the common forms."""
     match = re.search(r"<([^<>\s]*@[^<>\s]*)>", value)
     if match:
         return value[: match.start()].strip().strip('"').strip(), match.group(1)
-    if '"' in value:  # a quoted local part ("ann lee"@example.org): the full parser reads it
+    if '"@' in value:  # a quoted local part ("ann lee"@example.org): the full parser reads it
         name, address = email.utils.parseaddr(value)
-        if "@" in address:
+        if _QUOTED_LOCAL.fullmatch(address):
             return name, address
     match = (_ASCII_ADDRESS if value.isascii() else _ADDRESS).search(value)
     if match:

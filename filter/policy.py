@@ -24,6 +24,8 @@ So the rules apply in this order:
 
 from __future__ import annotations
 
+import functools
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
@@ -178,17 +180,31 @@ def normalise_address(value: str) -> str:
 
 
 def canonical_domain(domain: str) -> str:
-    """A domain as the ledger and the lists compare it: lower case, no final dot, IDNA (xn--) form.
+    """A domain as the ledger and the lists compare it: lower case, no final dot, Unicode (U-label) form.
 
-    A domain the IDNA codec refuses is kept as it is, lower-cased.
+    An ``xn--`` label is decoded (RFC 3492 punycode) and every label put in
+    NFC, so the two spellings of one domain compare equal; no IDNA2003
+    mapping is applied, which would make "straße" and "strasse" one. A
+    label that does not decode is kept as written.
     """
-    domain = domain.strip().rstrip(".").lower()
-    if domain.isascii():
-        return domain
-    try:
-        return domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        return domain
+    labels = domain.strip().rstrip(".").lower().split(".")
+    return ".".join(_u_label(label) for label in labels)
+
+
+def _u_label(label: str) -> str:
+    if label.startswith("xn--"):
+        try:
+            label = label[4:].encode("ascii").decode("punycode")
+        except (UnicodeError, ValueError):
+            return label
+    return unicodedata.normalize("NFC", label).lower()
+
+
+@functools.lru_cache(maxsize=4096)
+def _pattern_glob(pattern: str) -> str:
+    """A list entry as ``fnmatchcase`` reads it against canonical addresses."""
+    head, sep, tail = pattern.lower().rpartition("@")
+    return (head + sep + canonical_domain(tail)).replace("[", "[[]")
 
 
 def matches(address: str, patterns: Sequence[str]) -> str | None:
@@ -204,14 +220,7 @@ def matches(address: str, patterns: Sequence[str]) -> str | None:
     if not (local and at and domain):
         return None
     for pattern in patterns:
-        head, sep, tail = pattern.lower().rpartition("@")
-        labels = tail.rstrip(".").split(".")  # each label as the ledger writes it; wildcards as they are
-        written = (
-            head
-            + sep
-            + ".".join(label if "*" in label or "?" in label else canonical_domain(label) for label in labels)
-        )
-        glob = written.replace("[", "[[]")
+        glob = _pattern_glob(pattern)
         if "@" in glob:
             if fnmatchcase(address, glob):
                 return pattern

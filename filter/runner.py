@@ -34,7 +34,7 @@ from filter.message import ParsedMessage, parse_message
 from filter.model import Scores
 from filter.policy import KEYWORDS, REVIEW_KEYWORD, Decision, SenderHistory, decide, normalise_address, skip
 from filter.senders import digest_message, digest_message_id, rank
-from filter.state import DecisionRecord, Intent, State, fingerprint_key
+from filter.state import DecisionRecord, Intent, State, fingerprint_key, ledger_key
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +104,14 @@ WEEKDAY_NUMBERS = {name: number for number, name in enumerate(WEEKDAYS)}
 def message_time(data: bytes, arrived: float | None, fallback: float) -> float:
     """When a message was sent, for the sender's history: its Date header, else ``arrived``, else ``fallback``.
 
-    ``arrived`` is the server's INTERNALDATE. A Date more than a day away
-    from it, either way, is a wrong clock or a forgery (a drip back-dated
-    past the drip window would never count), and the arrival time is used
-    instead.
+    ``arrived`` is the server's INTERNALDATE. A Date more than a day after
+    it is a sender's wrong clock or a forgery, and the arrival time is used
+    instead. An earlier Date is believed: mail moved or imported into the
+    folder gets a new INTERNALDATE, and its own date is what orders a
+    sender's history.
     """
     sent = header_date(header_fields(data))
-    if sent is not None and (arrived is None or arrived - _DAY <= sent <= arrived + _DAY):
+    if sent is not None and (arrived is None or sent <= arrived + _DAY):
         return sent
     return arrived if arrived is not None else fallback
 
@@ -300,7 +301,7 @@ class AccountRunner:
                 self.account.folders,
                 self.config.action,
                 sender=sender,
-                history=self._history(sender, batch.get(sender, []), before=when),
+                history=self._history(sender, batch.get(sender, []), when, fingerprint_key(fingerprint_of(raw))),
                 policy=self.config.policy,
                 now=when,
                 review_folder=self.account.review_folder,
@@ -312,17 +313,18 @@ class AccountRunner:
             judged[i] = _Judged(d, scores.values, sender, when)
         return [j if j is not None else _Judged(skip("not judged"), {}) for j in judged]
 
-    def _history(self, sender: str, batch: Sequence[tuple[str, float]], before: float) -> SenderHistory:
-        """What came from ``sender`` before ``before`` (the message's own time), this batch included.
+    def _history(self, sender: str, batch: Sequence[tuple[str, float]], when: float, fp_key: str) -> SenderHistory:
+        """What came from ``sender`` up to ``when`` (the message's own time), this batch's earlier ones included.
 
         Mail dated later, in the ledger from another account or brought back
         by the owner, never counts towards an earlier message's judgement,
-        and a message never counts towards its own.
+        and a message never counts towards its own (``fp_key``, its copy in
+        another account); mail of the same second does count.
         """
         if not sender:
             return SenderHistory()
-        known = self.state.history(sender, before=before)
-        earlier = [(label, t) for label, t in batch if t < before]
+        known = self.state.history(sender, before=when, exclude=ledger_key(fp_key, sender, when))
+        earlier = [(label, t) for label, t in batch if t <= when]
         return SenderHistory(
             shares=tuple(sorted((*known.shares, *(t for label, t in earlier if label == "article_share")))),
             asks=tuple(sorted((*known.asks, *(t for label, t in earlier if label == "favour_request")))),

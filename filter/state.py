@@ -47,7 +47,7 @@ from filter.senders import SenderRow
 # 2: the sender ledger (received, sent, sent_checkpoints, digests), and each
 # decision's labels and keywords. Tables are created if missing and columns
 # added, so a version-1 file is brought up to date on open.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -113,14 +113,20 @@ def fingerprint_key(fp: Fingerprint) -> str:
     return f"d:{fp.size}:{date}"
 
 
-def ledger_key(fp_key: str) -> str:
-    """The key the sender ledger counts a message by: its Message-ID alone when it has one.
+def ledger_key(fp_key: str, address: str, when: float) -> str:
+    """The key the sender ledger counts a message by: Message-ID, sender and date, not size.
 
     The size in a fingerprint key tells copies apart for moving, but each
     account's copy of one message differs in size (Delivered-To,
-    Return-Path), and the ledger must count that message once.
+    Return-Path), and the ledger must count that message once. The sender
+    and date keep apart messages that reuse one Message-ID (a sender who
+    did so would otherwise count once, however often they wrote).
     """
-    return fp_key.rsplit(":", 1)[0] if fp_key.startswith("m:") else fp_key
+    if not fp_key.startswith("m:"):
+        return fp_key
+    mid = fp_key.split(":", 2)[1]
+    tail = hashlib.sha256(f"{address}|{when:.0f}".encode()).hexdigest()[:12]
+    return f"m:{mid}:{tail}"
 
 
 @dataclass(frozen=True)
@@ -348,7 +354,7 @@ class State:
         address = normalise_address(decision.sender)
         if not address or decision.date is None:
             return
-        fp_key = ledger_key(fp_key)
+        fp_key = ledger_key(fp_key, address, decision.date)
         seen = self._db.execute("SELECT 1 FROM received WHERE account=? AND fp_key=? LIMIT 1", (account, fp_key))
         if seen.fetchone() is not None:
             return
@@ -427,21 +433,27 @@ class State:
     # The sender ledger ------------------------------------------------------------
 
     @_serialised
-    def history(self, address: str, before: float | None = None) -> SenderHistory:
+    def history(self, address: str, before: float | None = None, exclude: str = "") -> SenderHistory:
         """What the ledger knows of ``address``, over all accounts, for judging a message.
 
         ``before`` (usually the date of the message being judged) leaves out
-        shares and asks from that time on, so a message never counts towards
-        its own judgement. ``last_sent`` is the latest time the owner wrote to
-        the address, whatever ``before`` is. A message seen in two accounts
-        (same fingerprint key) counts once, at its earliest time.
+        shares and asks dated after it, and ``exclude`` (its ``ledger_key``)
+        the message itself, seen in another account: mail dated later
+        never counts towards an earlier message, nor a message towards its
+        own judgement, while mail of the same second still does.
+        ``last_sent`` is the latest time the owner wrote to the address,
+        whatever ``before`` is. A message seen in two accounts counts once,
+        at its earliest time.
         """
         key = normalise_address(address)
         query = "SELECT label, MIN(time) FROM received WHERE address=? AND label IN ('article_share', 'favour_request')"
         params: list[object] = [key]
         if before is not None:
-            query += " AND time < ?"
+            query += " AND time <= ?"
             params.append(before)
+        if exclude:
+            query += " AND fp_key != ?"
+            params.append(exclude)
         rows = self._db.execute(query + " GROUP BY label, fp_key ORDER BY 2", params).fetchall()
         (last_sent,) = self._db.execute("SELECT MAX(time) FROM sent WHERE address=?", (key,)).fetchone()
         return SenderHistory(
@@ -557,6 +569,21 @@ def _init_schema(db: sqlite3.Connection, path: Path) -> None:
     elif int(row[0]) > SCHEMA_VERSION:
         raise StateError(f"state_path: {path} was written by a newer ployfilter (schema {row[0]})")
     elif int(row[0]) < SCHEMA_VERSION:
+        _rekey_ledger(db)  # 2 -> 3; it writes the new version in the same transaction
+
+
+def _rekey_ledger(db: sqlite3.Connection) -> None:
+    """Schema 3: ledger rows keyed by Message-ID, sender and date (``ledger_key``), no longer by size.
+
+    Rows written before keep counting once: each is given its new key, and
+    copies of one message that now share a key are merged. One transaction,
+    with the schema version, so a crash leaves the old ledger whole.
+    """
+    with _Transaction(db):
+        rows = db.execute("SELECT account, address, time, label, fp_key FROM received WHERE fp_key LIKE 'm:%'")
+        rekeyed = [(a, address, t, label, ledger_key(k, address, t)) for a, address, t, label, k in rows.fetchall()]
+        db.execute("DELETE FROM received WHERE fp_key LIKE 'm:%'")
+        db.executemany("INSERT OR IGNORE INTO received VALUES (?, ?, ?, ?, ?)", rekeyed)
         db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
 
 

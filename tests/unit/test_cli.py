@@ -319,3 +319,26 @@ def test_train_grouped_by_sender_does_not_warn_about_one_kind_per_group(
     _write_labelled_mail(tmp_path / "mail")
     main(["train", str(tmp_path / "mail"), "--out", str(tmp_path / "m"), "--folds", "2", "--repeats", "1"])
     assert "holds one kind of mail only" not in caplog.text
+
+
+def test_headers_read_the_ledger_as_the_daemon_does_nothing_dated_later(tmp_path: Path) -> None:
+    import time as clock
+
+    from filter.state import DecisionRecord, State
+
+    state_path = tmp_path / "state.sqlite3"
+    now = clock.time()
+    state = State.open(state_path)
+    for n in range(3):  # three shares in the last hours...
+        share = DecisionRecord(n, "", {}, "move", "A", (), (), "s@growth.example", ("article_share",), now - 3600 * n)
+        state.record("home", "INBOX", 1, f"k{n}", share, now)
+    state.close()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "accounts:\n  - {name: home, host: 127.0.0.1, security: plain, username: u, password_env: PW}\n"
+        f"state_path: {state_path}\n"
+    )
+    loaded = load_config(config)
+    ask = b"From: s@growth.example\r\nDate: Mon, 02 Mar 2026 10:00:00 +0000\r\nSubject: x\r\n\r\nhelp?\r\n"
+    scores = {"article_share": 0.1, "favour_request": 0.95}  # ...and an ask dated long before them
+    assert filter.cli._filter_keywords(loaded, ask, "s@growth.example", scores, THRESHOLDS) == ("$PloyFavour",)

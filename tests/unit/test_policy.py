@@ -475,7 +475,10 @@ def test_reasons_name_only_addresses_numbers_and_labels() -> None:
         ("Spam <spam@blocked.example.>", "spam@blocked.example"),
         ('"spam.team"@blocked.example', "spam.team@blocked.example"),
         ('Spam <"spam team"@blocked.example>', '"spam team"@blocked.example'),
-        ("ann@BÜCHER.example", "ann@xn--bcher-kva.example"),
+        ("ann@BÜCHER.example", "ann@bücher.example"),
+        ("ann@xn--bcher-kva.example", "ann@bücher.example"),
+        ("ann@xn--strae-oqa.de", "ann@straße.de"),
+        ("ann@strasse.de", "ann@strasse.de"),
         ("no address here", ""),
     ],
 )
@@ -488,9 +491,15 @@ def test_addresses_are_compared_in_one_canonical_form(written: str, canonical: s
     [
         ("spam@blocked.example", "blocked.example."),
         ("ann@xn--bcher-kva.example", "bücher.example"),
+        ("ann@bücher.example", "xn--bcher-kva.example"),
         ('"spam team"@blocked.example', "blocked.example"),
         ("x@mail.xn--bcher-kva.example", "*.bücher.example"),
+        ("ann@bücher.de", "b?cher.de"),
     ],
 )
 def test_list_entries_match_whatever_form_they_are_written_in(address: str, pattern: str) -> None:
-    assert matches(address, [pattern]) == pattern
+    assert matches(normalise_address(address), [pattern]) == pattern
+
+
+def test_a_domain_is_not_taken_for_its_idna2003_lookalike() -> None:
+    assert matches(normalise_address("ann@strasse.de"), ["straße.de"]) is None

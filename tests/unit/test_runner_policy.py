@@ -273,9 +273,20 @@ def test_flagged_mail_is_counted_in_the_digest() -> None:
     assert " ".join(str(message_from_bytes(data)["Subject"]).split()).endswith("1 article, 0 requests flagged")
 
 
-def test_a_date_far_before_arrival_gives_way_to_the_arrival_time() -> None:
-    data = dated(1, "a@example.org", "x", NOW - 10 * DAY)
-    assert message_time(data, NOW, 0.0) == NOW  # back-dated past the drip window: not believed
+def test_a_date_before_arrival_is_believed_for_mail_moved_or_imported_later() -> None:
+    data = dated(1, "a@example.org", "x", NOW - 300 * DAY)
+    assert message_time(data, NOW, 0.0) == NOW - 300 * DAY
+
+
+def test_mail_of_the_same_second_counts_towards_the_drip_and_the_pattern() -> None:
+    server, state = Server(), State.in_memory()
+    server.folders["Sent"] = type(server.folders["INBOX"])()
+    for n in range(3):
+        server.folders["INBOX"].add(dated(n, "s@growth.example", "article", NOW - DAY))
+    server.folders["INBOX"].add(dated(9, "s@growth.example", "a favour", NOW - DAY))
+    report = make_runner(server, state, policy_config()).pass_once()
+    ask = report.outcomes[-1]
+    assert any("give-then-ask" in reason for reason in ask.reasons)
 
 
 def test_later_mail_never_counts_towards_an_earlier_message_s_pattern() -> None:

@@ -12,7 +12,7 @@ import pytest
 from filter.errors import StateError
 from filter.mailbox import Fingerprint
 from filter.senders import SenderRow
-from filter.state import SCHEMA_VERSION, DecisionRecord, Intent, State, fingerprint_key, message_id_hash
+from filter.state import SCHEMA_VERSION, DecisionRecord, Intent, State, fingerprint_key, ledger_key, message_id_hash
 
 FP = Fingerprint("<a@example.org>", 1200, datetime(2026, 1, 2, tzinfo=UTC))
 
@@ -218,7 +218,27 @@ def test_history_before_leaves_out_later_mail() -> None:
     state = State.in_memory()
     for uid, when in [(1, 10.0), (2, 20.0), (3, 30.0)]:
         state.record("home", "INBOX", 7, f"k{uid}", judged(uid, "ann@example.org", ("article_share",), when), now=1.0)
-    assert state.history("ann@example.org", before=30.0).shares == (10.0, 20.0)
+    assert state.history("ann@example.org", before=25.0).shares == (10.0, 20.0)
+    assert state.history("ann@example.org", before=30.0).shares == (10.0, 20.0, 30.0)  # the same second counts
+
+
+def test_history_can_leave_out_the_message_being_judged() -> None:
+    state = State.in_memory()
+    key = "m:" + "a" * 16 + ":900"
+    state.record("home", "INBOX", 7, key, judged(1, "ann@example.org", ("article_share",), 10.0), now=1.0)
+    state.record(
+        "home", "INBOX", 7, "m:" + "b" * 16 + ":900", judged(2, "ann@example.org", ("article_share",), 10.0), now=1.0
+    )
+    own = ledger_key(key, "ann@example.org", 10.0)
+    assert state.history("ann@example.org", before=10.0, exclude=own).shares == (10.0,)
+
+
+def test_messages_that_reuse_a_message_id_count_apart() -> None:
+    state = State.in_memory()
+    for uid, when in [(1, 10.0), (2, 20.0), (3, 30.0)]:
+        key = "m:" + "c" * 16 + f":{900 + uid}"
+        state.record("home", "INBOX", 7, key, judged(uid, "ann@example.org", ("article_share",), when), now=1.0)
+    assert state.history("ann@example.org").shares == (10.0, 20.0, 30.0)
 
 
 def test_history_spans_accounts() -> None:
@@ -317,7 +337,7 @@ def test_version_1_database_gains_the_ledger(tmp_path: Path) -> None:
     assert state.history("ann@example.org").shares == (10.0,)
     state.close()
     (version,) = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-    assert version == str(SCHEMA_VERSION) == "2"
+    assert version == str(SCHEMA_VERSION) == "3"
 
 
 def test_intents_written_before_the_ledger_still_load(tmp_path: Path) -> None:
@@ -346,7 +366,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite3"
     State.open(path).close()
     db = sqlite3.connect(path)
-    db.execute("UPDATE meta SET value='3' WHERE key='schema'")
+    db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION + 1),))
     db.commit()
     db.close()
     with pytest.raises(StateError, match="newer ployfilter"):
@@ -380,3 +400,23 @@ def test_the_pattern_column_counts_only_unanswered_shares_before_an_ask() -> Non
     state.record_sent("home", [("r1", "s1@example.org", 30.0)])
     rows = {r.address: r.before_ask for r in state.senders()}
     assert rows == {"s0@example.org": 0, "s1@example.org": 2}
+
+
+def test_a_version_2_ledger_is_rekeyed_so_copies_in_two_accounts_count_once(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    State.open(path).close()
+    db = sqlite3.connect(path)
+    mid = "d" * 16
+    rows = [("home", f"m:{mid}:1200"), ("work", f"m:{mid}:1234"), ("home", "d:800:-")]
+    db.executemany(
+        "INSERT INTO received VALUES (?, 'ann@example.org', 10.0, 'article_share', ?)", [(a, k) for a, k in rows]
+    )
+    db.execute("UPDATE meta SET value='2' WHERE key='schema'")
+    db.commit()
+    db.close()
+    state = State.open(path)
+    assert state.history("ann@example.org").shares == (10.0, 10.0)  # the two copies once, the other message once
+    assert state.senders()[0].shares == 2
+    state.close()
+    (version,) = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+    assert version == "3"
