@@ -734,11 +734,15 @@ def _filter_keywords(
     when = message_time(data, arrived, arrived)
     history = SenderHistory()
     if config is not None and config.action != "dry-run" and address and config.state_path.exists():
-        from filter.state import State
+        from filter.imap import message_id_of
+        from filter.mailbox import Fingerprint
+        from filter.state import State, fingerprint_key, ledger_key
 
+        own = ledger_key(fingerprint_key(Fingerprint(message_id_of(data), len(data), None)), address, when)
         state = State.open(config.state_path, lock=False)
         try:
-            history = state.history(address, before=when)  # as the daemon reads it: nothing dated later
+            # As the daemon reads it: nothing dated later, and not this message (recorded from another account).
+            history = state.history(address, before=when, exclude=[own])
         finally:
             state.close()
     decision = decide(

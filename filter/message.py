@@ -491,7 +491,7 @@ _ADDRESS = re.compile(r"[\w.+'&/=-]+@[\w-]+(?:\.[\w-]+)+")
 _ASCII_ADDRESS = re.compile(r"[A-Za-z0-9_.+'&/=-]++@[A-Za-z0-9_-]++(?:\.[A-Za-z0-9_-]++)++")
 
 
-_QUOTED_LOCAL = re.compile(r'"[^"]*"@[^\s"@<>]+')
+_QUOTED_LOCAL = re.compile(r'"(?:[^"\\]|\\.)*"@[^\s"@<>]+')
 
 
 def parse_address(value: str) -> tuple[str, str]:
@@ -499,7 +499,7 @@ def parse_address(value: str) -> tuple[str, str]:
     match = re.search(r"<([^<>\s]*@[^<>\s]*)>", value)
     if match:
         return value[: match.start()].strip().strip('"').strip(), match.group(1)
-    if '"@' in value:  # a quoted local part ("ann lee"@example.org): the full parser reads it
+    if '"' in value:  # a quoted local part ("ann lee"@example.org): the full parser reads it
         name, address = email.utils.parseaddr(value)
         if _QUOTED_LOCAL.fullmatch(address):
             return name, address

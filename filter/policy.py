@@ -192,11 +192,16 @@ def canonical_domain(domain: str) -> str:
 
 
 def _u_label(label: str) -> str:
+    """One label in Unicode; an ``xn--`` label that is not a valid encoding of one stays as written."""
     if label.startswith("xn--"):
         try:
-            label = label[4:].encode("ascii").decode("punycode")
+            decoded = label[4:].encode("ascii").decode("punycode")
         except (UnicodeError, ValueError):
             return label
+        valid = decoded and not decoded.isascii() and decoded.isprintable()
+        if not valid or decoded.encode("punycode").decode("ascii") != label[4:]:
+            return label
+        label = decoded
     return unicodedata.normalize("NFC", label).lower()
 
 

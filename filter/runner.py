@@ -285,7 +285,7 @@ class AccountRunner:
                 continue
             readable.append((i, parsed))
         # Shares and asks judged earlier in this batch are not in the ledger yet.
-        batch: dict[str, list[tuple[str, float]]] = {}
+        batch: dict[str, list[tuple[str, float, str]]] = {}
         for (i, parsed), scores in zip(
             readable, score_each(self.scorer, [p for _, p in readable], self.account.name), strict=True
         ):
@@ -295,36 +295,39 @@ class AccountRunner:
             sender = normalise_address(parsed.sender)
             raw = raws[i]
             when = message_time(raw.data, raw.internaldate.timestamp() if raw.internaldate else None, self.clock())
+            own = ledger_key(fingerprint_key(fingerprint_of(raw)), sender, when)
             d = decide(
                 scores.values,
                 self.thresholds,
                 self.account.folders,
                 self.config.action,
                 sender=sender,
-                history=self._history(sender, batch.get(sender, []), when, fingerprint_key(fingerprint_of(raw))),
+                history=self._history(sender, batch.get(sender, []), when, own),
                 policy=self.config.policy,
                 now=when,
                 review_folder=self.account.review_folder,
             )
             if sender:
-                batch.setdefault(sender, []).extend((label, when) for label in d.labels)
+                batch.setdefault(sender, []).extend((label, when, own) for label in d.labels)
             if raws[i].truncated:
                 d = replace(d, reasons=(*d.reasons, f"judged on the first {len(raws[i].data)} of {raws[i].size} bytes"))
             judged[i] = _Judged(d, scores.values, sender, when)
         return [j if j is not None else _Judged(skip("not judged"), {}) for j in judged]
 
-    def _history(self, sender: str, batch: Sequence[tuple[str, float]], when: float, fp_key: str) -> SenderHistory:
+    def _history(self, sender: str, batch: Sequence[tuple[str, float, str]], when: float, own: str) -> SenderHistory:
         """What came from ``sender`` up to ``when`` (the message's own time), this batch's earlier ones included.
 
         Mail dated later, in the ledger from another account or brought back
         by the owner, never counts towards an earlier message's judgement,
-        and a message never counts towards its own (``fp_key``, its copy in
-        another account); mail of the same second does count.
+        and a message never counts towards its own (``own``, its ledger key:
+        a copy in another account, or in this batch); mail of the same second
+        does count, and a message in both the batch and the ledger once.
         """
         if not sender:
             return SenderHistory()
-        known = self.state.history(sender, before=when, exclude=ledger_key(fp_key, sender, when))
-        earlier = [(label, t) for label, t in batch if t <= when]
+        earlier = [(label, t) for label, t, key in batch if t <= when and key != own]
+        counted = {own, *(key for _, _, key in batch)}
+        known = self.state.history(sender, before=when, exclude=sorted(counted))
         return SenderHistory(
             shares=tuple(sorted((*known.shares, *(t for label, t in earlier if label == "article_share")))),
             asks=tuple(sorted((*known.asks, *(t for label, t in earlier if label == "favour_request")))),

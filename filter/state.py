@@ -26,14 +26,13 @@ subject, no body.
 
 from __future__ import annotations
 
-import bisect
 import fcntl
 import hashlib
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -119,14 +118,17 @@ def ledger_key(fp_key: str, address: str, when: float) -> str:
     The size in a fingerprint key tells copies apart for moving, but each
     account's copy of one message differs in size (Delivered-To,
     Return-Path), and the ledger must count that message once. The sender
-    and date keep apart messages that reuse one Message-ID (a sender who
-    did so would otherwise count once, however often they wrote).
+    and the hour keep apart messages that reuse one Message-ID (a sender
+    who did so would otherwise count once, however often they wrote). A
+    message without a Message-ID is its sender and its date.
     """
-    if not fp_key.startswith("m:"):
-        return fp_key
-    mid = fp_key.split(":", 2)[1]
-    tail = hashlib.sha256(f"{address}|{when:.0f}".encode()).hexdigest()[:12]
-    return f"m:{mid}:{tail}"
+    if fp_key.startswith("m:"):
+        # To the hour: a copy whose time is its arrival (no believable Date) still meets the others.
+        mid = fp_key.split(":", 2)[1]
+        return f"m:{mid}:{hashlib.sha256(f'{address}|{when // 3600:.0f}'.encode()).hexdigest()[:12]}"
+    if fp_key.startswith("d:"):  # no Message-ID: the size and arrival differ per account; sender and date do not
+        return f"d:{hashlib.sha256(f'{address}|{when:.0f}'.encode()).hexdigest()[:16]}"
+    return fp_key
 
 
 @dataclass(frozen=True)
@@ -433,12 +435,13 @@ class State:
     # The sender ledger ------------------------------------------------------------
 
     @_serialised
-    def history(self, address: str, before: float | None = None, exclude: str = "") -> SenderHistory:
+    def history(self, address: str, before: float | None = None, exclude: Collection[str] = ()) -> SenderHistory:
         """What the ledger knows of ``address``, over all accounts, for judging a message.
 
         ``before`` (usually the date of the message being judged) leaves out
-        shares and asks dated after it, and ``exclude`` (its ``ledger_key``)
-        the message itself, seen in another account: mail dated later
+        shares and asks dated after it, and ``exclude`` (``ledger_key``s) the
+        message itself, seen in another account, and any the caller counts
+        already: mail dated later
         never counts towards an earlier message, nor a message towards its
         own judgement, while mail of the same second still does.
         ``last_sent`` is the latest time the owner wrote to the address,
@@ -452,8 +455,8 @@ class State:
             query += " AND time <= ?"
             params.append(before)
         if exclude:
-            query += " AND fp_key != ?"
-            params.append(exclude)
+            query += f" AND fp_key NOT IN ({','.join('?' * len(exclude))})"
+            params.extend(exclude)
         rows = self._db.execute(query + " GROUP BY label, fp_key ORDER BY 2", params).fetchall()
         (last_sent,) = self._db.execute("SELECT MAX(time) FROM sent WHERE address=?", (key,)).fetchone()
         return SenderHistory(
@@ -546,12 +549,16 @@ class State:
     def _shares_before_ask(self, address: str, since: float, last_sent: float | None) -> int:
         """The most shares after ``last_sent`` (all, if None) that came before one of the address's asks."""
         rows = self._db.execute(
-            "SELECT label, MIN(time) FROM received WHERE address=? AND time >= ?"
+            "SELECT label, MIN(time), fp_key FROM received WHERE address=? AND time >= ?"
             " AND label IN ('article_share', 'favour_request') GROUP BY label, fp_key",
             (address, since),
         ).fetchall()
-        shares = sorted(t for label, t in rows if label == "article_share" and (last_sent is None or t > last_sent))
-        return max((bisect.bisect_left(shares, t) for label, t in rows if label == "favour_request"), default=0)
+        shares = [(t, k) for label, t, k in rows if label == "article_share" and (last_sent is None or t > last_sent)]
+        # As the daemon counts for an ask: shares up to its second, not the ask itself (a message that is both).
+        return max(
+            (sum(1 for s, sk in shares if s <= t and sk != k) for label, t, k in rows if label == "favour_request"),
+            default=0,
+        )
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
@@ -573,17 +580,26 @@ def _init_schema(db: sqlite3.Connection, path: Path) -> None:
 
 
 def _rekey_ledger(db: sqlite3.Connection) -> None:
-    """Schema 3: ledger rows keyed by Message-ID, sender and date (``ledger_key``), no longer by size.
+    """Schema 3: addresses in today's form (``normalise_address``), ledger rows keyed by ``ledger_key``.
 
-    Rows written before keep counting once: each is given its new key, and
-    copies of one message that now share a key are merged. One transaction,
-    with the schema version, so a crash leaves the old ledger whole.
+    Rows written before keep counting once: each gets its address and key
+    as they are written now, and copies of one message that now share a key
+    are merged; sent rows get their address re-read the same way, so
+    replies to an international domain still count. One transaction, with
+    the schema version, so a crash leaves the old ledger whole.
     """
     with _Transaction(db):
-        rows = db.execute("SELECT account, address, time, label, fp_key FROM received WHERE fp_key LIKE 'm:%'")
-        rekeyed = [(a, address, t, label, ledger_key(k, address, t)) for a, address, t, label, k in rows.fetchall()]
-        db.execute("DELETE FROM received WHERE fp_key LIKE 'm:%'")
+        received = db.execute("SELECT account, address, time, label, fp_key FROM received").fetchall()
+        rekeyed = []
+        for account, address, when, label, key in received:
+            canonical = normalise_address(address) or address
+            rekeyed.append((account, canonical, when, label, ledger_key(key, canonical, when)))
+        sent = db.execute("SELECT account, sent_key, address, time FROM sent").fetchall()
+        readdressed = [(a, k, normalise_address(address) or address, t) for a, k, address, t in sent]
+        db.execute("DELETE FROM received")
         db.executemany("INSERT OR IGNORE INTO received VALUES (?, ?, ?, ?, ?)", rekeyed)
+        db.execute("DELETE FROM sent")
+        db.executemany("INSERT OR IGNORE INTO sent VALUES (?, ?, ?, ?)", readdressed)
         db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
 
 

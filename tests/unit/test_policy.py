@@ -503,3 +503,17 @@ def test_list_entries_match_whatever_form_they_are_written_in(address: str, patt
 
 def test_a_domain_is_not_taken_for_its_idna2003_lookalike() -> None:
     assert matches(normalise_address("ann@strasse.de"), ["straße.de"]) is None
+
+
+@pytest.mark.parametrize("label", ["xn--example-", "xn--", "xn--a", "xn--zzzz"])
+def test_an_xn_label_that_is_not_a_valid_encoding_stays_as_written(label: str) -> None:
+    assert normalise_address(f"ann@{label}.com") in (f"ann@{label}.com", "")
+    assert normalise_address(f"ann@{label}.com") != "ann@example.com"
+
+
+@pytest.mark.parametrize("sender", ['"x\\"y"@spam.example', '"x y" @spam.example', 'Spam <"x\\"y"@spam.example>'])
+def test_quoted_local_parts_of_every_kind_are_read_and_blocked(sender: str) -> None:
+    from filter.message import parse_message
+
+    parsed = parse_message(f"From: {sender}\r\nSubject: hi\r\n\r\nx\r\n".encode())
+    assert matches(normalise_address(parsed.sender), ["spam.example"]) == "spam.example"

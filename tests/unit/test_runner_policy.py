@@ -312,3 +312,16 @@ def test_one_message_in_two_accounts_counts_once_in_the_ledger() -> None:
         server.folders["INBOX"].add(extra + dated(1, "s@growth.example", "article", NOW))
         make_runner(server, state, policy_config(account={"name": account})).pass_once()
     assert state.history("s@growth.example").shares == (NOW,)
+
+
+def test_a_copy_of_one_message_in_the_same_batch_does_not_count_towards_itself() -> None:
+    server, state = Server(), State.in_memory()
+    server.folders["Sent"] = type(server.folders["INBOX"])()
+    for n in range(2):
+        server.folders["INBOX"].add(dated(n, "s@growth.example", "article", NOW - (5 - n) * DAY))
+    make_runner(server, state, policy_config()).pass_once()
+    copy = dated(7, "s@growth.example", "article", NOW)
+    server.folders["INBOX"].add(copy)
+    server.folders["INBOX"].add(b"X-Via: list\r\n" + copy)  # the same message twice: direct and via a list
+    report = make_runner(server, state, policy_config(drip={"shares": 3, "days": 7})).pass_once()
+    assert not any("drip" in reason for outcome in report.outcomes for reason in outcome.reasons)

@@ -230,15 +230,17 @@ def test_history_can_leave_out_the_message_being_judged() -> None:
         "home", "INBOX", 7, "m:" + "b" * 16 + ":900", judged(2, "ann@example.org", ("article_share",), 10.0), now=1.0
     )
     own = ledger_key(key, "ann@example.org", 10.0)
-    assert state.history("ann@example.org", before=10.0, exclude=own).shares == (10.0,)
+    assert state.history("ann@example.org", before=10.0, exclude=[own]).shares == (10.0,)
 
 
 def test_messages_that_reuse_a_message_id_count_apart() -> None:
     state = State.in_memory()
-    for uid, when in [(1, 10.0), (2, 20.0), (3, 30.0)]:
+    hours = [1.0, 5.0, 9.0]
+    for uid, hour in enumerate(hours, start=1):
         key = "m:" + "c" * 16 + f":{900 + uid}"
-        state.record("home", "INBOX", 7, key, judged(uid, "ann@example.org", ("article_share",), when), now=1.0)
-    assert state.history("ann@example.org").shares == (10.0, 20.0, 30.0)
+        judgement = judged(uid, "ann@example.org", ("article_share",), hour * 3600)
+        state.record("home", "INBOX", 7, key, judgement, now=1.0)
+    assert state.history("ann@example.org").shares == tuple(h * 3600 for h in hours)
 
 
 def test_history_spans_accounts() -> None:
@@ -420,3 +422,25 @@ def test_a_version_2_ledger_is_rekeyed_so_copies_in_two_accounts_count_once(tmp_
     state.close()
     (version,) = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key='schema'").fetchone()
     assert version == "3"
+
+
+def test_a_version_2_ledger_gets_addresses_in_today_s_form(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    State.open(path).close()
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO received VALUES ('home', 'kai@xn--bcher-kva.de', 10.0, 'article_share', 'k1')")
+    db.execute("INSERT INTO sent VALUES ('home', 's1', 'kai@xn--bcher-kva.de', 5.0)")
+    db.execute("UPDATE meta SET value='2' WHERE key='schema'")
+    db.commit()
+    db.close()
+    state = State.open(path)
+    history = state.history("kai@bücher.de")
+    assert (history.shares, history.last_sent) == ((10.0,), 5.0)
+    state.close()
+
+
+def test_the_pattern_column_counts_shares_of_the_ask_s_own_second() -> None:
+    state = State.in_memory()
+    for i, label in enumerate(["article_share", "article_share", "favour_request"]):
+        state.record("home", "INBOX", 7, f"k{i}", judged(i, "ann@example.org", (label,), 10.0), now=1.0)
+    assert state.senders()[0].before_ask == 2
