@@ -735,10 +735,11 @@ def _filter_keywords(
     history = SenderHistory()
     if config is not None and config.action != "dry-run" and address and config.state_path.exists():
         from filter.imap import message_id_of
-        from filter.mailbox import Fingerprint
+        from filter.mailbox import Fingerprint, header_date, header_fields
         from filter.state import State, fingerprint_key, ledger_key
 
-        own = ledger_key(fingerprint_key(Fingerprint(message_id_of(data), len(data), None)), address, when)
+        fingerprint = fingerprint_key(Fingerprint(message_id_of(data), len(data), None))
+        own = ledger_key(fingerprint, address, header_date(header_fields(data)))
         state = State.open(config.state_path, lock=False)
         try:
             # As the daemon reads it: nothing dated later, and not this message (recorded from another account).

@@ -130,6 +130,7 @@ class _Judged:
     scores: Mapping[str, float]
     sender: str = ""
     time: float | None = None
+    ledger: str = ""
 
 
 class AccountRunner:
@@ -295,7 +296,7 @@ class AccountRunner:
             sender = normalise_address(parsed.sender)
             raw = raws[i]
             when = message_time(raw.data, raw.internaldate.timestamp() if raw.internaldate else None, self.clock())
-            own = ledger_key(fingerprint_key(fingerprint_of(raw)), sender, when)
+            own = ledger_key(fingerprint_key(fingerprint_of(raw)), sender, header_date(header_fields(raw.data)))
             d = decide(
                 scores.values,
                 self.thresholds,
@@ -311,7 +312,7 @@ class AccountRunner:
                 batch.setdefault(sender, []).extend((label, when, own) for label in d.labels)
             if raws[i].truncated:
                 d = replace(d, reasons=(*d.reasons, f"judged on the first {len(raws[i].data)} of {raws[i].size} bytes"))
-            judged[i] = _Judged(d, scores.values, sender, when)
+            judged[i] = _Judged(d, scores.values, sender, when, own)
         return [j if j is not None else _Judged(skip("not judged"), {}) for j in judged]
 
     def _history(self, sender: str, batch: Sequence[tuple[str, float, str]], when: float, own: str) -> SenderHistory:
@@ -325,9 +326,13 @@ class AccountRunner:
         """
         if not sender:
             return SenderHistory()
-        earlier = [(label, t) for label, t, key in batch if t <= when and key != own]
-        counted = {own, *(key for _, _, key in batch)}
-        known = self.state.history(sender, before=when, exclude=sorted(counted))
+        firsts: dict[tuple[str, str], float] = {}  # one entry per message and label, however many copies
+        for label, t, key in batch:
+            if t <= when and key != own:
+                firsts[(key, label)] = min(t, firsts.get((key, label), t))
+        earlier = [(label, t) for (_, label), t in firsts.items()]
+        # What the batch counts, and the message itself, are not counted again from the ledger.
+        known = self.state.history(sender, before=when, exclude={own, *(key for key, _ in firsts)})
         return SenderHistory(
             shares=tuple(sorted((*known.shares, *(t for label, t in earlier if label == "article_share")))),
             asks=tuple(sorted((*known.asks, *(t for label, t in earlier if label == "favour_request")))),
@@ -619,4 +624,5 @@ def _record(raw: RawMessage, judged: _Judged) -> DecisionRecord:
         sender=judged.sender,
         labels=d.labels,
         date=judged.time,
+        ledger=judged.ledger,
     )

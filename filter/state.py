@@ -26,6 +26,7 @@ subject, no body.
 
 from __future__ import annotations
 
+import bisect
 import fcntl
 import hashlib
 import json
@@ -46,7 +47,7 @@ from filter.senders import SenderRow
 # 2: the sender ledger (received, sent, sent_checkpoints, digests), and each
 # decision's labels and keywords. Tables are created if missing and columns
 # added, so a version-1 file is brought up to date on open.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -112,22 +113,23 @@ def fingerprint_key(fp: Fingerprint) -> str:
     return f"d:{fp.size}:{date}"
 
 
-def ledger_key(fp_key: str, address: str, when: float) -> str:
-    """The key the sender ledger counts a message by: Message-ID, sender and date, not size.
+def ledger_key(fp_key: str, address: str, dated: float | None) -> str:
+    """The key the sender ledger counts a message by: what every copy of it shares, whatever its size.
 
-    The size in a fingerprint key tells copies apart for moving, but each
-    account's copy of one message differs in size (Delivered-To,
-    Return-Path), and the ledger must count that message once. The sender
-    and the hour keep apart messages that reuse one Message-ID (a sender
-    who did so would otherwise count once, however often they wrote). A
-    message without a Message-ID is its sender and its date.
+    Each account's copy of one message differs in size (Delivered-To,
+    Return-Path) and in arrival time, so neither can be in the key. A
+    message with a Message-ID is that, its sender and its Date header
+    (``dated``, the header's own time: identical in every copy, and apart
+    for a sender who reuses one Message-ID); one without a Message-ID is
+    its sender and Date. With neither a Message-ID nor a Date, only the
+    fingerprint key is left, and copies in two accounts count twice.
     """
+    stamp = "-" if dated is None else f"{dated:.0f}"
     if fp_key.startswith("m:"):
-        # To the hour: a copy whose time is its arrival (no believable Date) still meets the others.
         mid = fp_key.split(":", 2)[1]
-        return f"m:{mid}:{hashlib.sha256(f'{address}|{when // 3600:.0f}'.encode()).hexdigest()[:12]}"
-    if fp_key.startswith("d:"):  # no Message-ID: the size and arrival differ per account; sender and date do not
-        return f"d:{hashlib.sha256(f'{address}|{when:.0f}'.encode()).hexdigest()[:16]}"
+        return f"m:{mid}:{hashlib.sha256(f'{address}|{stamp}'.encode()).hexdigest()[:12]}"
+    if fp_key.startswith("d:") and dated is not None and fp_key.count(":") >= 2:
+        return f"d:{hashlib.sha256(f'{address}|{stamp}'.encode()).hexdigest()[:16]}"
     return fp_key
 
 
@@ -150,6 +152,7 @@ class DecisionRecord:
     sender: str = ""
     labels: tuple[str, ...] = ()
     date: float | None = None
+    ledger: str = ""  # the message's ledger_key, when the runner knows its Date header
 
 
 @dataclass(frozen=True)
@@ -356,7 +359,7 @@ class State:
         address = normalise_address(decision.sender)
         if not address or decision.date is None:
             return
-        fp_key = ledger_key(fp_key, address, decision.date)
+        fp_key = decision.ledger or ledger_key(fp_key, address, decision.date)
         seen = self._db.execute("SELECT 1 FROM received WHERE account=? AND fp_key=? LIMIT 1", (account, fp_key))
         if seen.fetchone() is not None:
             return
@@ -449,15 +452,17 @@ class State:
         at its earliest time.
         """
         key = normalise_address(address)
-        query = "SELECT label, MIN(time) FROM received WHERE address=? AND label IN ('article_share', 'favour_request')"
+        query = (
+            "SELECT label, MIN(time), fp_key FROM received WHERE address=?"
+            " AND label IN ('article_share', 'favour_request')"
+        )
         params: list[object] = [key]
         if before is not None:
             query += " AND time <= ?"
             params.append(before)
-        if exclude:
-            query += f" AND fp_key NOT IN ({','.join('?' * len(exclude))})"
-            params.extend(exclude)
-        rows = self._db.execute(query + " GROUP BY label, fp_key ORDER BY 2", params).fetchall()
+        left_out = set(exclude)
+        grouped = self._db.execute(query + " GROUP BY label, fp_key ORDER BY 2", params).fetchall()
+        rows = [(label, t) for label, t, k in grouped if k not in left_out]
         (last_sent,) = self._db.execute("SELECT MAX(time) FROM sent WHERE address=?", (key,)).fetchone()
         return SenderHistory(
             shares=tuple(t for label, t in rows if label == "article_share"),
@@ -553,10 +558,15 @@ class State:
             " AND label IN ('article_share', 'favour_request') GROUP BY label, fp_key",
             (address, since),
         ).fetchall()
-        shares = [(t, k) for label, t, k in rows if label == "article_share" and (last_sent is None or t > last_sent)]
+        shares = {k: t for label, t, k in rows if label == "article_share" and (last_sent is None or t > last_sent)}
+        times = sorted(shares.values())
         # As the daemon counts for an ask: shares up to its second, not the ask itself (a message that is both).
         return max(
-            (sum(1 for s, sk in shares if s <= t and sk != k) for label, t, k in rows if label == "favour_request"),
+            (
+                bisect.bisect_right(times, t) - (k in shares and shares[k] <= t)
+                for label, t, k in rows
+                if label == "favour_request"
+            ),
             default=0,
         )
 
@@ -576,11 +586,11 @@ def _init_schema(db: sqlite3.Connection, path: Path) -> None:
     elif int(row[0]) > SCHEMA_VERSION:
         raise StateError(f"state_path: {path} was written by a newer ployfilter (schema {row[0]})")
     elif int(row[0]) < SCHEMA_VERSION:
-        _rekey_ledger(db)  # 2 -> 3; it writes the new version in the same transaction
+        _rekey_ledger(db)  # 2 or 3 -> 4; it writes the new version in the same transaction
 
 
 def _rekey_ledger(db: sqlite3.Connection) -> None:
-    """Schema 3: addresses in today's form (``normalise_address``), ledger rows keyed by ``ledger_key``.
+    """Schema 4: addresses in today's form (``normalise_address``), ledger rows keyed by ``ledger_key``.
 
     Rows written before keep counting once: each gets its address and key
     as they are written now, and copies of one message that now share a key
@@ -593,6 +603,7 @@ def _rekey_ledger(db: sqlite3.Connection) -> None:
         rekeyed = []
         for account, address, when, label, key in received:
             canonical = normalise_address(address) or address
+            # A row's time is its Date header's whenever that was believable, which is nearly always.
             rekeyed.append((account, canonical, when, label, ledger_key(key, canonical, when)))
         sent = db.execute("SELECT account, sent_key, address, time FROM sent").fetchall()
         readdressed = [(a, k, normalise_address(address) or address, t) for a, k, address, t in sent]
@@ -627,6 +638,7 @@ def _dump_decision(d: DecisionRecord) -> str:
             "sender": d.sender,
             "labels": list(d.labels),
             "date": d.date,
+            "ledger": d.ledger,
         }
     )
 
@@ -645,4 +657,5 @@ def _load_decision(text: str) -> DecisionRecord:
         d.get("sender", ""),
         tuple(d.get("labels", ())),
         d.get("date"),
+        d.get("ledger", ""),
     )

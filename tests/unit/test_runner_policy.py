@@ -325,3 +325,25 @@ def test_a_copy_of_one_message_in_the_same_batch_does_not_count_towards_itself()
     server.folders["INBOX"].add(b"X-Via: list\r\n" + copy)  # the same message twice: direct and via a list
     report = make_runner(server, state, policy_config(drip={"shares": 3, "days": 7})).pass_once()
     assert not any("drip" in reason for outcome in report.outcomes for reason in outcome.reasons)
+
+
+def test_a_sender_who_reuses_one_message_id_is_counted_message_by_message() -> None:
+    server, state = Server(), State.in_memory()
+    server.folders["Sent"] = type(server.folders["INBOX"])()
+    for n, subject in enumerate(["article", "article", "article", "a favour"]):
+        data = dated(n, "s@growth.example", subject, NOW - DAY + 60 * n).replace(f"<p{n}@".encode(), b"<same@")
+        server.folders["INBOX"].add(data)
+    report = make_runner(server, state, policy_config()).pass_once()
+    assert any("give-then-ask" in reason for reason in report.outcomes[-1].reasons)
+    assert state.senders()[0].shares == 3 and state.senders()[0].asks == 1
+
+
+def test_two_copies_in_one_batch_count_once_towards_a_later_ask() -> None:
+    server, state = Server(), State.in_memory()
+    server.folders["Sent"] = type(server.folders["INBOX"])()
+    share = dated(1, "s@growth.example", "article", NOW - DAY)
+    server.folders["INBOX"].add(share)
+    server.folders["INBOX"].add(b"X-Via: list\r\n" + share)
+    server.folders["INBOX"].add(dated(2, "s@growth.example", "a favour", NOW))
+    report = make_runner(server, state, policy_config()).pass_once()
+    assert not any("give-then-ask" in reason for reason in report.outcomes[-1].reasons)

@@ -235,12 +235,10 @@ def test_history_can_leave_out_the_message_being_judged() -> None:
 
 def test_messages_that_reuse_a_message_id_count_apart() -> None:
     state = State.in_memory()
-    hours = [1.0, 5.0, 9.0]
-    for uid, hour in enumerate(hours, start=1):
+    for uid, when in [(1, 10.0), (2, 20.0), (3, 30.0)]:  # seconds apart: one hour, three messages
         key = "m:" + "c" * 16 + f":{900 + uid}"
-        judgement = judged(uid, "ann@example.org", ("article_share",), hour * 3600)
-        state.record("home", "INBOX", 7, key, judgement, now=1.0)
-    assert state.history("ann@example.org").shares == tuple(h * 3600 for h in hours)
+        state.record("home", "INBOX", 7, key, judged(uid, "ann@example.org", ("article_share",), when), now=1.0)
+    assert state.history("ann@example.org").shares == (10.0, 20.0, 30.0)
 
 
 def test_history_spans_accounts() -> None:
@@ -339,7 +337,7 @@ def test_version_1_database_gains_the_ledger(tmp_path: Path) -> None:
     assert state.history("ann@example.org").shares == (10.0,)
     state.close()
     (version,) = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-    assert version == str(SCHEMA_VERSION) == "3"
+    assert version == str(SCHEMA_VERSION) == "4"
 
 
 def test_intents_written_before_the_ledger_still_load(tmp_path: Path) -> None:
@@ -421,7 +419,7 @@ def test_a_version_2_ledger_is_rekeyed_so_copies_in_two_accounts_count_once(tmp_
     assert state.senders()[0].shares == 2
     state.close()
     (version,) = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-    assert version == "3"
+    assert version == "4"
 
 
 def test_a_version_2_ledger_gets_addresses_in_today_s_form(tmp_path: Path) -> None:
