@@ -63,7 +63,7 @@ _FINGERPRINT_CHUNK = 500
 _SEARCH_WINDOW = 50_000
 # Bytes per partial FETCH when comparing two messages' contents.
 _DIGEST_CHUNK = 1 << 20
-_MESSAGE_ID_ITEM = "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
+_IDENTITY_ITEM = "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE)]"
 _IDLE_STEP = 1.0
 _CHANGE_RESPONSES = frozenset({b"EXISTS", b"RECENT", b"EXPUNGE", b"FETCH"})
 _DELETED = "\\Deleted"
@@ -308,7 +308,7 @@ class ImapMailbox:
     def fingerprints(self, uids: Sequence[int]) -> dict[int, Fingerprint]:
         """Size, INTERNALDATE and Message-ID of each UID, without touching \\Seen (BODY.PEEK)."""
         found: dict[int, Fingerprint] = {}
-        items = ["RFC822.SIZE", "INTERNALDATE", _MESSAGE_ID_ITEM]
+        items = ["RFC822.SIZE", "INTERNALDATE", _IDENTITY_ITEM]
         for chunk in _chunks(sorted(set(uids)), _FINGERPRINT_CHUNK):
             for uid, data in self._session.fetch(chunk, items).items():
                 found[uid] = Fingerprint(
@@ -326,9 +326,9 @@ class ImapMailbox:
         unset. UIDs expunged meanwhile are left out.
         """
         messages: list[RawMessage] = []
-        # The Message-ID comes from its own header item, as in ``fingerprints``: cut at
-        # ``max_bytes``, a long header would lose it and the two would disagree.
-        items = ["FLAGS", "RFC822.SIZE", "INTERNALDATE", f"BODY.PEEK[]<0.{max_bytes}>", _MESSAGE_ID_ITEM]
+        # The Message-ID and Date come from their own header item, as in ``fingerprints``: cut
+        # at ``max_bytes``, a long header would lose them, and copies would no longer agree.
+        items = ["FLAGS", "RFC822.SIZE", "INTERNALDATE", f"BODY.PEEK[]<0.{max_bytes}>", _IDENTITY_ITEM]
         for chunk in _chunks(sorted(set(uids)), _FETCH_CHUNK):
             response = self._session.fetch(chunk, items)
             for uid in chunk:
@@ -347,6 +347,7 @@ class ImapMailbox:
                         data=body,
                         truncated=size > len(body),
                         message_id=message_id_of(_header_block(data)),
+                        dated=header_date(header_fields(_header_block(data))),
                     )
                 )
         return messages

@@ -67,6 +67,7 @@ class RawMessage:
     data: bytes
     truncated: bool
     message_id: str
+    dated: float | None = None  # the Date header's time, read from the header itself, never from cut data
 
 
 @dataclass(frozen=True)

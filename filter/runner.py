@@ -296,7 +296,8 @@ class AccountRunner:
             sender = normalise_address(parsed.sender)
             raw = raws[i]
             when = message_time(raw.data, raw.internaldate.timestamp() if raw.internaldate else None, self.clock())
-            own = ledger_key(fingerprint_key(fingerprint_of(raw)), sender, header_date(header_fields(raw.data)))
+            dated = raw.dated if raw.dated is not None else header_date(header_fields(raw.data))
+            own = ledger_key(fingerprint_key(fingerprint_of(raw)), sender, dated)
             d = decide(
                 scores.values,
                 self.thresholds,

@@ -600,11 +600,15 @@ def _rekey_ledger(db: sqlite3.Connection) -> None:
     """
     with _Transaction(db):
         received = db.execute("SELECT account, address, time, label, fp_key FROM received").fetchall()
+        # A row's time is its Date header's whenever that was believable, which is nearly always. Rows
+        # the old key had merged (copies in two accounts) keep one stamp, so they stay one message.
+        stamp: dict[str, float] = {}
+        for _, _, when, _, key in received:
+            stamp[key] = min(when, stamp.get(key, when))
         rekeyed = []
         for account, address, when, label, key in received:
             canonical = normalise_address(address) or address
-            # A row's time is its Date header's whenever that was believable, which is nearly always.
-            rekeyed.append((account, canonical, when, label, ledger_key(key, canonical, when)))
+            rekeyed.append((account, canonical, when, label, ledger_key(key, canonical, stamp[key])))
         sent = db.execute("SELECT account, sent_key, address, time FROM sent").fetchall()
         readdressed = [(a, k, normalise_address(address) or address, t) for a, k, address, t in sent]
         db.execute("DELETE FROM received")

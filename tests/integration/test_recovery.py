@@ -254,3 +254,19 @@ def test_a_small_folder_with_high_uids_is_searched_once(
 
     assert mailbox.search_uids(1) == uids
     assert [c for c in imap_commands() if c.startswith("UID SEARCH")] == ["UID SEARCH UID 1:*"]
+
+
+def test_fetch_reads_message_id_and_date_from_the_header_whatever_the_cap(
+    dovecot: LocalDovecot, open_mailbox: Callable[..., ImapMailbox]
+) -> None:
+    trace = "".join(f"Received: from relay{i}.example.net by mx.example.org; 2 Mar 2026\r\n" for i in range(80))
+    data = (
+        f"From: s@example.org\r\nSubject: hi\r\n{trace}Date: Mon, 02 Mar 2026 10:00:00 +0000\r\n"
+        "Message-ID: <deep@example.org>\r\n\r\nBody.\r\n"
+    ).encode()
+    dovecot.append(DEFAULT_USER, "INBOX", data)
+    mailbox = open_mailbox(dovecot)
+    mailbox.select("INBOX")
+    (raw,) = mailbox.fetch(mailbox.search_uids(1), 4096)
+    assert raw.truncated and raw.message_id == "<deep@example.org>"
+    assert raw.dated == 1772445600.0

@@ -442,3 +442,18 @@ def test_the_pattern_column_counts_shares_of_the_ask_s_own_second() -> None:
     for i, label in enumerate(["article_share", "article_share", "favour_request"]):
         state.record("home", "INBOX", 7, f"k{i}", judged(i, "ann@example.org", (label,), 10.0), now=1.0)
     assert state.senders()[0].before_ask == 2
+
+
+def test_copies_the_old_key_had_merged_stay_one_message_after_the_upgrade(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    State.open(path).close()
+    db = sqlite3.connect(path)
+    old = "m:" + "e" * 16 + ":0a1b2c3d4e5f"  # one schema 3 key for two Date-less copies, arrived apart
+    db.execute("INSERT INTO received VALUES ('home', 'ann@example.org', 3600.0, 'article_share', ?)", (old,))
+    db.execute("INSERT INTO received VALUES ('work', 'ann@example.org', 4500.0, 'article_share', ?)", (old,))
+    db.execute("UPDATE meta SET value='3' WHERE key='schema'")
+    db.commit()
+    db.close()
+    state = State.open(path)
+    assert state.senders()[0].shares == 1
+    state.close()
