@@ -101,16 +101,17 @@ _DAY = 86400.0
 WEEKDAY_NUMBERS = {name: number for number, name in enumerate(WEEKDAYS)}
 
 
-def message_time(data: bytes, arrived: float | None, fallback: float) -> float:
+def message_time(data: bytes, arrived: float | None, fallback: float, dated: float | None = None) -> float:
     """When a message was sent, for the sender's history: its Date header, else ``arrived``, else ``fallback``.
 
     ``arrived`` is the server's INTERNALDATE. A Date more than a day after
     it is a sender's wrong clock or a forgery, and the arrival time is used
     instead. An earlier Date is believed: mail moved or imported into the
     folder gets a new INTERNALDATE, and its own date is what orders a
-    sender's history.
+    sender's history. ``dated``, the Date read from the header itself, is
+    used when given: ``data`` may be cut before its Date line.
     """
-    sent = header_date(header_fields(data))
+    sent = dated if dated is not None else header_date(header_fields(data))
     if sent is not None and (arrived is None or sent <= arrived + _DAY):
         return sent
     return arrived if arrived is not None else fallback
@@ -295,8 +296,9 @@ class AccountRunner:
                 continue
             sender = normalise_address(parsed.sender)
             raw = raws[i]
-            when = message_time(raw.data, raw.internaldate.timestamp() if raw.internaldate else None, self.clock())
             dated = raw.dated if raw.dated is not None else header_date(header_fields(raw.data))
+            arrived = raw.internaldate.timestamp() if raw.internaldate else None
+            when = message_time(raw.data, arrived, self.clock(), dated)
             own = ledger_key(fingerprint_key(fingerprint_of(raw)), sender, dated)
             d = decide(
                 scores.values,

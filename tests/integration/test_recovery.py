@@ -270,3 +270,17 @@ def test_fetch_reads_message_id_and_date_from_the_header_whatever_the_cap(
     (raw,) = mailbox.fetch(mailbox.search_uids(1), 4096)
     assert raw.truncated and raw.message_id == "<deep@example.org>"
     assert raw.dated == 1772445600.0
+
+
+def test_a_message_whose_date_lies_past_the_fetch_cap_is_timed_by_its_date(
+    dovecot: LocalDovecot, runner_for: Callable[..., AccountRunner]
+) -> None:
+    trace = "".join(f"Received: from relay{i}.example.net by mx.example.org; 2 Mar 2026\r\n" for i in range(80))
+    data = (
+        f"From: s@example.org\r\nSubject: an article\r\n{trace}Date: Mon, 02 Mar 2026 10:00:00 +0000\r\n"
+        "Message-ID: <late-date@example.org>\r\n\r\nBody.\r\n"
+    ).encode()
+    dovecot.append(DEFAULT_USER, "INBOX", data)
+    runner = runner_for(dovecot, max_message_bytes=4096)
+    runner.pass_once()
+    assert runner.state.history("s@example.org").shares == (1772445600.0,)
