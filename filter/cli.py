@@ -723,23 +723,23 @@ def _filter_keywords(
     config: Config | None, data: bytes, sender: str, scores: Mapping[str, float], thresholds: Mapping[str, float]
 ) -> tuple[str, ...]:
     """The keywords the daemon's policy would give this message, with the ledger read when -c names a state."""
-    import time
-
     from filter.config import DEFAULT_FOLDERS, PolicyConfig
+    from filter.mailbox import header_date, header_fields
     from filter.policy import SenderHistory, decide, normalise_address
-    from filter.runner import message_time
+    from filter.runner import sent_time
 
     address = normalise_address(sender)
     arrived = time.time()  # a delivery filter runs as the message arrives
-    when = message_time(data, arrived, arrived)
+    dated = header_date(header_fields(data))
+    when = sent_time(dated, arrived, arrived)
     history = SenderHistory()
     if config is not None and config.action != "dry-run" and address and config.state_path.exists():
         from filter.imap import message_id_of
-        from filter.mailbox import Fingerprint, header_date, header_fields
+        from filter.mailbox import Fingerprint
         from filter.state import State, fingerprint_key, ledger_key
 
         fingerprint = fingerprint_key(Fingerprint(message_id_of(data), len(data), None))
-        own = ledger_key(fingerprint, address, header_date(header_fields(data)))
+        own = ledger_key(fingerprint, address, dated)
         state = State.open(config.state_path, lock=False)
         try:
             # As the daemon reads it: nothing dated later, and not this message (recorded from another account).

@@ -18,7 +18,6 @@ can check what really happened on the server.
 
 from __future__ import annotations
 
-import email.utils
 import imaplib
 import os
 import pwd
@@ -33,10 +32,11 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from email.parser import BytesHeaderParser
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from filter.mailbox import header_date, header_fields
 
 DOVECOT = Path("/usr/sbin/dovecot")
 DOVEADM = Path("/usr/bin/doveadm")
@@ -80,13 +80,8 @@ authorityKeyIdentifier = keyid:always
 
 def _arrival_of(data: bytes) -> str:
     """The Date field of ``data`` as an IMAP date-time for APPEND, or "" (the time of arrival) without one."""
-    head = re.split(rb"\r?\n\r?\n", data, maxsplit=1)[0]
-    parsed = BytesHeaderParser().parsebytes(head + b"\r\n\r\n")
-    try:
-        when = email.utils.parsedate_to_datetime(str(parsed.get("Date", "")))
-    except (TypeError, ValueError):
-        return ""
-    return imaplib.Time2Internaldate(when.timestamp())
+    when = header_date(header_fields(data))
+    return "" if when is None else imaplib.Time2Internaldate(when)
 
 
 def capabilities_without(*names: str) -> str:

@@ -274,10 +274,10 @@ class ImapMailbox:
         A folder that held at most _SEARCH_WINDOW messages when it was
         opened gets one SEARCH, whatever its UIDs; a bigger one is searched
         in windows of _SEARCH_WINDOW UIDs up to the UIDNEXT it had then.
-        Either way a last, open window ``UID n:*`` finds what arrived since. ``UID n:*`` also matches the highest
-        UID when ``n`` is above it (RFC 9051 section 6.4.4: ``*`` is the
-        largest UID in use, and ``n:m`` is the same as ``m:n``), so the
-        result is filtered.
+        Either way a last, open window ``UID n:*`` finds what arrived since.
+        ``UID n:*`` also matches the highest UID when ``n`` is above it (RFC
+        9051 section 6.4.4: ``*`` is the largest UID in use, and ``n:m`` is
+        the same as ``m:n``), so the result is filtered.
         """
         self._announced_new_mail()  # what came before this SEARCH, the SEARCH sees
         low = max(first_uid, 1)
@@ -336,6 +336,7 @@ class ImapMailbox:
                 if data is None:
                     continue
                 body = data.get(b"BODY[]<0>") or b""
+                identity = _header_block(data)
                 size = int(data.get(b"RFC822.SIZE", len(body)))
                 messages.append(
                     RawMessage(
@@ -346,8 +347,8 @@ class ImapMailbox:
                         internaldate=_datetime(data.get(b"INTERNALDATE")),
                         data=body,
                         truncated=size > len(body),
-                        message_id=message_id_of(_header_block(data)),
-                        dated=header_date(header_fields(_header_block(data))),
+                        message_id=message_id_of(identity),
+                        dated=header_date(header_fields(identity)),
                     )
                 )
         return messages

@@ -101,19 +101,17 @@ _DAY = 86400.0
 WEEKDAY_NUMBERS = {name: number for number, name in enumerate(WEEKDAYS)}
 
 
-def message_time(data: bytes, arrived: float | None, fallback: float, dated: float | None = None) -> float:
-    """When a message was sent, for the sender's history: its Date header, else ``arrived``, else ``fallback``.
+def sent_time(dated: float | None, arrived: float | None, fallback: float) -> float:
+    """When a message was sent: ``dated`` (its Date header's time), else ``arrived``, else ``fallback``.
 
     ``arrived`` is the server's INTERNALDATE. A Date more than a day after
     it is a sender's wrong clock or a forgery, and the arrival time is used
     instead. An earlier Date is believed: mail moved or imported into the
     folder gets a new INTERNALDATE, and its own date is what orders a
-    sender's history. ``dated``, the Date read from the header itself, is
-    used when given: ``data`` may be cut before its Date line.
+    sender's history.
     """
-    sent = dated if dated is not None else header_date(header_fields(data))
-    if sent is not None and (arrived is None or sent <= arrived + _DAY):
-        return sent
+    if dated is not None and (arrived is None or dated <= arrived + _DAY):
+        return dated
     return arrived if arrived is not None else fallback
 
 
@@ -275,8 +273,9 @@ class AccountRunner:
         name, watch = self.account.name, self.account.watch
         judged: list[_Judged | None] = [None] * len(raws)
         readable: list[tuple[int, ParsedMessage]] = []
+        keys = [fingerprint_key(fingerprint_of(raw)) for raw in raws]
         for i, raw in enumerate(raws):
-            earlier = self.state.earlier_action(name, watch, fingerprint_key(fingerprint_of(raw)))
+            earlier = self.state.earlier_action(name, watch, keys[i])
             if earlier == "move":
                 reason = "moved earlier and returned to the folder by the owner; left in place"
                 judged[i] = _Judged(Decision("keep", (), None, (), (reason,)), {})
@@ -296,10 +295,10 @@ class AccountRunner:
                 continue
             sender = normalise_address(parsed.sender)
             raw = raws[i]
+            # The Date from the header item (``data`` may be cut before it); from ``data`` if there is none.
             dated = raw.dated if raw.dated is not None else header_date(header_fields(raw.data))
-            arrived = raw.internaldate.timestamp() if raw.internaldate else None
-            when = message_time(raw.data, arrived, self.clock(), dated)
-            own = ledger_key(fingerprint_key(fingerprint_of(raw)), sender, dated)
+            when = sent_time(dated, raw.internaldate.timestamp() if raw.internaldate else None, self.clock())
+            own = ledger_key(keys[i], sender, dated)
             d = decide(
                 scores.values,
                 self.thresholds,
@@ -420,50 +419,30 @@ class AccountRunner:
                     moved[label] += keyword in keywords
             elif d["action"] == "keep" and labels:
                 kept += 1
-        message_id = digest_message_id(name, slot)
+        pattern_shares = self.config.policy.pattern_shares
+        top = rank(self.state.senders(since=last), pattern_shares=pattern_shares, limit=digest.senders)
         try:
-            appended = self._append_digest(digest.folder, message_id, name, now, last, slot, moved, kept, reviewed)
+            # Already there when it was appended before a crash: this slot's digest goes in once.
+            if not self.mailbox.has_message_id(digest.folder, digest_message_id(name, slot)):
+                data = digest_message(
+                    account=name,
+                    to_address=self.account.username,
+                    now=now,
+                    moved=moved,
+                    kept=kept,
+                    reviewed=reviewed,
+                    top=top,
+                    pattern_shares=pattern_shares,
+                    period_days=max(1, round((now - last) / _DAY)),
+                    slot=slot,
+                    flagged=self.config.action == "flag",
+                )
+                self.mailbox.append(digest.folder, data)
+                log.info("%s: weekly digest appended to %s", name, digest.folder)
         except MailboxError as exc:  # a digest must never stop the filtering; it is tried again next pass
             log.warning("%s: the weekly digest could not be added to %s (%s)", name, digest.folder, exc)
             return False
-        if appended:
-            log.info("%s: weekly digest appended to %s", name, digest.folder)
         self.state.set_last_digest(name, now)
-        return True
-
-    def _append_digest(
-        self,
-        folder: str,
-        message_id: str,
-        name: str,
-        now: float,
-        last: float,
-        slot: float,
-        moved: Mapping[str, int],
-        kept: int,
-        reviewed: int,
-    ) -> bool:
-        """Append this slot's digest unless it is there already (appended before a crash); True if appended."""
-        if self.mailbox.has_message_id(folder, message_id):
-            return False
-        digest = self.config.digest
-        assert digest is not None
-        pattern_shares = self.config.policy.pattern_shares
-        top = rank(self.state.senders(since=last), pattern_shares=pattern_shares, limit=digest.senders)
-        data = digest_message(
-            account=name,
-            to_address=self.account.username,
-            now=now,
-            moved=moved,
-            kept=kept,
-            reviewed=reviewed,
-            top=top,
-            pattern_shares=pattern_shares,
-            period_days=max(1, round((now - last) / _DAY)),
-            slot=slot,
-            flagged=self.config.action == "flag",
-        )
-        self.mailbox.append(folder, data)
         return True
 
     def _finish(self, uv: int, done: Sequence[tuple[RawMessage, DecisionRecord]]) -> list[Outcome]:

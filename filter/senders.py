@@ -4,8 +4,8 @@ The ledger (``state.py``) counts, per address, the mail labelled
 article_share or favour_request and whether the owner ever wrote back. The
 report ranks those senders and flags the give-then-ask pattern: several
 "thought you'd like this" shares the owner never answered, then an ask, by
-the same rule as the $PloyPattern keyword. Only addresses, dates and counts appear here; never a
-subject or a line of text.
+the same rule as the $PloyPattern keyword. Only addresses, dates and counts
+appear here; never a subject or a line of text.
 """
 
 from __future__ import annotations

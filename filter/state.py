@@ -46,7 +46,9 @@ from filter.senders import SenderRow
 
 # 2: the sender ledger (received, sent, sent_checkpoints, digests), and each
 # decision's labels and keywords. Tables are created if missing and columns
-# added, so a version-1 file is brought up to date on open.
+# added, so a version-1 file is brought up to date on open. 3 and 4: ledger
+# rows keyed by ``ledger_key`` and addresses in ``normalise_address``'s form;
+# ``_rekey_ledger`` brings any earlier file to 4.
 SCHEMA_VERSION = 4
 
 _SCHEMA = """
@@ -444,25 +446,15 @@ class State:
         ``before`` (usually the date of the message being judged) leaves out
         shares and asks dated after it, and ``exclude`` (``ledger_key``s) the
         message itself, seen in another account, and any the caller counts
-        already: mail dated later
-        never counts towards an earlier message, nor a message towards its
-        own judgement, while mail of the same second still does.
-        ``last_sent`` is the latest time the owner wrote to the address,
-        whatever ``before`` is. A message seen in two accounts counts once,
-        at its earliest time.
+        already: mail dated later never counts towards an earlier message,
+        nor a message towards its own judgement, while mail of the same
+        second still does. ``last_sent`` is the latest time the owner wrote
+        to the address, whatever ``before`` is. A message seen in two
+        accounts counts once, at its earliest time.
         """
         key = normalise_address(address)
-        query = (
-            "SELECT label, MIN(time), fp_key FROM received WHERE address=?"
-            " AND label IN ('article_share', 'favour_request')"
-        )
-        params: list[object] = [key]
-        if before is not None:
-            query += " AND time <= ?"
-            params.append(before)
         left_out = set(exclude)
-        grouped = self._db.execute(query + " GROUP BY label, fp_key ORDER BY 2", params).fetchall()
-        rows = [(label, t) for label, t, k in grouped if k not in left_out]
+        rows = [(label, t) for label, t, k in self._shares_and_asks(key, before=before) if k not in left_out]
         (last_sent,) = self._db.execute("SELECT MAX(time) FROM sent WHERE address=?", (key,)).fetchone()
         return SenderHistory(
             shares=tuple(t for label, t in rows if label == "article_share"),
@@ -551,13 +543,23 @@ class State:
             )
         return out
 
+    def _shares_and_asks(
+        self, address: str, *, since: float = 0.0, before: float | None = None
+    ) -> list[tuple[str, float, str]]:
+        """(label, time, ledger key) of each share and ask from ``address``, once per message, by time."""
+        query = (
+            "SELECT label, MIN(time), fp_key FROM received WHERE address=? AND time >= ?"
+            " AND label IN ('article_share', 'favour_request')"
+        )
+        params: list[object] = [address, since]
+        if before is not None:
+            query += " AND time <= ?"
+            params.append(before)
+        return self._db.execute(query + " GROUP BY label, fp_key ORDER BY 2", params).fetchall()
+
     def _shares_before_ask(self, address: str, since: float, last_sent: float | None) -> int:
         """The most shares after ``last_sent`` (all, if None) that came before one of the address's asks."""
-        rows = self._db.execute(
-            "SELECT label, MIN(time), fp_key FROM received WHERE address=? AND time >= ?"
-            " AND label IN ('article_share', 'favour_request') GROUP BY label, fp_key",
-            (address, since),
-        ).fetchall()
+        rows = self._shares_and_asks(address, since=since)
         shares = {k: t for label, t, k in rows if label == "article_share" and (last_sent is None or t > last_sent)}
         times = sorted(shares.values())
         # As the daemon counts for an ask: shares up to its second, not the ask itself (a message that is both).

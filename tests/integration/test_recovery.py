@@ -103,6 +103,13 @@ def runner_for(tmp_path: Path) -> Iterator[Callable[..., AccountRunner]]:
     state.close()
 
 
+def long_header(subject: str, *fields: str) -> bytes:
+    """A message whose ``fields`` come after some 5 KB of trace headers, as real mail can carry."""
+    trace = "".join(f"Received: from relay{i}.example.net by mx.example.org; 2 Mar 2026\r\n" for i in range(80))
+    head = "".join(f"{field}\r\n" for field in fields)
+    return f"From: s@example.org\r\nSubject: {subject}\r\n{trace}{head}\r\nBody.\r\n".encode()
+
+
 def message(n: int, subject: str, message_id: bool = True) -> bytes:
     head = f"From: sender{n}@example.org\r\nTo: owner@example.org\r\nSubject: {subject}\r\n"
     if message_id:
@@ -141,10 +148,7 @@ def test_a_message_id_beyond_the_fetch_cap_still_identifies_the_message(
     point: str,
     capabilities: Any,
 ) -> None:
-    trace = "".join(f"Received: from relay{i}.example.net by mx.example.org; 2 Mar 2026\r\n" for i in range(80))
-    data = (
-        f"From: s@example.org\r\nSubject: an article\r\n{trace}Message-ID: <deep@example.org>\r\n\r\nBody.\r\n"
-    ).encode()
+    data = long_header("an article", "Message-ID: <deep@example.org>")
     assert data.index(b"Message-ID") > 4096
     server = dovecot_factory(capabilities=capabilities)
     server.append(DEFAULT_USER, "INBOX", data)
@@ -259,11 +263,7 @@ def test_a_small_folder_with_high_uids_is_searched_once(
 def test_fetch_reads_message_id_and_date_from_the_header_whatever_the_cap(
     dovecot: LocalDovecot, open_mailbox: Callable[..., ImapMailbox]
 ) -> None:
-    trace = "".join(f"Received: from relay{i}.example.net by mx.example.org; 2 Mar 2026\r\n" for i in range(80))
-    data = (
-        f"From: s@example.org\r\nSubject: hi\r\n{trace}Date: Mon, 02 Mar 2026 10:00:00 +0000\r\n"
-        "Message-ID: <deep@example.org>\r\n\r\nBody.\r\n"
-    ).encode()
+    data = long_header("hi", "Date: Mon, 02 Mar 2026 10:00:00 +0000", "Message-ID: <deep@example.org>")
     dovecot.append(DEFAULT_USER, "INBOX", data)
     mailbox = open_mailbox(dovecot)
     mailbox.select("INBOX")
@@ -275,11 +275,7 @@ def test_fetch_reads_message_id_and_date_from_the_header_whatever_the_cap(
 def test_a_message_whose_date_lies_past_the_fetch_cap_is_timed_by_its_date(
     dovecot: LocalDovecot, runner_for: Callable[..., AccountRunner]
 ) -> None:
-    trace = "".join(f"Received: from relay{i}.example.net by mx.example.org; 2 Mar 2026\r\n" for i in range(80))
-    data = (
-        f"From: s@example.org\r\nSubject: an article\r\n{trace}Date: Mon, 02 Mar 2026 10:00:00 +0000\r\n"
-        "Message-ID: <late-date@example.org>\r\n\r\nBody.\r\n"
-    ).encode()
+    data = long_header("an article", "Date: Mon, 02 Mar 2026 10:00:00 +0000", "Message-ID: <late-date@example.org>")
     dovecot.append(DEFAULT_USER, "INBOX", data)
     runner = runner_for(dovecot, max_message_bytes=4096)
     runner.pass_once()

@@ -15,7 +15,8 @@ from test_runner import ARTICLES, REQUESTS, FakeMailbox, Server, SubjectScorer, 
 
 from filter.config import Config, parse_config
 from filter.errors import MailboxError
-from filter.runner import AccountRunner, last_weekday_start, message_time
+from filter.mailbox import header_date, header_fields
+from filter.runner import AccountRunner, last_weekday_start, sent_time
 from filter.state import State
 
 DAY = 86400.0
@@ -200,6 +201,11 @@ def test_the_digest_is_appended_once_on_its_weekday() -> None:
     digest = message_from_bytes(digests[0][0])
     assert "3 articles" in str(digest["Subject"])
     assert "stranger@growth.example" in digest.get_payload(decode=True).decode()
+
+
+def message_time(data: bytes, arrived: float | None, fallback: float) -> float:
+    """The runner's time for a message: ``sent_time`` of the Date field read from its header."""
+    return sent_time(header_date(header_fields(data)), arrived, fallback)
 
 
 def test_message_time_prefers_a_sane_date_header() -> None:
