@@ -579,6 +579,11 @@ def _codec(charset: str | None) -> str | None:
 # The MIME tree
 
 
+# A uuencoded file: "begin", its mode, its name, then a first line of data; a full data line is "M" and 60
+# characters of the uu alphabet (space to backquote), a short last one starts with a smaller length letter.
+_UU_BEGIN = re.compile(r"^begin [0-7]{3,4} ([^\r\n]{1,255})\r?\n(?=[!-M][ -`]{0,62}\r?(?:\n|\Z))", re.M)
+
+
 @dataclass
 class _Text:
     kind: str  # "plain", "html", or "head" (the headers of an attached message)
@@ -661,12 +666,39 @@ class _Body:
             kind = "html"
         else:
             text = _clean_qp_leftovers(text) if cte != "quoted-printable" else text
+            if "begin " in text:
+                text = self._take_uuencoded(text)
             kind = "plain"
         if len(text) > self.budget:
             text = text[: self.budget]
             self.limits.append("text")
         self.budget -= len(text)
         self.texts.append(_Text(kind, text, forwarded))
+
+    def _take_uuencoded(self, text: str) -> str:
+        """``text`` without its uuencoded files, each recorded as an attachment (mail of the 1990s and early
+        2000s carried files in the text this way). A block runs from its ``begin`` line to its ``end`` line, or
+        to the end of a text that was cut short."""
+        kept: list[str] = []
+        start = 0
+        for found in _UU_BEGIN.finditer(text):
+            if found.start() < start:
+                continue
+            end = text.find("\nend", found.end())
+            while end != -1 and text[end + 4 : end + 5] not in ("", "\n", "\r"):
+                end = text.find("\nend", end + 4)
+            stop = len(text) if end == -1 else end + 4
+            kept.append(text[start : found.start()])
+            start = stop
+            filename = found.group(1).strip()
+            if len(self.attachments) < MAX_ATTACHMENTS:
+                self.attachments.append(Attachment("application/octet-stream", filename, stop - found.start()))
+            else:
+                self.limits.append("attachments")
+        if not kept:
+            return text
+        kept.append(text[start:])
+        return "".join(kept)
 
     def _forwarded_headers(self, inner: email.message.Message) -> None:
         head = _Headers(inner)

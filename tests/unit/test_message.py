@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
 import email.policy
 import os
@@ -125,6 +126,37 @@ def test_attachment_is_listed_with_type_name_and_size_but_not_read() -> None:
     assert [(a.content_type, a.filename) for a in msg.attachments] == [("application/pdf", "budget.pdf")]
     assert msg.attachments[0].size > 0
     assert "PDF" not in msg.own_text + msg.forwarded_text
+
+
+def _uuencoded(name: str, data: bytes) -> str:
+    lines = [binascii.b2a_uu(data[i : i + 45]).decode("ascii") for i in range(0, len(data), 45)]
+    return f"begin 644 {name}\n" + "".join(lines) + "`\nend\n"
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_uuencoded_file_in_the_text_is_an_attachment_not_text(newline: str) -> None:
+    block = _uuencoded("resume.doc", os.urandom(400))
+    body = "Here is my resume, could you pass it on?\n\n" + block + "\nThanks, Pat\n"
+    raw = ("From: pat@example.com\nSubject: resume\n\n" + body).replace("\n", newline).encode("ascii")
+    msg = parse_message(raw)
+    assert " ".join(msg.own_text.split()) == "Here is my resume, could you pass it on? Thanks, Pat"
+    assert [(a.content_type, a.filename) for a in msg.attachments] == [("application/octet-stream", "resume.doc")]
+    assert msg.attachments[0].size >= len(block.rstrip())
+
+
+def test_uuencoded_file_cut_short_is_taken_to_the_end() -> None:
+    block = _uuencoded("notes.txt", os.urandom(900))
+    raw = ("From: a@example.com\nSubject: s\n\nTwo files.\n" + block[:300]).encode("ascii")
+    msg = parse_message(raw)
+    assert msg.own_text == "Two files."
+    assert [a.filename for a in msg.attachments] == ["notes.txt"]
+
+
+def test_a_line_starting_with_begin_in_prose_is_text() -> None:
+    raw = b"From: a@example.com\nSubject: s\n\nbegin 644 of the plan is done.\nWe start Monday.\nend of note\n"
+    msg = parse_message(raw)
+    assert "begin 644 of the plan" in msg.own_text and "We start Monday." in msg.own_text
+    assert msg.attachments == ()
 
 
 def test_french_outlook_forward_with_de_envoye_is_forwarded() -> None:
