@@ -30,6 +30,7 @@ from filter.mailbox import ConnectionLost
 
 if TYPE_CHECKING:
     from filter.explain import Explanation
+    from filter.export import ExportReport
     from filter.imap import ImapMailbox
     from filter.model import ModelBundle
     from filter.runner import AccountRunner, PassReport
@@ -97,6 +98,31 @@ def _parser() -> argparse.ArgumentParser:
     senders.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="show only the first N senders")
     senders.add_argument(
         "--days", type=_positive_days, default=None, metavar="D", help="count only mail received in the last D days"
+    )
+    export = command(
+        "export",
+        "write the mail you have sorted as labelled files that `train` reads",
+        "Read each account's article and request folders and the ordinary mail the daemon judged\n"
+        "and you left in the watched folder (or brought back to it), and write them as .eml files\n"
+        "under OUT/<account>/articles, favours, both and ham, for `ployfilter train` and\n"
+        "`evaluate`. The server is only read. Each run makes OUT/<account>/ match the mailbox.",
+    )
+    export.add_argument("-c", "--config", required=True, type=Path, help="the YAML configuration file")
+    export.add_argument("--out", required=True, type=Path, metavar="DIR", help="the folder to write into")
+    export.add_argument(
+        "--settled-days",
+        type=_days,
+        default=7.0,
+        metavar="D",
+        help="count inbox mail as ordinary only once it arrived and was judged D days ago or more, "
+        "time for you to move it (default 7; 0 counts all of it)",
+    )
+    export.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=5000,
+        metavar="N",
+        help="at most the N newest messages of each folder (default 5000)",
     )
     check = command(
         "check-config",
@@ -243,6 +269,16 @@ def _positive_days(value: str) -> float:
     return days
 
 
+def _days(value: str) -> float:
+    try:
+        days = float(value)
+    except ValueError:
+        days = -1.0
+    if not (math.isfinite(days) and days >= 0):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of days; give 0 or more, such as 7")
+    return days
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -275,6 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check_config(config)
         if args.command == "senders":
             return _senders(config, args)
+        if args.command == "export":
+            return _export(config, args)
         if args.command == "once":
             return _once(config)
         return _run(config, args.config, args.verbose)
@@ -424,6 +462,65 @@ def _senders(config: Config, args: argparse.Namespace) -> int:
     else:
         print(format_table(rows, now, pattern_shares) if rows else NO_SENDERS)
     return 0
+
+
+def _export(config: Config, args: argparse.Namespace) -> int:
+    from filter.export import slug
+    from filter.state import State
+
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out: {out} exists and is not a folder")
+    folders: dict[str, str] = {}
+    for account in config.accounts:
+        other = folders.setdefault(slug(account.name), account.name)
+        if other != account.name:
+            raise UsageError(
+                f"export: accounts {other!r} and {account.name!r} would share the folder {out / slug(other)}; "
+                "rename one of them in the configuration"
+            )
+    if config.action == "dry-run" or not config.state_path.exists():
+        log.warning("no ledger of judged mail to read: ordinary mail is left out, only the two folders are written")
+        state = State.in_memory()
+    else:
+        # No lock: export only reads the state, and the daemon holding the lock must not stop it.
+        state = State.open(config.state_path, lock=False)
+    failures: list[PloyError] = []
+    try:
+        for account in config.accounts:
+            try:
+                print(_export_account(config, account, state, args).summary())
+            except PloyError as exc:  # as in `once`: one account's failure does not stop the others
+                if len(config.accounts) == 1:
+                    raise
+                log.error("%s", exc)
+                failures.append(exc)
+    finally:
+        state.close()
+    return max((f.exit_code for f in failures), default=0)
+
+
+def _export_account(config: Config, account: AccountConfig, state: State, args: argparse.Namespace) -> ExportReport:
+    from filter.export import export_account
+
+    mailbox = _mailbox(config, account)
+    _connect(mailbox, account)
+    try:
+        return export_account(
+            account,
+            mailbox,
+            state,
+            args.out,
+            max_bytes=config.max_message_bytes,
+            now=time.time(),
+            flagging=config.action == "flag",
+            settled_days=args.settled_days,
+            limit=args.limit,
+        )
+    except ConnectionLost as exc:
+        raise ConnectError(f"account {account.name}: connection lost during the export ({exc})") from exc
+    finally:
+        mailbox.close()
 
 
 def _run(config: Config, path: Path, verbose: bool = False) -> int:

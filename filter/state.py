@@ -285,6 +285,24 @@ class State:
         return found
 
     @_serialised
+    def judged_at(self, account: str, mailbox: str, uidvalidity: int, uids: Iterable[int]) -> dict[int, float | None]:
+        """The handled ones of ``uids``, each with when it was last judged (None when the log has no
+        decision for it: carried over from an earlier UIDVALIDITY)."""
+        wanted = list(uids)
+        found: dict[int, float | None] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                "SELECT h.uid, MAX(d.time) FROM handled h LEFT JOIN decisions d ON d.account=h.account"
+                " AND d.mailbox=h.mailbox AND d.uidvalidity=h.uidvalidity AND d.uid=h.uid"
+                f" WHERE h.account=? AND h.mailbox=? AND h.uidvalidity=? AND h.uid IN ({marks}) GROUP BY h.uid",
+                (account, mailbox, uidvalidity, *chunk),
+            )
+            found.update((int(uid), None if when is None else float(when)) for uid, when in rows)
+        return found
+
+    @_serialised
     def earlier_action(self, account: str, mailbox: str, fp_key: str) -> str | None:
         """The action recorded for a message with this fingerprint key, in any epoch.
 

@@ -16,6 +16,7 @@ import pytest
 import filter.cli
 from filter.cli import main, with_headers
 from filter.config import load_config
+from filter.errors import UsageError
 
 SCORES = {"article_share": 0.912, "favour_request": 0.05}
 THRESHOLDS = {"article_share": 0.8, "favour_request": 0.8}
@@ -159,6 +160,41 @@ def test_senders_refuses_a_count_or_a_period_that_means_nothing(
         main(["senders", "-c", "config.yaml", *option])
     assert info.value.code == 2
     assert "is not a" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "option", [["--limit", "0"], ["--settled-days", "-1"], ["--settled-days", "inf"], ["--settled-days", "x"]]
+)
+def test_export_refuses_a_count_or_a_period_that_means_nothing(
+    option: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["export", "-c", "config.yaml", "--out", "out", *option])
+    assert info.value.code == 2
+    assert "is not a" in capsys.readouterr().err
+
+
+def test_export_refuses_two_accounts_that_would_write_one_folder(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "accounts:\n"
+        "  - {name: Home, host: 127.0.0.1, security: plain, username: u, password_env: PW}\n"
+        "  - {name: home, host: 127.0.0.1, security: plain, username: v, password_env: PW}\n"
+    )
+    assert main(["export", "-c", str(config), "--out", str(tmp_path / "out")]) == UsageError.exit_code
+    assert "'Home' and 'home' would share the folder" in caplog.text
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_file_names_cannot_leave_their_folder() -> None:
+    from filter.export import slug
+
+    assert slug("Networking/Articles") == "networking.articles"
+    assert slug("../..") == "folder"
+    assert slug("Réseau/À lire") == "réseau.à.lire"
+    assert "/" not in slug("a/../b") and not slug("/etc").startswith(".")
 
 
 def _running_config(tmp_path: Path, level: str = "info") -> Path:
