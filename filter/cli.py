@@ -208,6 +208,12 @@ def _parser() -> argparse.ArgumentParser:
         "--plot", type=Path, metavar="FILE", help="write a precision-recall plot (.svg; .png needs matplotlib)"
     )
     evaluate.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    evaluate.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also show each label at thresholds 0.1 to 0.9, the other label kept at its own: what a "
+        "change to one threshold in the config would do",
+    )
     return p
 
 
@@ -987,7 +993,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from filter.dataset import read_labelled
-    from filter.evaluate import curves, evaluate, format_report, plot_format, report_dict, write_plot
+    from filter.evaluate import (
+        curves,
+        evaluate,
+        format_report,
+        format_sweep,
+        plot_format,
+        report_dict,
+        sweep,
+        sweep_dict,
+        write_plot,
+    )
     from filter.runner import score_each
 
     if args.plot:
@@ -1019,16 +1035,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not truth:
         raise ModelError(f"{model.path}: the model could not score any message")
     report = evaluate(np.array(truth), np.array(scores), thresholds, languages)
+    swept = sweep(np.array(truth), np.array(scores), thresholds) if args.sweep else []
     origin = f"the configuration {args.config}" if config else "the model's card"
     points = language_points(model, thresholds)
     if args.json:
         shown = {"model": str(model.path), "thresholds_from": origin, "language_points": points}
-        print(json.dumps({**shown, **report_dict(report)}, indent=2))
+        extra = {"sweep": sweep_dict(swept)} if args.sweep else {}
+        print(json.dumps({**shown, **report_dict(report), **extra}, indent=2))
     else:
         print(f"model {model.path}, thresholds from {origin}")
         for language, line in points.items():
             print(f"{language} scores are shifted to their own point: {line}")
         print(format_report(report))
+        if swept:
+            print()
+            print(format_sweep(swept))
     sys.stdout.flush()  # the report stands even if the plot cannot be written
     if args.plot:
         write_plot(args.plot, curves(np.array(truth), np.array(scores), report), f"Precision-recall: {model.path.name}")

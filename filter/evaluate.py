@@ -237,6 +237,85 @@ def _share(f: Flagged) -> str:
 
 
 # ---------------------------------------------------------------------------
+# What other thresholds would do
+
+SWEEP_POINTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """One label at one threshold, the other labels kept at theirs: what changing one config key does."""
+
+    label: str
+    threshold: float
+    counts: Counts
+    ordinary: Flagged
+    current: bool
+
+
+def sweep(
+    truth: Array,
+    scores: Array,
+    thresholds: Mapping[str, float],
+    labels: Sequence[str] = LABELS,
+    points: Sequence[float] = SWEEP_POINTS,
+) -> list[SweepRow]:
+    """Each label at each of ``points`` and at its own threshold, in rising order."""
+    y = np.asarray(truth, dtype=bool).reshape(-1, len(labels))
+    s = np.asarray(scores, dtype=np.float64).reshape(y.shape)
+    ordinary = ~y.any(axis=1)
+    rows = []
+    for j, label in enumerate(labels):
+        current = float(thresholds[label])
+        for t in sorted({*points, current}):
+            at = np.array([float(thresholds[other]) for other in labels])
+            at[j] = t
+            predicted = s >= at
+            flagged = Flagged(int(ordinary.sum()), int((ordinary & predicted.any(axis=1)).sum()))
+            rows.append(SweepRow(label, t, counts(y[:, j], predicted[:, j]), flagged, t == current))
+    return rows
+
+
+def sweep_dict(rows: Sequence[SweepRow]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        flagged = {"flagged": r.ordinary.flagged, "share": _round(r.ordinary.share)}
+        out.setdefault(r.label, []).append(
+            {"threshold": r.threshold, "current": r.current, **r.counts.as_dict(), "ordinary_flagged": flagged}
+        )
+    return out
+
+
+def format_sweep(rows: Sequence[SweepRow]) -> str:
+    """A table per label: precision, recall, F1 and ordinary mail flagged at each threshold."""
+    head = ("label", "threshold", "precision", "recall", "F1", "tp", "fp", "fn", "ordinary flagged", "")
+    table: list[tuple[str, ...]] = [head]
+    shown = ""
+    for r in rows:
+        table.append(
+            (
+                r.label if r.label != shown else "",
+                f"{r.threshold:.3f}",
+                _cell(r.counts.precision),
+                _cell(r.counts.recall),
+                _cell(r.counts.f1),
+                str(r.counts.tp),
+                str(r.counts.fp),
+                str(r.counts.fn),
+                _share(r.ordinary),
+                "<- now" if r.current else "",
+            )
+        )
+        shown = r.label
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    lines = ["each label at other thresholds, the other kept at its own:"]
+    for row in table:
+        cells = [c.ljust(w) if i in (0, 9) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
 # The precision-recall plot
 
 

@@ -93,9 +93,11 @@ def test_export_writes_what_the_owner_sorted_and_follows_later_moves(server: Loc
     assert sorted(after["favours"] + after["both"]) == on_server(server, REQUESTS)
 
     # The tree is what `train` and `evaluate` read.
-    report = ployfilter("evaluate", str(out), "--json")
+    report = ployfilter("evaluate", str(out), "--json", "--sweep")
     assert report.returncode == 0, report.stderr
-    assert json.loads(report.stdout)["messages"] == sum(len(v) for v in after.values())
+    measured = json.loads(report.stdout)
+    assert measured["messages"] == sum(len(v) for v in after.values())
+    assert [row["current"] for row in measured["sweep"]["favour_request"]].count(True) == 1
 
 
 def test_export_without_a_ledger_writes_the_folders_only(server: LocalDovecot, tmp_path: Path) -> None:

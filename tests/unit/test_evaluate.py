@@ -10,7 +10,19 @@ import numpy as np
 import pytest
 
 from filter.errors import UsageError
-from filter.evaluate import Counts, counts, curves, evaluate, format_report, report_dict, svg_plot, write_plot
+from filter.evaluate import (
+    Counts,
+    counts,
+    curves,
+    evaluate,
+    format_report,
+    format_sweep,
+    report_dict,
+    svg_plot,
+    sweep,
+    sweep_dict,
+    write_plot,
+)
 
 THRESHOLDS = {"article_share": 0.5, "favour_request": 0.7}
 SVG = "{http://www.w3.org/2000/svg}"
@@ -73,6 +85,30 @@ def test_ordinary_mail_flagged_is_the_share_of_messages_labelled_neither_that_go
     assert report.ordinary.share == pytest.approx(2 / 3)
     assert (report.ordinary_by_language["en"].messages, report.ordinary_by_language["en"].flagged) == (1, 1)
     assert (report.ordinary_by_language["fr"].messages, report.ordinary_by_language["fr"].flagged) == (2, 1)
+
+
+def test_a_sweep_moves_one_threshold_and_keeps_the_other_label_at_its_own() -> None:
+    rows = sweep(TRUTH, SCORES, THRESHOLDS, points=(0.3, 0.8, 0.95))
+    got = {(r.label, r.threshold): (r.counts.tp, r.counts.fp, r.counts.fn, r.ordinary.flagged, r.current) for r in rows}
+    assert list(got) == [
+        ("article_share", 0.3),
+        ("article_share", 0.5),
+        ("article_share", 0.8),
+        ("article_share", 0.95),
+        ("favour_request", 0.3),
+        ("favour_request", 0.7),
+        ("favour_request", 0.8),
+        ("favour_request", 0.95),
+    ]
+    assert got["article_share", 0.3] == (2, 2, 0, 2, False)
+    assert got["article_share", 0.5] == (1, 1, 1, 2, True)  # the report's own row
+    assert got["favour_request", 0.8] == (1, 1, 1, 2, False)
+    assert got["favour_request", 0.95] == (0, 0, 2, 1, False)  # only the article label still flags one
+    text = format_sweep(rows).splitlines()
+    assert " ".join(text[3].split()) == "0.500 0.500 0.500 0.500 1 1 1 2 of 3 (66.7%) <- now"
+    as_json = sweep_dict(rows)
+    assert as_json["favour_request"][3]["ordinary_flagged"] == {"flagged": 1, "share": 0.3333}
+    assert as_json["favour_request"][3]["recall"] == 0.0
 
 
 def test_average_precision_is_none_for_a_label_without_positives() -> None:
