@@ -49,6 +49,7 @@ EXIT_CODES = """exit codes:
   7  state database unusable, or locked by another ployfilter process
   8  the server refused an operation the filter needs (SELECT, CREATE, MOVE)
   9  classify: some input files could not be read or scored
+  10 export: the labelled files could not be written
 """
 
 
@@ -111,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, type=Path, metavar="DIR", help="the folder to write into")
     export.add_argument(
         "--settled-days",
-        type=_days,
+        type=_days(zero=True),
         default=7.0,
         metavar="D",
         help="count inbox mail as ordinary only once it arrived and was judged D days ago or more, "
@@ -265,24 +266,23 @@ _folds = _whole_number("a number of folds", 2)
 _positive_int = _whole_number("a count", 1)
 
 
-def _positive_days(value: str) -> float:
-    try:
-        days = float(value)
-    except ValueError:
-        days = 0.0
-    if not (math.isfinite(days) and days > 0):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of days; give a number above 0, such as 30")
-    return days
+def _days(*, zero: bool) -> Callable[[str], float]:
+    """An argparse type for a number of days: above 0, or 0 too when ``zero``."""
+    wanted = "0 or more, such as 7" if zero else "a number above 0, such as 30"
+
+    def parse(value: str) -> float:
+        try:
+            days = float(value)
+        except ValueError:
+            days = math.nan
+        if not (math.isfinite(days) and (days >= 0 if zero else days > 0)):
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number of days; give {wanted}")
+        return days
+
+    return parse
 
 
-def _days(value: str) -> float:
-    try:
-        days = float(value)
-    except ValueError:
-        days = -1.0
-    if not (math.isfinite(days) and days >= 0):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of days; give 0 or more, such as 7")
-    return days
+_positive_days = _days(zero=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -63,3 +63,9 @@ class FolderError(MailboxError):
     caller that can do without the folder (the sent folder, say) catches
     this one alone, logs it and goes on.
     """
+
+
+class ExportError(PloyError):
+    """``export`` could not write its files (a full disk, a folder it may not write)."""
+
+    exit_code = 10

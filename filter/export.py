@@ -2,22 +2,24 @@
 
 The owner teaches ployfilter by moving mail: what stays in the article and
 request folders is theirs to call a share or an ask, and what the daemon
-judged and left in the watched folder, or what the owner brought back to it,
-is ordinary once the owner has had days to move it. ``export_account``
-writes those messages, one ``.eml`` file each, under
+judged ordinary and left in the watched folder, or what the owner brought
+back to it, is ordinary once the owner has had days to move it.
+``export_account`` writes those messages, one ``.eml`` file each, under
 ``<out>/<account>/articles``, ``favours``, ``both`` and ``ham``: the folder
-names ``train`` takes labels from. Nothing else is read: review-band mail
-and inbox mail the daemon never judged carry no verdict of the owner's.
+names ``train`` takes labels from. Mail that carries no verdict of the
+owner's is left out: review-band mail, mail marked \\Deleted, and mail the
+model labelled that the owner's rules kept (they were never asked).
 
-Only the server is read, with ``BODY.PEEK`` (no \\Seen set, nothing moved),
-and only ``<out>/<account>/`` is written: each run makes it match the
-mailbox, so that a message the owner moved since the last run does not stay
-behind under its old label. Files are the owner's mail, so they are written
-readable by the owner alone.
+Every folder is opened with EXAMINE and read with ``BODY.PEEK``, so no flag
+changes, and only ``<out>/<account>/`` is written: each run makes it match
+the mailbox, so that a message the owner moved since the last run does not
+stay behind under its old label. Files are the owner's mail, so they are
+written readable by the owner alone, and never through a link.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from filter.config import AccountConfig
-from filter.errors import MailboxError
+from filter.errors import ExportError, FolderError, MailboxError
 from filter.mailbox import Mailbox, RawMessage
 from filter.policy import KEYWORDS, REVIEW_KEYWORD
 from filter.state import State
@@ -37,6 +39,7 @@ LABEL_DIRS = ("articles", "favours", "both", "ham")
 DEFAULT_LIMIT = 5000
 DEFAULT_SETTLED_DAYS = 7.0
 FETCH_BATCH = 100
+_DELETED = "\\deleted"
 
 # The files this module writes, <folder>-<uidvalidity>-<uid>.eml, and the hidden .part files they are
 # written as: only these are ever removed.
@@ -53,12 +56,18 @@ class ExportReport:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LABEL_DIRS, 0))
     removed: int = 0
     not_settled: int = 0
+    kept_by_rules: int = 0
+    unlabelled: int = 0
 
     def summary(self) -> str:
         parts = ", ".join(f"{self.counts[d]} {d}" for d in LABEL_DIRS)
         line = f"{self.account}: {parts} in {self.root}"
         if self.not_settled:
             line += f"; {self.not_settled} judged too recently to count as ordinary"
+        if self.kept_by_rules:
+            line += f"; {self.kept_by_rules} labelled but kept by your rules, left out"
+        if self.unlabelled:
+            line += f"; {self.unlabelled} without the daemon's keywords in the one label folder, left out"
         if self.removed:
             line += f"; {self.removed} files of messages no longer there removed"
         return line
@@ -78,64 +87,94 @@ def export_account(
 ) -> ExportReport:
     """Write the account's labelled mail under ``out/<account>/`` (see the module docstring).
 
-    ``mailbox`` is connected. Each folder gives at most its ``limit`` newest
-    messages, each cut at ``max_bytes`` as the daemon judges it. Ordinary
-    mail must have arrived, and been judged, ``settled_days`` before ``now``
-    or earlier. With
-    ``flagging`` (the config's ``action: flag``), the daemon leaves labelled
-    mail in place with its keywords, and the owner corrects it by taking them
-    off: settled mail of the watched folder is then labelled by its keywords.
+    ``mailbox`` is connected; every folder is opened read-only. Each folder
+    gives at most its ``limit`` newest messages, each cut at ``max_bytes``
+    as the daemon judges it; mail marked \\Deleted is left out. Ordinary
+    mail must have been judged ``settled_days`` before ``now`` or earlier,
+    with no label, or be mail the owner brought back. With ``flagging``
+    (the config's ``action: flag``), the daemon leaves labelled mail in
+    place with its keywords, and the owner corrects it by taking them off:
+    settled mail of the watched folder is then labelled by its keywords.
+    Raises ExportError when a file cannot be written.
     """
     root = out / slug(account.name)
     report = ExportReport(account.name, root)
-    unread: list[str] = []
-    for path in (out, root, *(root / d for d in LABEL_DIRS)):
-        path.mkdir(mode=0o700, exist_ok=True)
-    written: set[Path] = set()
-    article_folder = account.folders["article_share"]
-    favour_folder = account.folders["favour_request"]
-    for folder in dict.fromkeys((article_folder, favour_folder)):
-        selected = _select(mailbox, folder)
-        if selected is None:
-            unread.append(folder)
-            continue
-        for raw in _fetch(mailbox, selected[1][-limit:], max_bytes):
-            label = "articles"
-            if folder == favour_folder:
-                # A message the daemon found to be both goes to the request folder with both keywords;
-                # one the owner moved there from the article folder has the article keyword alone.
-                label = "both" if _keyword_label(raw) == "both" else "favours"
-            written.add(_write(root / label, folder, raw, report))
-    selected = _select(mailbox, account.watch)
-    if selected is None:
-        unread.append(account.watch)
-    else:
-        uidvalidity, uids = selected
-        judged = state.judged_at(account.name, account.watch, uidvalidity, uids)
-        settled_before = now - settled_days * 86400
-        for raw in _fetch(mailbox, [uid for uid in uids if uid in judged][-limit:], max_bytes):
-            if REVIEW_KEYWORD.lower() in {f.lower() for f in raw.flags}:
-                continue  # set aside for a look in place: the owner has not said
-            # Settled: the owner has had the days since both its arrival and its judgement to move it.
-            arrived = raw.internaldate.timestamp() if raw.internaldate is not None else now
-            if max(arrived, judged[raw.uid] or 0.0) > settled_before:
-                report.not_settled += 1
+    try:
+        for path in (out, root, *(root / d for d in LABEL_DIRS)):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        unread: list[str] = []
+        written: set[Path] = set()
+        article_folder = account.folders["article_share"]
+        favour_folder = account.folders["favour_request"]
+        for folder in (article_folder,) if article_folder == favour_folder else (article_folder, favour_folder):
+            opened = _examine(mailbox, folder)
+            if opened is None:
+                unread.append(folder)
                 continue
-            # Flagging, the daemon's keywords stand until the owner takes them off. Moving, a message
-            # with them is back in the watched folder because the owner brought it back: ordinary.
-            label = (_keyword_label(raw) if flagging else None) or "ham"
-            written.add(_write(root / label, account.watch, raw, report))
-    if unread:
-        # A folder that would not open may hold mail still: its files stay until a run reads it.
-        log.warning("%s: files of earlier runs kept, since %s could not be read", account.name, ", ".join(unread))
-    else:
-        report.removed = _remove_stale(root, written)
+            uidvalidity, uids = opened
+            for raw in _fetch(mailbox, uids[-limit:], max_bytes):
+                if _DELETED in _flags(raw):
+                    continue
+                label = _folder_label(raw, folder, article_folder, favour_folder)
+                if label is None:
+                    report.unlabelled += 1
+                    continue
+                written.add(_write(root / label, folder, uidvalidity, raw, report))
+        opened = _examine(mailbox, account.watch)
+        if opened is None:
+            unread.append(account.watch)
+        else:
+            uidvalidity, uids = opened
+            judged = state.judgements(account.name, account.watch, uidvalidity, uids)
+            settled_before = now - settled_days * 86400
+            settled = []
+            for uid in uids:
+                judgement = judged.get(uid)
+                if judgement is None or judgement.action == "skip":
+                    continue  # never judged (or could not be): no verdict to take
+                if judgement.time > settled_before:
+                    report.not_settled += 1
+                else:
+                    settled.append(uid)
+            for raw in _fetch(mailbox, settled[-limit:], max_bytes):
+                flags = _flags(raw)
+                if _DELETED in flags or REVIEW_KEYWORD.lower() in flags:
+                    continue  # deleted, or set aside for a look in place: the owner has not said
+                label = _keyword_label(flags) if flagging else None
+                if label is None and judged[raw.uid].labels and not (flagging and judged[raw.uid].action == "flag"):
+                    # Labelled, yet kept by the owner's rules (a correspondent, an allowed sender): the
+                    # owner was never asked, so leaving it says nothing.
+                    report.kept_by_rules += 1
+                    continue
+                written.add(_write(root / (label or "ham"), account.watch, uidvalidity, raw, report))
+        if unread:
+            # A folder that would not open may hold mail still: its files stay until a run reads it.
+            log.warning("%s: files of earlier runs kept, since %s could not be read", account.name, ", ".join(unread))
+        else:
+            report.removed = _remove_stale(root, written)
+    except OSError as exc:
+        raise ExportError(f"export: {exc.filename or out}: {exc.strerror or exc}") from exc
     return report
 
 
-def _keyword_label(raw: RawMessage) -> str | None:
-    """The label folder the daemon's keywords on ``raw`` name, or None without them."""
-    flags = {f.lower() for f in raw.flags}
+def _folder_label(raw: RawMessage, folder: str, article_folder: str, favour_folder: str) -> str | None:
+    """The label of a message in one of the two label folders."""
+    keywords = _keyword_label(_flags(raw))
+    if article_folder == favour_folder:
+        return keywords  # one folder for both: only the daemon's keywords tell them apart
+    if folder == favour_folder:
+        # A message the daemon found to be both goes to the request folder with both keywords; one the
+        # owner moved there from the article folder has the article keyword alone, and is a request.
+        return "both" if keywords == "both" else "favours"
+    return "articles"
+
+
+def _flags(raw: RawMessage) -> set[str]:
+    return {f.lower() for f in raw.flags}
+
+
+def _keyword_label(flags: set[str]) -> str | None:
+    """The label folder the daemon's keywords (in ``flags``, lower case) name, or None without them."""
     article = KEYWORDS["article_share"].lower() in flags
     favour = KEYWORDS["favour_request"].lower() in flags
     if article and favour:
@@ -143,10 +182,14 @@ def _keyword_label(raw: RawMessage) -> str | None:
     return "articles" if article else "favours" if favour else None
 
 
-def _select(mailbox: Mailbox, folder: str) -> tuple[int, list[int]] | None:
-    """(UIDVALIDITY, UIDs) of ``folder``, or None when the server will not open it (not created yet)."""
+def _examine(mailbox: Mailbox, folder: str) -> tuple[int, list[int]] | None:
+    """(UIDVALIDITY, UIDs) of ``folder``, opened read-only; a folder that does not exist holds nothing.
+    None when the folder exists and will not open."""
     try:
-        status = mailbox.select(folder)
+        status = mailbox.examine(folder)
+    except FolderError:
+        log.info("%s does not exist (yet): nothing to read there", folder)
+        return 0, []
     except MailboxError as exc:
         log.warning("%s: skipped (%s)", folder, exc)
         return None
@@ -158,12 +201,16 @@ def _fetch(mailbox: Mailbox, uids: Sequence[int], max_bytes: int) -> Iterable[Ra
         yield from mailbox.fetch(uids[i : i + FETCH_BATCH], max_bytes)
 
 
-def _write(folder_dir: Path, folder: str, raw: RawMessage, report: ExportReport) -> Path:
-    """Write ``raw`` once; a file already there from an earlier run holds the same message."""
-    path = folder_dir / f"{slug(folder)}-{raw.uidvalidity}-{raw.uid}.eml"
-    if not path.exists():
+def _write(folder_dir: Path, folder: str, uidvalidity: int, raw: RawMessage, report: ExportReport) -> Path:
+    """Write ``raw`` readable by the owner alone; a file there from an earlier run that holds the same
+    bytes is left as it is (one cut at another ``max_message_bytes`` is written again)."""
+    path = folder_dir / f"{slug(folder)}-{uidvalidity}-{raw.uid}.eml"
+    if path.is_symlink() or not path.is_file() or path.stat().st_size != len(raw.data):
         partial = path.with_name("." + path.name + ".part")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        # O_EXCL and O_NOFOLLOW: never write through a link someone left at that name.
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(raw.data)
         os.replace(partial, path)

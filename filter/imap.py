@@ -232,6 +232,12 @@ class ImapMailbox:
         except KeyError as exc:
             raise MailboxError(f"{self._where}: {command} {folder!r} returned no {exc.args[0].decode()}") from None
 
+    def examine(self, folder: str) -> MailboxStatus:
+        """EXAMINE ``folder`` for reading alone (``search_uids`` and ``fetch``); see ``_examine``."""
+        status = self._examine(folder)
+        self._uidvalidity = status.uidvalidity  # what fetched messages carry
+        return status
+
     def _examine(self, folder: str) -> MailboxStatus:
         """EXAMINE ``folder``: select it read-only (RFC 9051 section 6.3.3), so no flag in it changes.
 

@@ -109,6 +109,13 @@ class Mailbox(Protocol):
     def select(self, folder: str) -> MailboxStatus:
         """SELECT ``folder`` read-write and return its status."""
 
+    def examine(self, folder: str) -> MailboxStatus:
+        """EXAMINE ``folder``: open it read-only, so that no flag in it changes (\\Recent included).
+
+        Raises FolderError when the folder does not exist. ``search_uids``
+        and ``fetch`` then read it; nothing may be changed in it.
+        """
+
     def search_uids(self, first_uid: int = 1) -> list[int]:
         """UIDs >= ``first_uid`` in the selected folder, ascending."""
 

@@ -183,6 +183,15 @@ def _serialised(method: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
+@dataclass(frozen=True)
+class Judgement:
+    """A logged decision on one message: when, what was done, and the labels the model gave it."""
+
+    time: float
+    action: str
+    labels: tuple[str, ...]
+
+
 class State:
     """The SQLite state of one ployfilter installation.
 
@@ -285,21 +294,20 @@ class State:
         return found
 
     @_serialised
-    def judged_at(self, account: str, mailbox: str, uidvalidity: int, uids: Iterable[int]) -> dict[int, float | None]:
-        """The handled ones of ``uids``, each with when it was last judged (None when the log has no
-        decision for it: carried over from an earlier UIDVALIDITY)."""
+    def judgements(self, account: str, mailbox: str, uidvalidity: int, uids: Iterable[int]) -> dict[int, Judgement]:
+        """The last decision logged for each of ``uids`` that has one."""
         wanted = list(uids)
-        found: dict[int, float | None] = {}
+        found: dict[int, Judgement] = {}
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
-                "SELECT h.uid, MAX(d.time) FROM handled h LEFT JOIN decisions d ON d.account=h.account"
-                " AND d.mailbox=h.mailbox AND d.uidvalidity=h.uidvalidity AND d.uid=h.uid"
-                f" WHERE h.account=? AND h.mailbox=? AND h.uidvalidity=? AND h.uid IN ({marks}) GROUP BY h.uid",
+                "SELECT uid, time, action, labels FROM decisions WHERE id IN (SELECT MAX(id) FROM decisions"
+                f" WHERE account=? AND mailbox=? AND uidvalidity=? AND uid IN ({marks}) GROUP BY uid)",
                 (account, mailbox, uidvalidity, *chunk),
             )
-            found.update((int(uid), None if when is None else float(when)) for uid, when in rows)
+            for uid, when, action, labels in rows:
+                found[int(uid)] = Judgement(float(when), str(action), tuple(json.loads(labels)))
         return found
 
     @_serialised

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import imaplib
 import json
+import sqlite3
 import stat
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from test_daemon import ALL_ARTICLES, ARTICLES, REQUESTS, norm, numbered, ployfilter, sample_mail, write_config
 
-from filter.dovecot import DEFAULT_USER, LocalDovecot, unavailable_reason
+from filter.dovecot import (
+    CAPABILITIES_NO_MOVE_NO_UIDPLUS,
+    DEFAULT_PASSWORD,
+    DEFAULT_USER,
+    LocalDovecot,
+    unavailable_reason,
+)
 from filter.export import LABEL_DIRS
 
 pytestmark = [
@@ -122,17 +133,147 @@ def test_export_refuses_an_out_that_is_a_file(server: LocalDovecot, tmp_path: Pa
     assert "--out" in result.stderr and "not a folder" in result.stderr
 
 
+def export(config: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return ployfilter("export", "-c", str(config), "--out", str(out), "--settled-days", "0", *extra)
+
+
 def test_export_when_flagging_reads_the_keywords_the_owner_left(server: LocalDovecot, tmp_path: Path) -> None:
     for n in range(1, 4):
         server.append(DEFAULT_USER, "INBOX", numbered(n), internaldate=OLD)
     config = write_config(tmp_path, server, action="flag", thresholds=ALL_ARTICLES)
     assert ployfilter("once", "-c", str(config)).returncode == 0
-    # The owner disagrees with one verdict and takes its keyword off.
+    out = tmp_path / "out"
+    assert export(config, out).returncode == 0
+    assert tree(out)["articles"] == [norm(numbered(n)) for n in (1, 2, 3)]
+    # The owner disagrees with one verdict and takes its keyword off. The label folders were never
+    # created (nothing is moved when flagging), which must not keep the old file of that message.
     server.doveadm("flags", "remove", "-u", DEFAULT_USER, "$PloyArticle", "mailbox", "INBOX", "uid", "2")
 
-    result = ployfilter("export", "-c", str(config), "--out", str(tmp_path / "out"), "--settled-days", "0")
+    result = export(config, out)
 
     assert result.returncode == 0, result.stderr
-    got = tree(tmp_path / "out")
+    got = tree(out)
     assert got["articles"] == [norm(numbered(1)), norm(numbered(3))]
     assert got["ham"] == [norm(numbered(2))]
+
+
+def test_originals_marked_deleted_are_not_ordinary_mail(tmp_path: Path) -> None:
+    # Without MOVE and UIDPLUS a moved message's original stays behind, \Deleted, until an EXPUNGE.
+    with LocalDovecot(tmp_path / "server", capabilities=CAPABILITIES_NO_MOVE_NO_UIDPLUS) as server:
+        for n in range(1, 3):
+            server.append(DEFAULT_USER, "INBOX", numbered(n), internaldate=OLD)
+        config = write_config(tmp_path, server, thresholds=ALL_ARTICLES)
+        assert ployfilter("once", "-c", str(config)).returncode == 0
+
+        result = export(config, tmp_path / "out")
+
+        assert result.returncode == 0, result.stderr
+        got = tree(tmp_path / "out")
+        assert got["articles"] == [norm(numbered(1)), norm(numbered(2))]
+        assert got["ham"] == []
+
+
+def test_one_folder_for_both_labels_is_read_by_keyword(server: LocalDovecot, tmp_path: Path) -> None:
+    server.append(DEFAULT_USER, "INBOX", numbered(1), internaldate=OLD)
+    config = write_config(tmp_path, server, thresholds=ALL_ARTICLES)
+    data = yaml.safe_load(config.read_text())
+    data["accounts"][0]["folders"] = {"article_share": "Networking", "favour_request": "Networking"}
+    config.write_text(yaml.safe_dump(data))
+    assert ployfilter("once", "-c", str(config)).returncode == 0
+    server.append(DEFAULT_USER, "Networking", numbered(2), internaldate=OLD)  # put there by the owner
+
+    result = export(config, tmp_path / "out")
+
+    assert result.returncode == 0, result.stderr
+    assert tree(tmp_path / "out") == {"articles": [norm(numbered(1))], "favours": [], "both": [], "ham": []}
+    assert "1 without the daemon's keywords" in result.stdout
+
+
+def test_a_share_kept_by_the_owners_rules_is_not_ordinary_mail(server: LocalDovecot, tmp_path: Path) -> None:
+    server.append(DEFAULT_USER, "INBOX", numbered(1), internaldate=OLD)
+    server.append(DEFAULT_USER, "INBOX", numbered(2), internaldate=OLD)
+    config = write_config(tmp_path, server, thresholds=ALL_ARTICLES, allow=["sender1@example.org"])
+    assert ployfilter("once", "-c", str(config)).returncode == 0
+    # The owner brings the other one back: that is a verdict.
+    server.doveadm("move", "-u", DEFAULT_USER, "INBOX", "mailbox", ARTICLES, "ALL")
+    assert ployfilter("once", "-c", str(config)).returncode == 0
+
+    result = export(config, tmp_path / "out")
+
+    assert result.returncode == 0, result.stderr
+    assert tree(tmp_path / "out")["ham"] == [norm(numbered(2))]
+    assert "1 labelled but kept by your rules" in result.stdout
+
+
+def test_the_limit_counts_settled_mail_only(server: LocalDovecot, tmp_path: Path) -> None:
+    for n in range(1, 4):
+        server.append(DEFAULT_USER, "INBOX", numbered(n), internaldate=OLD)
+    config = write_config(tmp_path, server, thresholds={"article_share": 1.0, "favour_request": 1.0})
+    assert ployfilter("once", "-c", str(config)).returncode == 0
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:  # as if judged ten days ago
+        db.execute("UPDATE decisions SET time = ?", (time.time() - 10 * 86400,))
+    for n in range(4, 6):
+        server.append(DEFAULT_USER, "INBOX", numbered(n), internaldate=OLD)
+    assert ployfilter("once", "-c", str(config)).returncode == 0
+
+    result = ployfilter("export", "-c", str(config), "--out", str(tmp_path / "out"), "--limit", "2")
+
+    assert result.returncode == 0, result.stderr
+    assert tree(tmp_path / "out")["ham"] == [norm(numbered(2)), norm(numbered(3))]
+    assert "2 judged too recently" in result.stdout
+
+
+def test_export_leaves_recent_mail_recent(server: LocalDovecot, tmp_path: Path) -> None:
+    server.create(DEFAULT_USER, ARTICLES)
+    server.append(DEFAULT_USER, ARTICLES, numbered(1))
+    server.append(DEFAULT_USER, "INBOX", numbered(2))
+    before = recent(server)
+    assert before == {"INBOX": 1, ARTICLES: 1}
+
+    assert export(write_config(tmp_path, server), tmp_path / "out").returncode == 0
+
+    assert recent(server) == before  # EXAMINE, never SELECT: the owner's client still sees them as new
+
+
+def recent(server: LocalDovecot) -> dict[str, int]:
+    """STATUS (RECENT) of the inbox and the article folder: a count STATUS reads without taking it."""
+    imap = imaplib.IMAP4(server.host, server.port)
+    try:
+        imap.login(DEFAULT_USER, DEFAULT_PASSWORD)
+        counts = {}
+        for folder in ("INBOX", ARTICLES):
+            _, data = imap.status(f'"{folder}"', "(RECENT)")
+            counts[folder] = int((data[0] or b"").rsplit(b" ", 1)[-1].rstrip(b")"))
+        return counts
+    finally:
+        imap.logout()
+
+
+def test_a_file_that_cannot_be_written_stops_one_account_not_the_others(server: LocalDovecot, tmp_path: Path) -> None:
+    server.create(DEFAULT_USER, ARTICLES)
+    server.append(DEFAULT_USER, ARTICLES, numbered(1), internaldate=OLD)
+    config = write_config(tmp_path, server)
+    data = yaml.safe_load(config.read_text())
+    data["accounts"].append(dict(data["accounts"][0], name="work"))
+    config.write_text(yaml.safe_dump(data))
+    out = tmp_path / "new" / "out"  # its parents are made
+    (out / "home").mkdir(parents=True)
+    (out / "home" / "ham").write_text("a file where a folder should be")
+
+    result = export(config, out)
+
+    assert result.returncode == 10, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "ham" in result.stderr and "File exists" in result.stderr
+    expected = f"networking.articles-{uidvalidity(server, ARTICLES)}-1.eml"
+    assert [p.name for p in (out / "work" / "articles").iterdir()] == [expected]
+
+
+def uidvalidity(server: LocalDovecot, folder: str) -> int:
+    imap = imaplib.IMAP4(server.host, server.port)
+    try:
+        imap.login(DEFAULT_USER, DEFAULT_PASSWORD)
+        _, data = imap.status(f'"{folder}"', "(UIDVALIDITY)")
+        return int((data[0] or b"").rsplit(b" ", 1)[-1].rstrip(b")"))
+    finally:
+        imap.logout()
