@@ -408,13 +408,25 @@ def one_pass(config: Config, account: AccountConfig, model: ModelBundle, state: 
 
 def _once(config: Config) -> int:
     model = load_model(config)
-    state = _open_state(config)
+
+    def one(account: AccountConfig, state: State) -> str:
+        return summary(one_pass(config, account, model, state))
+
+    return _each_account(config, _open_state(config), one)
+
+
+def _each_account(config: Config, state: State, work: Callable[[AccountConfig, State], str]) -> int:
+    """Run ``work`` for each account and print its line; then close ``state``.
+
+    One account's failure must not stop the others: it is logged, and the
+    exit code is the failure's. With one account, the failure is raised.
+    """
     failures: list[PloyError] = []
     try:
         for account in config.accounts:
             try:
-                print(summary(one_pass(config, account, model, state)))
-            except PloyError as exc:  # one account's failure must not keep the others unfiltered
+                print(work(account, state))
+            except PloyError as exc:
                 if len(config.accounts) == 1:
                     raise
                 log.error("%s", exc)
@@ -491,19 +503,11 @@ def _export(config: Config, args: argparse.Namespace) -> int:
     else:
         # No lock: export only reads the state, and the daemon holding the lock must not stop it.
         state = State.open(config.state_path, lock=False)
-    failures: list[PloyError] = []
-    try:
-        for account in config.accounts:
-            try:
-                print(_export_account(config, account, state, args).summary())
-            except PloyError as exc:  # as in `once`: one account's failure does not stop the others
-                if len(config.accounts) == 1:
-                    raise
-                log.error("%s", exc)
-                failures.append(exc)
-    finally:
-        state.close()
-    return max((f.exit_code for f in failures), default=0)
+
+    def one(account: AccountConfig, state: State) -> str:
+        return _export_account(config, account, state, args).summary()
+
+    return _each_account(config, state, one)
 
 
 def _export_account(config: Config, account: AccountConfig, state: State, args: argparse.Namespace) -> ExportReport:
