@@ -279,7 +279,7 @@ def sweep(
 def sweep_dict(rows: Sequence[SweepRow]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        flagged = {"flagged": r.ordinary.flagged, "share": _round(r.ordinary.share)}
+        flagged = {"messages": r.ordinary.messages, "flagged": r.ordinary.flagged, "share": _round(r.ordinary.share)}
         out.setdefault(r.label, []).append(
             {"threshold": r.threshold, "current": r.current, **r.counts.as_dict(), "ordinary_flagged": flagged}
         )
@@ -295,7 +295,7 @@ def format_sweep(rows: Sequence[SweepRow]) -> str:
         table.append(
             (
                 r.label if r.label != shown else "",
-                f"{r.threshold:.3f}",
+                f"{r.threshold:.4g}",
                 _cell(r.counts.precision),
                 _cell(r.counts.recall),
                 _cell(r.counts.f1),

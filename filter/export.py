@@ -23,7 +23,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +31,9 @@ from filter.config import AccountConfig
 from filter.errors import ExportError, FolderError, MailboxError
 from filter.mailbox import Mailbox, RawMessage
 from filter.policy import KEYWORDS, REVIEW_KEYWORD
-from filter.state import State
+from filter.runner import fingerprint_of
+from filter.senders import is_digest
+from filter.state import Judgement, State, fingerprint_key
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ _DELETED = "\\deleted"
 
 # The files this module writes, <folder>-<uidvalidity>-<uid>.eml, and the hidden .part files they are
 # written as: only these are ever removed.
-_OURS = re.compile(r"\.?[\w.-]+-\d+-\d+\.eml(?:\.part)?\Z")
+_OURS = re.compile(r"[\w.-]+-\d+-\d+\.eml(?:\.part)?\Z")
 _UNSAFE = re.compile(r"[^\w.-]+")
 
 
@@ -99,34 +101,46 @@ def export_account(
     """
     root = out / slug(account.name)
     report = ExportReport(account.name, root)
+    settled_before = now - settled_days * 86400
+    article_folder = account.folders["article_share"]
+    favour_folder = account.folders["favour_request"]
+    label_folders = (article_folder,) if article_folder == favour_folder else (article_folder, favour_folder)
     try:
         for path in (out, root, *(root / d for d in LABEL_DIRS)):
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if path != out and path.is_symlink():
+                raise ExportError(f"export: {path} is a link; export writes only into folders of its own")
         unread: list[str] = []
-        written: set[Path] = set()
-        article_folder = account.folders["article_share"]
-        favour_folder = account.folders["favour_request"]
-        for folder in (article_folder,) if article_folder == favour_folder else (article_folder, favour_folder):
+        # fingerprint key -> the file written for it: a message read twice in one run (moved from one
+        # folder to another while the run went on) keeps the later file only.
+        written: dict[str, Path] = {}
+        for folder in label_folders:
             opened = _examine(mailbox, folder)
             if opened is None:
                 unread.append(folder)
                 continue
             uidvalidity, uids = opened
-            for raw in _fetch(mailbox, uids[-limit:], max_bytes):
-                if _DELETED in _flags(raw):
-                    continue
-                label = _folder_label(raw, folder, article_folder, favour_folder)
-                if label is None:
-                    report.unlabelled += 1
-                    continue
-                written.add(_write(root / label, folder, uidvalidity, raw, report))
+            for raws in _batches(mailbox, uids[-limit:], max_bytes):
+                keys = {raw.uid: fingerprint_key(fingerprint_of(raw)) for raw in raws}
+                moved = state.moved_at(account.name, account.watch, keys.values())
+                for raw in raws:
+                    flags = _flags(raw)
+                    if _DELETED in flags or REVIEW_KEYWORD.lower() in flags or is_digest(raw.message_id):
+                        continue  # deleted, set aside for a look, or the filter's own digest: no verdict
+                    if moved.get(keys[raw.uid], 0.0) > settled_before:
+                        report.not_settled += 1  # moved by the filter lately: the owner may still move it back
+                        continue
+                    label = _folder_label(flags, folder, article_folder, favour_folder)
+                    if label is None:
+                        report.unlabelled += 1
+                        continue
+                    _keep(written, keys[raw.uid], _write(root / label, folder, uidvalidity, raw))
         opened = _examine(mailbox, account.watch)
         if opened is None:
             unread.append(account.watch)
         else:
             uidvalidity, uids = opened
             judged = state.judgements(account.name, account.watch, uidvalidity, uids)
-            settled_before = now - settled_days * 86400
             settled = []
             for uid in uids:
                 judgement = judged.get(uid)
@@ -136,30 +150,60 @@ def export_account(
                     report.not_settled += 1
                 else:
                     settled.append(uid)
-            for raw in _fetch(mailbox, settled[-limit:], max_bytes):
-                flags = _flags(raw)
-                if _DELETED in flags or REVIEW_KEYWORD.lower() in flags:
-                    continue  # deleted, or set aside for a look in place: the owner has not said
-                label = _keyword_label(flags) if flagging else None
-                if label is None and judged[raw.uid].labels and not (flagging and judged[raw.uid].action == "flag"):
-                    # Labelled, yet kept by the owner's rules (a correspondent, an allowed sender): the
-                    # owner was never asked, so leaving it says nothing.
-                    report.kept_by_rules += 1
-                    continue
-                written.add(_write(root / (label or "ham"), account.watch, uidvalidity, raw, report))
+            for raws in _batches(mailbox, settled[-limit:], max_bytes):
+                for raw in raws:
+                    flags = _flags(raw)
+                    if _DELETED in flags or REVIEW_KEYWORD.lower() in flags:
+                        continue
+                    label = _inbox_label(judged[raw.uid], _keyword_label(flags), flagging)
+                    if label is None:
+                        report.kept_by_rules += 1
+                        continue
+                    key = fingerprint_key(fingerprint_of(raw))
+                    _keep(written, key, _write(root / label, account.watch, uidvalidity, raw))
+        for path in written.values():
+            report.counts[path.parent.name] += 1
         if unread:
             # A folder that would not open may hold mail still: its files stay until a run reads it.
             log.warning("%s: files of earlier runs kept, since %s could not be read", account.name, ", ".join(unread))
         else:
-            report.removed = _remove_stale(root, written)
+            folders = (*label_folders, account.watch)
+            report.removed = _remove_stale(root, set(written.values()), tuple(slug(f) for f in folders))
     except OSError as exc:
         raise ExportError(f"export: {exc.filename or out}: {exc.strerror or exc}") from exc
     return report
 
 
-def _folder_label(raw: RawMessage, folder: str, article_folder: str, favour_folder: str) -> str | None:
+def _inbox_label(judgement: Judgement, keywords: str | None, flagging: bool) -> str | None:
+    """The label of settled mail in the watched folder, from what the filter did and the keywords now on it.
+
+    Flagged by the filter (or given a keyword by the owner, when flagging), the keywords are the owner's
+    verdict, and none left means ordinary. Labelled but kept by the owner's rules (an allowed sender, a
+    correspondent): None, since the owner was never asked. Otherwise it was judged ordinary, or brought
+    back by the owner: ordinary.
+    """
+    if judgement.action == "flag" or (flagging and keywords):
+        return keywords or "ham"
+    if judgement.labels:
+        return None
+    return "ham"
+
+
+def _keep(written: dict[str, Path], key: str, path: Path) -> None:
+    earlier = written.pop(key, None)
+    if earlier is not None and earlier != path:
+        earlier.unlink()
+    written[key] = path
+
+
+def _batches(mailbox: Mailbox, uids: Sequence[int], max_bytes: int) -> Iterator[list[RawMessage]]:
+    for i in range(0, len(uids), FETCH_BATCH):
+        yield mailbox.fetch(uids[i : i + FETCH_BATCH], max_bytes)
+
+
+def _folder_label(flags: set[str], folder: str, article_folder: str, favour_folder: str) -> str | None:
     """The label of a message in one of the two label folders."""
-    keywords = _keyword_label(_flags(raw))
+    keywords = _keyword_label(flags)
     if article_folder == favour_folder:
         return keywords  # one folder for both: only the daemon's keywords tell them apart
     if folder == favour_folder:
@@ -196,16 +240,10 @@ def _examine(mailbox: Mailbox, folder: str) -> tuple[int, list[int]] | None:
     return status.uidvalidity, mailbox.search_uids()
 
 
-def _fetch(mailbox: Mailbox, uids: Sequence[int], max_bytes: int) -> Iterable[RawMessage]:
-    for i in range(0, len(uids), FETCH_BATCH):
-        yield from mailbox.fetch(uids[i : i + FETCH_BATCH], max_bytes)
-
-
-def _write(folder_dir: Path, folder: str, uidvalidity: int, raw: RawMessage, report: ExportReport) -> Path:
-    """Write ``raw`` readable by the owner alone; a file there from an earlier run that holds the same
-    bytes is left as it is (one cut at another ``max_message_bytes`` is written again)."""
+def _write(folder_dir: Path, folder: str, uidvalidity: int, raw: RawMessage) -> Path:
+    """Write ``raw`` readable by the owner alone, unless the file already holds exactly these bytes."""
     path = folder_dir / f"{slug(folder)}-{uidvalidity}-{raw.uid}.eml"
-    if path.is_symlink() or not path.is_file() or path.stat().st_size != len(raw.data):
+    if path.is_symlink() or not path.is_file() or path.read_bytes() != raw.data:
         partial = path.with_name("." + path.name + ".part")
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
@@ -214,15 +252,17 @@ def _write(folder_dir: Path, folder: str, uidvalidity: int, raw: RawMessage, rep
         with os.fdopen(fd, "wb") as f:
             f.write(raw.data)
         os.replace(partial, path)
-    report.counts[folder_dir.name] += 1
     return path
 
 
-def _remove_stale(root: Path, written: set[Path]) -> int:
+def _remove_stale(root: Path, written: set[Path], prefixes: tuple[str, ...]) -> int:
+    """Remove the files of earlier runs that this one did not write: only names this module gives."""
     removed = 0
     for label in LABEL_DIRS:
         for path in (root / label).iterdir():
-            if path not in written and _OURS.match(path.name):
+            name = path.name.removeprefix(".")
+            ours = _OURS.match(name) and any(name.startswith(prefix + "-") for prefix in prefixes)
+            if ours and path not in written:
                 path.unlink()
                 removed += 1
     return removed

@@ -34,7 +34,7 @@ from filter.message import ParsedMessage, parse_message
 from filter.model import Scores
 from filter.policy import KEYWORDS, REVIEW_KEYWORD, Decision, SenderHistory, decide, normalise_address, skip
 from filter.senders import digest_message, digest_message_id, rank
-from filter.state import DecisionRecord, Intent, State, fingerprint_key, ledger_key
+from filter.state import CARRIED_OVER, DecisionRecord, Intent, State, fingerprint_key, ledger_key
 
 log = logging.getLogger(__name__)
 
@@ -487,7 +487,7 @@ class AccountRunner:
                 continue
             earlier = self.state.earlier_action(name, watch, key)
             if earlier is not None:
-                reason = f"already handled ({earlier}) before UIDVALIDITY changed to {uv}"
+                reason = f"{CARRIED_OVER} ({earlier}) before UIDVALIDITY changed to {uv}"
                 rows.append((key, DecisionRecord(uid, "", {}, earlier, None, (), (reason,))))
         self.state.record_many(name, watch, uv, rows, self.clock())
         log.info("%s: %d messages carried over to UIDVALIDITY %d", name, len(rows), uv)

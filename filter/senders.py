@@ -122,6 +122,9 @@ def to_json(rows: Sequence[SenderRow], pattern_shares: int) -> list[dict[str, ob
     ]
 
 
+DIGEST_DOMAIN = "ployfilter.invalid"  # a reserved name (RFC 2606): no one else's mail has it
+
+
 def digest_message_id(account: str, slot: float) -> str:
     """The Message-ID of the digest for ``account`` due at ``slot`` (the local midnight its weekday began).
 
@@ -131,7 +134,12 @@ def digest_message_id(account: str, slot: float) -> str:
     limited by the config to characters that are valid in a Message-ID
     (RFC 5322 section 3.6.4).
     """
-    return f"<digest-{datetime.fromtimestamp(slot).strftime('%Y-%m-%d')}-{account}@ployfilter.invalid>"
+    return f"<digest-{datetime.fromtimestamp(slot).strftime('%Y-%m-%d')}-{account}@{DIGEST_DOMAIN}>"
+
+
+def is_digest(message_id: str) -> bool:
+    """Whether ``message_id`` (the raw header value) names one of the filter's own digests."""
+    return message_id.strip().lower().endswith(f"@{DIGEST_DOMAIN}>")
 
 
 def digest_message(

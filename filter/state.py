@@ -77,6 +77,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     scores TEXT NOT NULL, action TEXT NOT NULL, target TEXT, reasons TEXT NOT NULL,
     labels TEXT NOT NULL DEFAULT '[]', keywords TEXT NOT NULL DEFAULT '[]'
 );
+CREATE INDEX IF NOT EXISTS decisions_uid ON decisions (account, mailbox, uidvalidity, uid);
 CREATE TABLE IF NOT EXISTS received (
     account TEXT NOT NULL, address TEXT NOT NULL, time REAL NOT NULL, label TEXT NOT NULL, fp_key TEXT NOT NULL,
     PRIMARY KEY (account, fp_key, label)
@@ -181,6 +182,10 @@ def _serialised(method: Callable[_P, _R]) -> Callable[_P, _R]:
     wrapper.__doc__ = method.__doc__
     wrapper.__name__ = method.__name__
     return wrapper
+
+
+# How the log names a message carried over a UIDVALIDITY change: "already handled (move) before ...".
+CARRIED_OVER = "already handled"
 
 
 @dataclass(frozen=True)
@@ -295,19 +300,46 @@ class State:
 
     @_serialised
     def judgements(self, account: str, mailbox: str, uidvalidity: int, uids: Iterable[int]) -> dict[int, Judgement]:
-        """The last decision logged for each of ``uids`` that has one."""
+        """The last judgement of each of ``uids`` that has one, in any epoch.
+
+        A message carried over a UIDVALIDITY change is logged again under its
+        new UID with its action alone; its judgement is the one it had
+        before, found through its fingerprint key.
+        """
         wanted = list(uids)
-        found: dict[int, Judgement] = {}
+        found: dict[int, tuple[int, Judgement]] = {}
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
-                "SELECT uid, time, action, labels FROM decisions WHERE id IN (SELECT MAX(id) FROM decisions"
-                f" WHERE account=? AND mailbox=? AND uidvalidity=? AND uid IN ({marks}) GROUP BY uid)",
-                (account, mailbox, uidvalidity, *chunk),
+                "SELECT h.uid, d.id, d.time, d.action, d.labels FROM handled h"
+                " JOIN handled e ON e.account=h.account AND e.mailbox=h.mailbox AND e.fp_key=h.fp_key"
+                " JOIN decisions d ON d.account=e.account AND d.mailbox=e.mailbox AND d.uidvalidity=e.uidvalidity"
+                " AND d.uid=e.uid"
+                f" WHERE h.account=? AND h.mailbox=? AND h.uidvalidity=? AND h.uid IN ({marks})"
+                " AND d.reasons NOT LIKE ?",
+                (account, mailbox, uidvalidity, *chunk, f'["{CARRIED_OVER}%'),
             )
-            for uid, when, action, labels in rows:
-                found[int(uid)] = Judgement(float(when), str(action), tuple(json.loads(labels)))
+            for uid, row_id, when, action, labels in rows:
+                if uid not in found or row_id > found[uid][0]:
+                    found[uid] = (row_id, Judgement(float(when), str(action), tuple(json.loads(labels))))
+        return {uid: judgement for uid, (_, judgement) in found.items()}
+
+    @_serialised
+    def moved_at(self, account: str, mailbox: str, fp_keys: Iterable[str]) -> dict[str, float]:
+        """When the filter last moved a message with each of these fingerprint keys out of ``mailbox``."""
+        wanted = list(dict.fromkeys(fp_keys))
+        found: dict[str, float] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                "SELECT h.fp_key, MAX(d.time) FROM handled h JOIN decisions d ON d.account=h.account"
+                " AND d.mailbox=h.mailbox AND d.uidvalidity=h.uidvalidity AND d.uid=h.uid"
+                f" WHERE h.account=? AND h.mailbox=? AND h.fp_key IN ({marks}) AND d.action='move' GROUP BY h.fp_key",
+                (account, mailbox, *chunk),
+            )
+            found.update((str(key), float(when)) for key, when in rows)
         return found
 
     @_serialised

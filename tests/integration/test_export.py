@@ -15,6 +15,7 @@ import pytest
 import yaml
 from test_daemon import ALL_ARTICLES, ARTICLES, REQUESTS, norm, numbered, ployfilter, sample_mail, write_config
 
+from filter.config import load_config
 from filter.dovecot import (
     CAPABILITIES_NO_MOVE_NO_UIDPLUS,
     DEFAULT_PASSWORD,
@@ -22,7 +23,10 @@ from filter.dovecot import (
     LocalDovecot,
     unavailable_reason,
 )
-from filter.export import LABEL_DIRS
+from filter.export import LABEL_DIRS, export_account
+from filter.imap import ImapMailbox
+from filter.mailbox import MailboxStatus
+from filter.state import State
 
 pytestmark = [
     pytest.mark.integration,
@@ -76,8 +80,10 @@ def test_export_writes_what_the_owner_sorted_and_follows_later_moves(server: Loc
     # Everything in the inbox was judged minutes ago: too soon to say the owner chose to leave it there.
     first = ployfilter("export", "-c", str(config), "--out", str(out))
     assert first.returncode == 0, first.stderr
-    assert f"{len(inbox)} judged too recently" in first.stdout
-    assert tree(out)["ham"] == []
+    moved_by_filter = len(on_server(server, ARTICLES)) + len(on_server(server, REQUESTS)) - 2
+    assert f"{len(inbox) + moved_by_filter} judged too recently" in first.stdout
+    # The filter's own moves are not settled either; only what the owner put in the folders counts yet.
+    assert tree(out) == {"articles": [], "favours": [norm(moved_over)], "both": [norm(both)], "ham": []}
 
     result = ployfilter("export", "-c", str(config), "--out", str(out), "--settled-days", "0")
 
@@ -277,3 +283,108 @@ def uidvalidity(server: LocalDovecot, folder: str) -> int:
         return int((data[0] or b"").rsplit(b" ", 1)[-1].rstrip(b")"))
     finally:
         imap.logout()
+
+
+def age_decisions(tmp_path: Path, days: float = 10) -> None:
+    """Make every logged decision ``days`` old, as if the owner had had that long to correct them."""
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        db.execute("UPDATE decisions SET time = ?", (time.time() - days * 86400,))
+
+
+def test_a_uidvalidity_change_keeps_each_message_s_judgement(server: LocalDovecot, tmp_path: Path) -> None:
+    server.append(DEFAULT_USER, "INBOX", numbered(1), internaldate=OLD)  # a share, but from an allowed sender
+    server.append(DEFAULT_USER, "INBOX", numbered(2, "ordinary"), internaldate=OLD)
+    thresholds = {"article_share": 1.0, "favour_request": 1.0}
+    config = write_config(tmp_path, server, thresholds=thresholds, allow=["sender1@example.org"])
+    assert ployfilter("once", "-c", str(config)).returncode == 0
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:  # as if the model had labelled the first one
+        db.execute("UPDATE decisions SET labels = '[\"article_share\"]' WHERE uid = 1")
+    age_decisions(tmp_path)
+    server.set_uidvalidity(DEFAULT_USER, "INBOX", 4242)
+    assert ployfilter("once", "-c", str(config)).returncode == 0  # carried over, logged again now
+
+    result = ployfilter("export", "-c", str(config), "--out", str(tmp_path / "out"))
+
+    assert result.returncode == 0, result.stderr
+    assert tree(tmp_path / "out")["ham"] == [norm(numbered(2, "ordinary"))]
+    assert "1 labelled but kept by your rules" in result.stdout
+
+
+def test_review_mail_and_digests_in_a_label_folder_are_no_verdict(server: LocalDovecot, tmp_path: Path) -> None:
+    server.append(DEFAULT_USER, "INBOX", numbered(1), internaldate=OLD)
+    config = write_config(
+        tmp_path,
+        server,
+        thresholds={"article_share": 1.0, "favour_request": 0.5},
+        review_band=0.5,
+        digest={"folder": ARTICLES},
+    )
+    data = yaml.safe_load(config.read_text())
+    data["accounts"][0]["folders"] = {"review": REQUESTS}
+    config.write_text(yaml.safe_dump(data))
+    assert ployfilter("once", "-c", str(config)).returncode == 0
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:  # the digest is due
+        db.execute("UPDATE digests SET last = ?", (time.time() - 9 * 86400,))
+    assert ployfilter("once", "-c", str(config)).returncode == 0
+    assert "$PloyReview" in server.flags(DEFAULT_USER, REQUESTS)[0]
+    assert len(server.messages(DEFAULT_USER, ARTICLES)) == 1  # the digest
+
+    result = export(config, tmp_path / "out")
+
+    assert result.returncode == 0, result.stderr
+    assert tree(tmp_path / "out") == {"articles": [], "favours": [], "both": [], "ham": []}
+
+
+def test_the_filter_s_own_moves_count_once_settled(server: LocalDovecot, tmp_path: Path) -> None:
+    server.append(DEFAULT_USER, "INBOX", numbered(1))
+    config = write_config(tmp_path, server, thresholds=ALL_ARTICLES)
+    assert ployfilter("once", "-c", str(config)).returncode == 0
+
+    fresh = ployfilter("export", "-c", str(config), "--out", str(tmp_path / "out"))
+    assert fresh.returncode == 0, fresh.stderr
+    assert tree(tmp_path / "out")["articles"] == []  # moved a moment ago: the owner has not seen it
+    assert "1 judged too recently" in fresh.stdout
+
+    age_decisions(tmp_path)
+    settled = ployfilter("export", "-c", str(config), "--out", str(tmp_path / "out"))
+    assert tree(tmp_path / "out")["articles"] == [norm(numbered(1))]
+    assert settled.returncode == 0, settled.stderr
+
+
+def test_a_message_moved_while_export_runs_is_written_once(server: LocalDovecot, tmp_path: Path) -> None:
+    server.create(DEFAULT_USER, ARTICLES)
+    server.create(DEFAULT_USER, REQUESTS)
+    server.append(DEFAULT_USER, ARTICLES, numbered(1), internaldate=OLD)
+    config = load_config(write_config(tmp_path, server))
+    account = config.accounts[0]
+    mailbox = ImapMailbox(account, DEFAULT_PASSWORD)
+    mailbox.connect()
+    examine = mailbox.examine
+
+    def owner_drags_it_across(folder: str) -> MailboxStatus:
+        if folder == REQUESTS:  # after the article folder was read, before the request folder is
+            server.doveadm("move", "-u", DEFAULT_USER, REQUESTS, "mailbox", ARTICLES, "ALL")
+        return examine(folder)
+
+    mailbox.examine = owner_drags_it_across  # type: ignore[method-assign]
+    try:
+        export_account(account, mailbox, State.in_memory(), tmp_path / "out", max_bytes=10**6, now=time.time())
+    finally:
+        mailbox.close()
+    got = tree(tmp_path / "out")
+    assert (got["articles"], got["favours"]) == ([], [norm(numbered(1))])
+
+
+def test_mail_flagged_before_a_switch_to_move_keeps_its_keywords(server: LocalDovecot, tmp_path: Path) -> None:
+    server.append(DEFAULT_USER, "INBOX", numbered(1), internaldate=OLD)
+    server.append(DEFAULT_USER, "INBOX", numbered(2), internaldate=OLD)
+    assert ployfilter("once", "-c", str(write_config(tmp_path, server, action="flag", thresholds=ALL_ARTICLES)))
+    server.doveadm("flags", "remove", "-u", DEFAULT_USER, "$PloyArticle", "mailbox", "INBOX", "uid", "2")
+    config = write_config(tmp_path, server, action="move", thresholds=ALL_ARTICLES)
+
+    result = export(config, tmp_path / "out")
+
+    assert result.returncode == 0, result.stderr
+    got = tree(tmp_path / "out")
+    assert (got["articles"], got["ham"]) == ([norm(numbered(1))], [norm(numbered(2))])
+    assert "kept by your rules" not in result.stdout

@@ -105,9 +105,9 @@ def test_a_sweep_moves_one_threshold_and_keeps_the_other_label_at_its_own() -> N
     assert got["favour_request", 0.8] == (1, 1, 1, 2, False)
     assert got["favour_request", 0.95] == (0, 0, 2, 1, False)  # only the article label still flags one
     text = format_sweep(rows).splitlines()
-    assert " ".join(text[3].split()) == "0.500 0.500 0.500 0.500 1 1 1 2 of 3 (66.7%) <- now"
+    assert " ".join(text[3].split()) == "0.5 0.500 0.500 0.500 1 1 1 2 of 3 (66.7%) <- now"
     as_json = sweep_dict(rows)
-    assert as_json["favour_request"][3]["ordinary_flagged"] == {"flagged": 1, "share": 0.3333}
+    assert as_json["favour_request"][3]["ordinary_flagged"] == {"messages": 3, "flagged": 1, "share": 0.3333}
     assert as_json["favour_request"][3]["recall"] == 0.0
 
 

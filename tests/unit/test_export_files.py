@@ -7,8 +7,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from filter.config import AccountConfig
-from filter.errors import FolderError
+from filter.errors import ExportError, FolderError
 from filter.export import export_account
 from filter.mailbox import MailboxStatus, RawMessage
 from filter.state import State
@@ -89,3 +91,16 @@ def test_files_not_written_by_export_are_left_alone(tmp_path: Path) -> None:
     run(tmp_path / "out")
 
     assert sorted(p.name for p in articles.iterdir()) == ["networking.articles-7-5.eml", "notes.txt"]
+
+
+def test_a_label_folder_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep-1-1.eml").write_text("someone else's file")
+    (tmp_path / "out" / "home").mkdir(parents=True)
+    (tmp_path / "out" / "home" / "articles").symlink_to(elsewhere)
+
+    with pytest.raises(ExportError, match="is a link"):
+        run(tmp_path / "out")
+
+    assert [p.name for p in elsewhere.iterdir()] == ["keep-1-1.eml"]
