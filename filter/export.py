@@ -65,7 +65,7 @@ class ExportReport:
         parts = ", ".join(f"{self.counts[d]} {d}" for d in LABEL_DIRS)
         line = f"{self.account}: {parts} in {self.root}"
         if self.not_settled:
-            line += f"; {self.not_settled} judged too recently to count as ordinary"
+            line += f"; {self.not_settled} decided by the filter too recently to count yet"
         if self.kept_by_rules:
             line += f"; {self.kept_by_rules} labelled but kept by your rules, left out"
         if self.unlabelled:
@@ -125,8 +125,10 @@ def export_account(
                 moved = state.moved_at(account.name, account.watch, keys.values())
                 for raw in raws:
                     flags = _flags(raw)
-                    if _DELETED in flags or REVIEW_KEYWORD.lower() in flags or is_digest(raw.message_id):
-                        continue  # deleted, set aside for a look, or the filter's own digest: no verdict
+                    # Review mail is set aside by the filter in the review folder; moved from there into a
+                    # label folder, it is the owner's verdict.
+                    if _no_verdict(raw, flags, review_in_place=folder == account.review_folder):
+                        continue
                     if moved.get(keys[raw.uid], 0.0) > settled_before:
                         report.not_settled += 1  # moved by the filter lately: the owner may still move it back
                         continue
@@ -134,7 +136,7 @@ def export_account(
                     if label is None:
                         report.unlabelled += 1
                         continue
-                    _keep(written, keys[raw.uid], _write(root / label, folder, uidvalidity, raw))
+                    _keep(written, raw, keys[raw.uid], _write(root / label, folder, uidvalidity, raw))
         opened = _examine(mailbox, account.watch)
         if opened is None:
             unread.append(account.watch)
@@ -153,22 +155,25 @@ def export_account(
             for raws in _batches(mailbox, settled[-limit:], max_bytes):
                 for raw in raws:
                     flags = _flags(raw)
-                    if _DELETED in flags or REVIEW_KEYWORD.lower() in flags:
+                    # Review mail flagged in place is still waiting for a look; brought back from the review
+                    # folder (its keyword with it), it is ordinary by the owner's word.
+                    if _no_verdict(raw, flags, review_in_place=judged[raw.uid].action == "flag"):
                         continue
                     label = _inbox_label(judged[raw.uid], _keyword_label(flags), flagging)
                     if label is None:
                         report.kept_by_rules += 1
                         continue
                     key = fingerprint_key(fingerprint_of(raw))
-                    _keep(written, key, _write(root / label, account.watch, uidvalidity, raw))
+                    if key in written and raw.message_id:
+                        continue  # also filed in a label folder (a copy, or a Gmail label): that says more
+                    _keep(written, raw, key, _write(root / label, account.watch, uidvalidity, raw))
         for path in written.values():
             report.counts[path.parent.name] += 1
         if unread:
             # A folder that would not open may hold mail still: its files stay until a run reads it.
             log.warning("%s: files of earlier runs kept, since %s could not be read", account.name, ", ".join(unread))
         else:
-            folders = (*label_folders, account.watch)
-            report.removed = _remove_stale(root, set(written.values()), tuple(slug(f) for f in folders))
+            report.removed = _remove_stale(root, set(written.values()))
     except OSError as exc:
         raise ExportError(f"export: {exc.filename or out}: {exc.strerror or exc}") from exc
     return report
@@ -189,8 +194,20 @@ def _inbox_label(judgement: Judgement, keywords: str | None, flagging: bool) -> 
     return "ham"
 
 
-def _keep(written: dict[str, Path], key: str, path: Path) -> None:
-    earlier = written.pop(key, None)
+def _no_verdict(raw: RawMessage, flags: set[str], *, review_in_place: bool) -> bool:
+    """Mail that says nothing of the owner's mind: deleted, the filter's own digest, or review mail
+    where the filter put it."""
+    return _DELETED in flags or is_digest(raw.message_id) or (review_in_place and REVIEW_KEYWORD.lower() in flags)
+
+
+def _keep(written: dict[str, Path], raw: RawMessage, key: str, path: Path) -> None:
+    """Note the file written for ``raw``. A message with a Message-ID read twice in one run (moved from one
+    label folder to the other while the run went on) keeps its later file only; without a Message-ID, two
+    messages may share a key, and both are kept."""
+    if not raw.message_id:
+        written[str(path)] = path
+        return
+    earlier = written.get(key)
     if earlier is not None and earlier != path:
         earlier.unlink()
     written[key] = path
@@ -255,14 +272,13 @@ def _write(folder_dir: Path, folder: str, uidvalidity: int, raw: RawMessage) -> 
     return path
 
 
-def _remove_stale(root: Path, written: set[Path], prefixes: tuple[str, ...]) -> int:
-    """Remove the files of earlier runs that this one did not write: only names this module gives."""
+def _remove_stale(root: Path, written: set[Path]) -> int:
+    """Remove the files of earlier runs that this one did not write: names of the form this module gives
+    (``<folder>-<uidvalidity>-<uid>.eml``), in label folders that are its own."""
     removed = 0
     for label in LABEL_DIRS:
         for path in (root / label).iterdir():
-            name = path.name.removeprefix(".")
-            ours = _OURS.match(name) and any(name.startswith(prefix + "-") for prefix in prefixes)
-            if ours and path not in written:
+            if path not in written and _OURS.match(path.name.removeprefix(".")):
                 path.unlink()
                 removed += 1
     return removed

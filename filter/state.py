@@ -228,7 +228,8 @@ class State:
             except OSError as exc:
                 raise StateError(f"state_path: cannot lock {path} ({exc.strerror})") from exc
         try:
-            db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            # A reader beside the daemon (senders, export) may wait for a write of the daemon's.
+            db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             _init_schema(db, path)
@@ -300,46 +301,82 @@ class State:
 
     @_serialised
     def judgements(self, account: str, mailbox: str, uidvalidity: int, uids: Iterable[int]) -> dict[int, Judgement]:
-        """The last judgement of each of ``uids`` that has one, in any epoch.
+        """The last judgement of each of ``uids`` that has one.
 
         A message carried over a UIDVALIDITY change is logged again under its
-        new UID with its action alone; its judgement is the one it had
-        before, found through its fingerprint key.
+        new UID with its action alone; its judgement is then the last one
+        made in an earlier epoch, found through its fingerprint key.
         """
         wanted = list(uids)
         found: dict[int, tuple[int, Judgement]] = {}
+        not_carried = f'["{CARRIED_OVER}%'
+        own = (
+            "SELECT uid, id, time, action, labels FROM decisions WHERE account=? AND mailbox=? AND uidvalidity=?"
+            " AND uid IN ({marks}) AND reasons NOT LIKE ?"
+        )
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
-                "SELECT h.uid, d.id, d.time, d.action, d.labels FROM handled h"
-                " JOIN handled e ON e.account=h.account AND e.mailbox=h.mailbox AND e.fp_key=h.fp_key"
-                " JOIN decisions d ON d.account=e.account AND d.mailbox=e.mailbox AND d.uidvalidity=e.uidvalidity"
-                " AND d.uid=e.uid"
-                f" WHERE h.account=? AND h.mailbox=? AND h.uidvalidity=? AND h.uid IN ({marks})"
-                " AND d.reasons NOT LIKE ?",
-                (account, mailbox, uidvalidity, *chunk, f'["{CARRIED_OVER}%'),
+                own.format(marks=",".join("?" * len(chunk))), (account, mailbox, uidvalidity, *chunk, not_carried)
             )
             for uid, row_id, when, action, labels in rows:
                 if uid not in found or row_id > found[uid][0]:
                     found[uid] = (row_id, Judgement(float(when), str(action), tuple(json.loads(labels))))
+        # Carried over: the judgement of the same fingerprint key in an earlier epoch. CROSS JOIN keeps
+        # SQLite's planner from walking the whole log first.
+        keys = self._fp_keys(account, mailbox, uidvalidity, [uid for uid in wanted if uid not in found])
+        by_key: dict[str, tuple[int, Judgement]] = {}
+        unique = list(dict.fromkeys(keys.values()))
+        for start in range(0, len(unique), 500):
+            chunk_keys = unique[start : start + 500]
+            rows = self._db.execute(
+                "SELECT e.fp_key, d.id, d.time, d.action, d.labels FROM handled e CROSS JOIN decisions d"
+                " ON d.account=e.account AND d.mailbox=e.mailbox AND d.uidvalidity=e.uidvalidity AND d.uid=e.uid"
+                f" WHERE e.account=? AND e.mailbox=? AND e.fp_key IN ({','.join('?' * len(chunk_keys))})"
+                " AND e.uidvalidity<>? AND d.reasons NOT LIKE ?",
+                (account, mailbox, *chunk_keys, uidvalidity, not_carried),
+            )
+            for key, row_id, when, action, labels in rows:
+                if key not in by_key or row_id > by_key[key][0]:
+                    by_key[key] = (row_id, Judgement(float(when), str(action), tuple(json.loads(labels))))
+        for uid, key in keys.items():
+            if key in by_key:
+                found[uid] = by_key[key]
         return {uid: judgement for uid, (_, judgement) in found.items()}
+
+    def _fp_keys(self, account: str, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> dict[int, str]:
+        found: dict[int, str] = {}
+        for start in range(0, len(uids), 500):
+            chunk = uids[start : start + 500]
+            rows = self._db.execute(
+                "SELECT uid, fp_key FROM handled WHERE account=? AND mailbox=? AND uidvalidity=?"
+                f" AND uid IN ({','.join('?' * len(chunk))})",
+                (account, mailbox, uidvalidity, *chunk),
+            )
+            found.update((int(uid), str(key)) for uid, key in rows)
+        return found
 
     @_serialised
     def moved_at(self, account: str, mailbox: str, fp_keys: Iterable[str]) -> dict[str, float]:
-        """When the filter last moved a message with each of these fingerprint keys out of ``mailbox``."""
+        """When the filter last moved (or began to move) a message with each of these fingerprint keys out
+        of ``mailbox``; a move carried over a UIDVALIDITY change is not a new one."""
         wanted = list(dict.fromkeys(fp_keys))
         found: dict[str, float] = {}
+        queries = (
+            "SELECT h.fp_key, MAX(d.time) FROM handled h CROSS JOIN decisions d ON d.account=h.account"
+            " AND d.mailbox=h.mailbox AND d.uidvalidity=h.uidvalidity AND d.uid=h.uid"
+            " WHERE h.account=? AND h.mailbox=? AND h.fp_key IN ({marks}) AND d.action='move'"
+            f" AND d.reasons NOT LIKE '[\"{CARRIED_OVER}%' GROUP BY h.fp_key",
+            # A move done before a crash, not yet recorded: its intent says when it began.
+            "SELECT fp_key, MAX(created) FROM intents WHERE account=? AND mailbox=? AND fp_key IN ({marks})"
+            " GROUP BY fp_key",
+        )
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                "SELECT h.fp_key, MAX(d.time) FROM handled h JOIN decisions d ON d.account=h.account"
-                " AND d.mailbox=h.mailbox AND d.uidvalidity=h.uidvalidity AND d.uid=h.uid"
-                f" WHERE h.account=? AND h.mailbox=? AND h.fp_key IN ({marks}) AND d.action='move' GROUP BY h.fp_key",
-                (account, mailbox, *chunk),
-            )
-            found.update((str(key), float(when)) for key, when in rows)
+            for query in queries:
+                rows = self._db.execute(query.format(marks=",".join("?" * len(chunk))), (account, mailbox, *chunk))
+                for key, when in rows:
+                    found[str(key)] = max(float(when), found.get(str(key), 0.0))
         return found
 
     @_serialised

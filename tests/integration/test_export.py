@@ -81,7 +81,7 @@ def test_export_writes_what_the_owner_sorted_and_follows_later_moves(server: Loc
     first = ployfilter("export", "-c", str(config), "--out", str(out))
     assert first.returncode == 0, first.stderr
     moved_by_filter = len(on_server(server, ARTICLES)) + len(on_server(server, REQUESTS)) - 2
-    assert f"{len(inbox) + moved_by_filter} judged too recently" in first.stdout
+    assert f"{len(inbox) + moved_by_filter} decided by the filter too recently" in first.stdout
     # The filter's own moves are not settled either; only what the owner put in the folders counts yet.
     assert tree(out) == {"articles": [], "favours": [norm(moved_over)], "both": [norm(both)], "ham": []}
 
@@ -226,7 +226,7 @@ def test_the_limit_counts_settled_mail_only(server: LocalDovecot, tmp_path: Path
 
     assert result.returncode == 0, result.stderr
     assert tree(tmp_path / "out")["ham"] == [norm(numbered(2)), norm(numbered(3))]
-    assert "2 judged too recently" in result.stdout
+    assert "2 decided by the filter too recently" in result.stdout
 
 
 def test_export_leaves_recent_mail_recent(server: LocalDovecot, tmp_path: Path) -> None:
@@ -343,7 +343,7 @@ def test_the_filter_s_own_moves_count_once_settled(server: LocalDovecot, tmp_pat
     fresh = ployfilter("export", "-c", str(config), "--out", str(tmp_path / "out"))
     assert fresh.returncode == 0, fresh.stderr
     assert tree(tmp_path / "out")["articles"] == []  # moved a moment ago: the owner has not seen it
-    assert "1 judged too recently" in fresh.stdout
+    assert "1 decided by the filter too recently" in fresh.stdout
 
     age_decisions(tmp_path)
     settled = ployfilter("export", "-c", str(config), "--out", str(tmp_path / "out"))
