@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from filter import __version__
 from filter.config import DEFAULT_MAX_MESSAGE_BYTES, LABELS, AccountConfig, Config, load_config, read_password
-from filter.errors import ConnectError, ModelError, PloyError, UsageError
+from filter.errors import ConnectError, ModelError, PloyError, StateError, UsageError
 from filter.mailbox import ConnectionLost
 
 if TYPE_CHECKING:
@@ -491,6 +492,8 @@ def _export(config: Config, args: argparse.Namespace) -> int:
         raise UsageError(f"--out: {out} exists and is not a folder")
     folders: dict[str, str] = {}
     for account in config.accounts:
+        if slug(account.name) in ("cur", "new", "tmp"):  # OUT would then read as a Maildir
+            raise UsageError(f"export: account {account.name!r}: cur, new and tmp are Maildir names; rename it")
         other = folders.setdefault(slug(account.name), account.name)
         if other != account.name:
             raise UsageError(
@@ -529,6 +532,8 @@ def _export_account(config: Config, account: AccountConfig, state: State, args: 
         )
     except ConnectionLost as exc:
         raise ConnectError(f"account {account.name}: connection lost during the export ({exc})") from exc
+    except sqlite3.Error as exc:
+        raise StateError(f"state_path: {config.state_path}: {exc}") from exc
     finally:
         mailbox.close()
 

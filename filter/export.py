@@ -20,6 +20,7 @@ written readable by the owner alone, and never through a link.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -111,9 +112,10 @@ def export_account(
             if path != out and path.is_symlink():
                 raise ExportError(f"export: {path} is a link; export writes only into folders of its own")
         unread: list[str] = []
-        # fingerprint key -> the file written for it: a message read twice in one run (moved from one
-        # folder to another while the run went on) keeps the later file only.
+        # identity -> the file written for it: a message read twice in one run (moved from one folder
+        # to another while the run went on) keeps the later file only.
         written: dict[str, Path] = {}
+        filed: set[str] = set()  # the messages in the label folders, labelled or not
         for folder in label_folders:
             opened = _examine(mailbox, folder)
             if opened is None:
@@ -129,14 +131,18 @@ def export_account(
                     # label folder, it is the owner's verdict.
                     if _no_verdict(raw, flags, review_in_place=folder == account.review_folder):
                         continue
-                    if moved.get(keys[raw.uid], 0.0) > settled_before:
-                        report.not_settled += 1  # moved by the filter lately: the owner may still move it back
+                    filed.add(_identity(raw, keys[raw.uid]))
+                    when, target = moved.get(keys[raw.uid], (0.0, ""))
+                    if target == folder and when > settled_before:
+                        # Where the filter put it lately: the owner may still move it. Found anywhere else, the
+                        # owner moved it there, and that counts at once.
+                        report.not_settled += 1
                         continue
                     label = _folder_label(flags, folder, article_folder, favour_folder)
                     if label is None:
                         report.unlabelled += 1
                         continue
-                    _keep(written, raw, keys[raw.uid], _write(root / label, folder, uidvalidity, raw))
+                    _keep(written, _identity(raw, keys[raw.uid]), _write(root / label, folder, uidvalidity, raw))
         opened = _examine(mailbox, account.watch)
         if opened is None:
             unread.append(account.watch)
@@ -148,7 +154,7 @@ def export_account(
                 judgement = judged.get(uid)
                 if judgement is None or judgement.action == "skip":
                     continue  # never judged (or could not be): no verdict to take
-                if judgement.time > settled_before:
+                if judgement.time > settled_before and not judgement.returned:  # brought back: the owner's act
                     report.not_settled += 1
                 else:
                     settled.append(uid)
@@ -163,10 +169,10 @@ def export_account(
                     if label is None:
                         report.kept_by_rules += 1
                         continue
-                    key = fingerprint_key(fingerprint_of(raw))
-                    if key in written and raw.message_id:
+                    identity = _identity(raw, fingerprint_key(fingerprint_of(raw)))
+                    if identity in filed:
                         continue  # also filed in a label folder (a copy, or a Gmail label): that says more
-                    _keep(written, raw, key, _write(root / label, account.watch, uidvalidity, raw))
+                    _keep(written, identity, _write(root / label, account.watch, uidvalidity, raw))
         for path in written.values():
             report.counts[path.parent.name] += 1
         if unread:
@@ -187,6 +193,8 @@ def _inbox_label(judgement: Judgement, keywords: str | None, flagging: bool) -> 
     correspondent): None, since the owner was never asked. Otherwise it was judged ordinary, or brought
     back by the owner: ordinary.
     """
+    if judgement.returned:
+        return "ham"  # its keywords are the filter's, from before the owner brought it back
     if judgement.action == "flag" or (flagging and keywords):
         return keywords or "ham"
     if judgement.labels:
@@ -200,17 +208,18 @@ def _no_verdict(raw: RawMessage, flags: set[str], *, review_in_place: bool) -> b
     return _DELETED in flags or is_digest(raw.message_id) or (review_in_place and REVIEW_KEYWORD.lower() in flags)
 
 
-def _keep(written: dict[str, Path], raw: RawMessage, key: str, path: Path) -> None:
-    """Note the file written for ``raw``. A message with a Message-ID read twice in one run (moved from one
-    label folder to the other while the run went on) keeps its later file only; without a Message-ID, two
-    messages may share a key, and both are kept."""
-    if not raw.message_id:
-        written[str(path)] = path
-        return
-    earlier = written.get(key)
+def _identity(raw: RawMessage, key: str) -> str:
+    """What tells one message from another in one run: its fingerprint key, and without a Message-ID (when
+    two messages of one size and second share a key) its bytes too, which COPY and MOVE keep."""
+    return key if raw.message_id else f"{key}:{hashlib.sha256(raw.data).hexdigest()}"
+
+
+def _keep(written: dict[str, Path], identity: str, path: Path) -> None:
+    """Note the file written for a message; one written for it earlier in the run goes."""
+    earlier = written.get(identity)
     if earlier is not None and earlier != path:
         earlier.unlink()
-    written[key] = path
+    written[identity] = path
 
 
 def _batches(mailbox: Mailbox, uids: Sequence[int], max_bytes: int) -> Iterator[list[RawMessage]]:

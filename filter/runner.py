@@ -34,7 +34,7 @@ from filter.message import ParsedMessage, parse_message
 from filter.model import Scores
 from filter.policy import KEYWORDS, REVIEW_KEYWORD, Decision, SenderHistory, decide, normalise_address, skip
 from filter.senders import digest_message, digest_message_id, rank
-from filter.state import CARRIED_OVER, DecisionRecord, Intent, State, fingerprint_key, ledger_key
+from filter.state import CARRIED_OVER, RETURNED, DecisionRecord, Intent, State, fingerprint_key, ledger_key
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ class AccountRunner:
         for i, raw in enumerate(raws):
             earlier = self.state.earlier_action(name, watch, keys[i])
             if earlier == "move":
-                reason = "moved earlier and returned to the folder by the owner; left in place"
+                reason = f"{RETURNED}; left in place"
                 judged[i] = _Judged(Decision("keep", (), None, (), (reason,)), {})
                 continue
             parsed = parse_message(raw.data)

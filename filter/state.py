@@ -186,6 +186,8 @@ def _serialised(method: Callable[_P, _R]) -> Callable[_P, _R]:
 
 # How the log names a message carried over a UIDVALIDITY change: "already handled (move) before ...".
 CARRIED_OVER = "already handled"
+# How it names one the owner brought back after the filter moved it.
+RETURNED = "moved earlier and returned to the folder by the owner"
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,12 @@ class Judgement:
     time: float
     action: str
     labels: tuple[str, ...]
+    returned: bool = False  # left where it was because the owner had brought it back
+
+
+def _judgement(when: object, action: object, labels: object, reasons: object) -> Judgement:
+    returned = str(reasons).startswith(f'["{RETURNED}')
+    return Judgement(float(str(when)), str(action), tuple(json.loads(str(labels))), returned)
 
 
 class State:
@@ -311,17 +319,17 @@ class State:
         found: dict[int, tuple[int, Judgement]] = {}
         not_carried = f'["{CARRIED_OVER}%'
         own = (
-            "SELECT uid, id, time, action, labels FROM decisions WHERE account=? AND mailbox=? AND uidvalidity=?"
-            " AND uid IN ({marks}) AND reasons NOT LIKE ?"
+            "SELECT uid, id, time, action, labels, reasons FROM decisions"
+            " WHERE account=? AND mailbox=? AND uidvalidity=? AND uid IN ({marks}) AND reasons NOT LIKE ?"
         )
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             rows = self._db.execute(
                 own.format(marks=",".join("?" * len(chunk))), (account, mailbox, uidvalidity, *chunk, not_carried)
             )
-            for uid, row_id, when, action, labels in rows:
+            for uid, row_id, when, action, labels, reasons in rows:
                 if uid not in found or row_id > found[uid][0]:
-                    found[uid] = (row_id, Judgement(float(when), str(action), tuple(json.loads(labels))))
+                    found[uid] = (row_id, _judgement(when, action, labels, reasons))
         # Carried over: the judgement of the same fingerprint key in an earlier epoch. CROSS JOIN keeps
         # SQLite's planner from walking the whole log first.
         keys = self._fp_keys(account, mailbox, uidvalidity, [uid for uid in wanted if uid not in found])
@@ -330,15 +338,15 @@ class State:
         for start in range(0, len(unique), 500):
             chunk_keys = unique[start : start + 500]
             rows = self._db.execute(
-                "SELECT e.fp_key, d.id, d.time, d.action, d.labels FROM handled e CROSS JOIN decisions d"
+                "SELECT e.fp_key, d.id, d.time, d.action, d.labels, d.reasons FROM handled e CROSS JOIN decisions d"
                 " ON d.account=e.account AND d.mailbox=e.mailbox AND d.uidvalidity=e.uidvalidity AND d.uid=e.uid"
                 f" WHERE e.account=? AND e.mailbox=? AND e.fp_key IN ({','.join('?' * len(chunk_keys))})"
                 " AND e.uidvalidity<>? AND d.reasons NOT LIKE ?",
                 (account, mailbox, *chunk_keys, uidvalidity, not_carried),
             )
-            for key, row_id, when, action, labels in rows:
+            for key, row_id, when, action, labels, reasons in rows:
                 if key not in by_key or row_id > by_key[key][0]:
-                    by_key[key] = (row_id, Judgement(float(when), str(action), tuple(json.loads(labels))))
+                    by_key[key] = (row_id, _judgement(when, action, labels, reasons))
         for uid, key in keys.items():
             if key in by_key:
                 found[uid] = by_key[key]
@@ -357,26 +365,26 @@ class State:
         return found
 
     @_serialised
-    def moved_at(self, account: str, mailbox: str, fp_keys: Iterable[str]) -> dict[str, float]:
-        """When the filter last moved (or began to move) a message with each of these fingerprint keys out
-        of ``mailbox``; a move carried over a UIDVALIDITY change is not a new one."""
+    def moved_at(self, account: str, mailbox: str, fp_keys: Iterable[str]) -> dict[str, tuple[float, str]]:
+        """When and where the filter last moved (or began to move) a message with each of these fingerprint
+        keys out of ``mailbox``; a move carried over a UIDVALIDITY change is not a new one."""
         wanted = list(dict.fromkeys(fp_keys))
-        found: dict[str, float] = {}
+        found: dict[str, tuple[float, str]] = {}
         queries = (
-            "SELECT h.fp_key, MAX(d.time) FROM handled h CROSS JOIN decisions d ON d.account=h.account"
+            "SELECT h.fp_key, d.time, d.target FROM handled h CROSS JOIN decisions d ON d.account=h.account"
             " AND d.mailbox=h.mailbox AND d.uidvalidity=h.uidvalidity AND d.uid=h.uid"
             " WHERE h.account=? AND h.mailbox=? AND h.fp_key IN ({marks}) AND d.action='move'"
-            f" AND d.reasons NOT LIKE '[\"{CARRIED_OVER}%' GROUP BY h.fp_key",
+            f" AND d.reasons NOT LIKE '[\"{CARRIED_OVER}%'",
             # A move done before a crash, not yet recorded: its intent says when it began.
-            "SELECT fp_key, MAX(created) FROM intents WHERE account=? AND mailbox=? AND fp_key IN ({marks})"
-            " GROUP BY fp_key",
+            "SELECT fp_key, created, target FROM intents WHERE account=? AND mailbox=? AND fp_key IN ({marks})",
         )
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             for query in queries:
                 rows = self._db.execute(query.format(marks=",".join("?" * len(chunk))), (account, mailbox, *chunk))
-                for key, when in rows:
-                    found[str(key)] = max(float(when), found.get(str(key), 0.0))
+                for key, when, target in rows:
+                    if str(key) not in found or float(when) > found[str(key)][0]:
+                        found[str(key)] = (float(when), str(target or ""))
         return found
 
     @_serialised

@@ -6,6 +6,7 @@ Each case is a way the log and the folders can disagree about who decided what.
 # ruff: noqa: F811 - runner_for is test_recovery's fixture, imported to be used as one
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from filter.export import LABEL_DIRS, export_account
 from filter.imap import ImapMailbox
 from filter.runner import AccountRunner
 
+REQUESTS = "Networking/Requests"
 LATER = time.time() + 30 * 86400  # export run a month later: every decision settled
 DATE = '"02-Mar-2026 10:00:00 +0000"'
 # Two monitor alerts without a Message-ID, of one size, arriving in one second (as in test_recovery).
@@ -158,3 +160,95 @@ def test_a_digest_in_the_inbox_is_not_ordinary_mail(
     assert len(inbox) == 1 and b"@ployfilter.invalid>" in inbox[0]
     export(runner, tmp_path / "out")
     assert tree(tmp_path / "out")["ham"] == []
+
+
+def test_mail_brought_back_counts_at_once(
+    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], tmp_path: Path
+) -> None:
+    server = dovecot_factory()
+    msg = b"From: a@x.example\r\nSubject: an article\r\nMessage-ID: <b@x.example>\r\n\r\nbody\r\n"
+    server.append(DEFAULT_USER, "INBOX", msg, internaldate=DATE)
+    runner = runner_for(server)
+    runner.pass_once()  # moved to Articles
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:  # the filter's move was a month ago
+        db.execute("UPDATE decisions SET time = ?", (time.time() - 30 * 86400,))
+    server.doveadm("move", "-u", DEFAULT_USER, "INBOX", "mailbox", ARTICLES, "ALL")  # owner: not a share
+    runner.pass_once()  # brought back: kept
+    report = export(runner, tmp_path / "out", now=time.time())
+    assert tree(tmp_path / "out")["ham"] == [msg], report.summary()
+
+
+def test_review_mail_the_owner_moved_out_counts_at_once(
+    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], tmp_path: Path
+) -> None:
+    server = dovecot_factory()
+    one = b"From: a@x.example\r\nSubject: article one\r\nMessage-ID: <one@x.example>\r\n\r\nbody\r\n"
+    server.append(DEFAULT_USER, "INBOX", one, internaldate=DATE)
+    runner = runner_for(
+        server,
+        thresholds={"article_share": 0.995, "favour_request": 0.995},
+        review_band=0.05,
+        account={"folders": {"review": "Review"}},
+    )
+    runner.pass_once()  # moved to Review
+    server.doveadm("move", "-u", DEFAULT_USER, ARTICLES, "mailbox", "Review", "ALL")  # owner: a share
+    report = export(runner, tmp_path / "out", now=time.time())
+    assert tree(tmp_path / "out")["articles"] == [one], report.summary()
+
+
+def test_owner_correction_between_label_folders_counts_at_once(
+    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], tmp_path: Path
+) -> None:
+    server = dovecot_factory()
+    msg = b"From: a@x.example\r\nSubject: an article\r\nMessage-ID: <c@x.example>\r\n\r\nbody\r\n"
+    server.append(DEFAULT_USER, "INBOX", msg, internaldate=DATE)
+    runner = runner_for(server)
+    runner.pass_once()  # moved to Articles
+    server.doveadm("move", "-u", DEFAULT_USER, REQUESTS, "mailbox", ARTICLES, "ALL")  # owner: it's an ask
+    report = export(runner, tmp_path / "out", now=time.time())
+    assert tree(tmp_path / "out")["favours"] == [msg], report.summary()
+
+
+def test_brought_back_stays_ham_after_switch_to_flag(
+    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], tmp_path: Path
+) -> None:
+    server = dovecot_factory()
+    msg = b"From: a@x.example\r\nSubject: an article\r\nMessage-ID: <d@x.example>\r\n\r\nbody\r\n"
+    server.append(DEFAULT_USER, "INBOX", msg, internaldate=DATE)
+    runner = runner_for(server)
+    runner.pass_once()  # moved to Articles, with $PloyArticle
+    server.doveadm("move", "-u", DEFAULT_USER, "INBOX", "mailbox", ARTICLES, "ALL")  # owner: not a share
+    runner.pass_once()  # brought back: kept
+    # the owner now sets action: flag
+    report = export_account(
+        runner.account, runner.mailbox, runner.state, tmp_path / "out", max_bytes=10**6, now=LATER, flagging=True
+    )
+    got = tree(tmp_path / "out")
+    assert got["ham"] == [msg] and got["articles"] == [], (got, report.summary())
+
+
+def test_a_copy_without_a_message_id_counts_where_it_was_filed(
+    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], tmp_path: Path
+) -> None:
+    server = dovecot_factory()
+    msg = b"From: a@x.example\r\nSubject: hello\r\n\r\nbody\r\n"
+    server.append(DEFAULT_USER, "INBOX", msg, internaldate=DATE)
+    runner = runner_for(server)
+    runner.pass_once()  # ordinary: kept
+    server.doveadm("copy", "-u", DEFAULT_USER, ARTICLES, "mailbox", "INBOX", "ALL")
+    export(runner, tmp_path / "out")
+    got = tree(tmp_path / "out")
+    assert got["ham"] == [] and got["articles"] == [msg], got
+
+
+def test_filed_in_the_one_label_folder_and_kept_in_inbox_is_not_ham(
+    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], tmp_path: Path
+) -> None:
+    server = dovecot_factory()
+    msg = b"From: a@x.example\r\nSubject: hello\r\nMessage-ID: <e@x.example>\r\n\r\nbody\r\n"
+    server.append(DEFAULT_USER, "INBOX", msg, internaldate=DATE)
+    runner = runner_for(server, account={"folders": {"article_share": "Networking", "favour_request": "Networking"}})
+    runner.pass_once()  # ordinary: kept
+    server.doveadm("copy", "-u", DEFAULT_USER, "Networking", "mailbox", "INBOX", "ALL")  # owner files it (a label)
+    report = export(runner, tmp_path / "out")
+    assert tree(tmp_path / "out")["ham"] == [], report.summary()

@@ -188,6 +188,15 @@ def test_export_refuses_two_accounts_that_would_write_one_folder(
     assert not (tmp_path / "out").exists()
 
 
+def test_export_refuses_an_account_that_would_make_out_a_maildir(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("accounts:\n  - {name: tmp, host: 127.0.0.1, security: plain, username: u, password_env: PW}\n")
+    assert main(["export", "-c", str(config), "--out", str(tmp_path / "out")]) == UsageError.exit_code
+    assert "Maildir names" in caplog.text
+
+
 def test_export_file_names_cannot_leave_their_folder() -> None:
     from filter.export import slug
 
