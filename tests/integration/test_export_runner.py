@@ -10,6 +10,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_recovery import ARTICLES, Killed, runner_for  # noqa: F401
@@ -26,6 +27,28 @@ DATE = '"02-Mar-2026 10:00:00 +0000"'
 SHARE = b"From: alerts@monitor.example\r\nSubject: an article on disk sda1 at 91%\r\n\r\nHost web1: 91% full.\r\n"
 PLAIN = b"From: alerts@monitor.example\r\nSubject: a warning on disk sdb11 at 92%\r\n\r\nHost db2:  92% full.\r\n"
 assert len(SHARE) == len(PLAIN)
+
+
+@pytest.fixture
+def judged(
+    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner]
+) -> Callable[..., tuple[LocalDovecot, AccountRunner, bytes]]:
+    """One message in a new server's inbox, judged by one pass: (server, runner, message)."""
+
+    def make(
+        subject: str, message_id: str | None = "m@x.example", **settings: Any
+    ) -> tuple[LocalDovecot, AccountRunner, bytes]:
+        server = dovecot_factory()
+        head = f"From: a@x.example\r\nSubject: {subject}\r\n" + (
+            f"Message-ID: <{message_id}>\r\n" if message_id else ""
+        )
+        msg = (head + "\r\nbody\r\n").encode()
+        server.append(DEFAULT_USER, "INBOX", msg, internaldate=DATE)
+        runner = runner_for(server, **settings)
+        runner.pass_once()
+        return server, runner, msg
+
+    return make
 
 
 def export(runner: AccountRunner, out: Path, now: float = LATER):
@@ -111,13 +134,9 @@ def test_a_move_not_yet_recorded_is_not_settled(
 
 
 def test_a_copy_filed_in_a_label_folder_wins_over_the_inbox(
-    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], tmp_path: Path
+    judged: Callable[..., tuple[LocalDovecot, AccountRunner, bytes]], tmp_path: Path
 ) -> None:
-    server = dovecot_factory()
-    msg = b"From: a@x.example\r\nSubject: hello\r\nMessage-ID: <c@x.example>\r\n\r\nbody\r\n"
-    server.append(DEFAULT_USER, "INBOX", msg, internaldate=DATE)
-    runner = runner_for(server)
-    runner.pass_once()  # ordinary: kept
+    server, runner, msg = judged("hello")  # ordinary: kept
     # The owner files it under Articles and keeps it in the inbox (a Gmail label, or a client's "copy to").
     server.doveadm("copy", "-u", DEFAULT_USER, ARTICLES, "mailbox", "INBOX", "ALL")
     export(runner, tmp_path / "out")
@@ -126,15 +145,9 @@ def test_a_copy_filed_in_a_label_folder_wins_over_the_inbox(
 
 
 def test_a_carry_over_is_not_a_fresh_move(
-    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], tmp_path: Path
+    judged: Callable[..., tuple[LocalDovecot, AccountRunner, bytes]], tmp_path: Path
 ) -> None:
-    import sqlite3
-
-    server = dovecot_factory()
-    msg = b"From: a@x.example\r\nSubject: an article\r\nMessage-ID: <v@x.example>\r\n\r\nbody\r\n"
-    server.append(DEFAULT_USER, "INBOX", msg, internaldate=DATE)
-    runner = runner_for(server)
-    runner.pass_once()  # moved
+    server, runner, msg = judged("an article")  # moved
     server.doveadm("move", "-u", DEFAULT_USER, "INBOX", "mailbox", ARTICLES, "ALL")  # owner: not a share
     runner.pass_once()  # brought back: kept
     with sqlite3.connect(tmp_path / "state.sqlite3") as db:  # all that was a month ago
@@ -163,13 +176,9 @@ def test_a_digest_in_the_inbox_is_not_ordinary_mail(
 
 
 def test_mail_brought_back_counts_at_once(
-    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], tmp_path: Path
+    judged: Callable[..., tuple[LocalDovecot, AccountRunner, bytes]], tmp_path: Path
 ) -> None:
-    server = dovecot_factory()
-    msg = b"From: a@x.example\r\nSubject: an article\r\nMessage-ID: <b@x.example>\r\n\r\nbody\r\n"
-    server.append(DEFAULT_USER, "INBOX", msg, internaldate=DATE)
-    runner = runner_for(server)
-    runner.pass_once()  # moved to Articles
+    server, runner, msg = judged("an article")  # moved to Articles
     with sqlite3.connect(tmp_path / "state.sqlite3") as db:  # the filter's move was a month ago
         db.execute("UPDATE decisions SET time = ?", (time.time() - 30 * 86400,))
     server.doveadm("move", "-u", DEFAULT_USER, "INBOX", "mailbox", ARTICLES, "ALL")  # owner: not a share
@@ -179,44 +188,32 @@ def test_mail_brought_back_counts_at_once(
 
 
 def test_review_mail_the_owner_moved_out_counts_at_once(
-    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], tmp_path: Path
+    judged: Callable[..., tuple[LocalDovecot, AccountRunner, bytes]], tmp_path: Path
 ) -> None:
-    server = dovecot_factory()
-    one = b"From: a@x.example\r\nSubject: article one\r\nMessage-ID: <one@x.example>\r\n\r\nbody\r\n"
-    server.append(DEFAULT_USER, "INBOX", one, internaldate=DATE)
-    runner = runner_for(
-        server,
+    server, runner, one = judged(
+        "article one",
         thresholds={"article_share": 0.995, "favour_request": 0.995},
         review_band=0.05,
         account={"folders": {"review": "Review"}},
-    )
-    runner.pass_once()  # moved to Review
+    )  # moved to Review
     server.doveadm("move", "-u", DEFAULT_USER, ARTICLES, "mailbox", "Review", "ALL")  # owner: a share
     report = export(runner, tmp_path / "out", now=time.time())
     assert tree(tmp_path / "out")["articles"] == [one], report.summary()
 
 
 def test_owner_correction_between_label_folders_counts_at_once(
-    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], tmp_path: Path
+    judged: Callable[..., tuple[LocalDovecot, AccountRunner, bytes]], tmp_path: Path
 ) -> None:
-    server = dovecot_factory()
-    msg = b"From: a@x.example\r\nSubject: an article\r\nMessage-ID: <c@x.example>\r\n\r\nbody\r\n"
-    server.append(DEFAULT_USER, "INBOX", msg, internaldate=DATE)
-    runner = runner_for(server)
-    runner.pass_once()  # moved to Articles
+    server, runner, msg = judged("an article")  # moved to Articles
     server.doveadm("move", "-u", DEFAULT_USER, REQUESTS, "mailbox", ARTICLES, "ALL")  # owner: it's an ask
     report = export(runner, tmp_path / "out", now=time.time())
     assert tree(tmp_path / "out")["favours"] == [msg], report.summary()
 
 
 def test_brought_back_stays_ham_after_switch_to_flag(
-    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], tmp_path: Path
+    judged: Callable[..., tuple[LocalDovecot, AccountRunner, bytes]], tmp_path: Path
 ) -> None:
-    server = dovecot_factory()
-    msg = b"From: a@x.example\r\nSubject: an article\r\nMessage-ID: <d@x.example>\r\n\r\nbody\r\n"
-    server.append(DEFAULT_USER, "INBOX", msg, internaldate=DATE)
-    runner = runner_for(server)
-    runner.pass_once()  # moved to Articles, with $PloyArticle
+    server, runner, msg = judged("an article")  # moved to Articles, with $PloyArticle
     server.doveadm("move", "-u", DEFAULT_USER, "INBOX", "mailbox", ARTICLES, "ALL")  # owner: not a share
     runner.pass_once()  # brought back: kept
     # the owner now sets action: flag
@@ -228,13 +225,9 @@ def test_brought_back_stays_ham_after_switch_to_flag(
 
 
 def test_a_copy_without_a_message_id_counts_where_it_was_filed(
-    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], tmp_path: Path
+    judged: Callable[..., tuple[LocalDovecot, AccountRunner, bytes]], tmp_path: Path
 ) -> None:
-    server = dovecot_factory()
-    msg = b"From: a@x.example\r\nSubject: hello\r\n\r\nbody\r\n"
-    server.append(DEFAULT_USER, "INBOX", msg, internaldate=DATE)
-    runner = runner_for(server)
-    runner.pass_once()  # ordinary: kept
+    server, runner, msg = judged("hello", message_id=None)  # ordinary: kept
     server.doveadm("copy", "-u", DEFAULT_USER, ARTICLES, "mailbox", "INBOX", "ALL")
     export(runner, tmp_path / "out")
     got = tree(tmp_path / "out")
@@ -242,13 +235,10 @@ def test_a_copy_without_a_message_id_counts_where_it_was_filed(
 
 
 def test_filed_in_the_one_label_folder_and_kept_in_inbox_is_not_ham(
-    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], tmp_path: Path
+    judged: Callable[..., tuple[LocalDovecot, AccountRunner, bytes]], tmp_path: Path
 ) -> None:
-    server = dovecot_factory()
-    msg = b"From: a@x.example\r\nSubject: hello\r\nMessage-ID: <e@x.example>\r\n\r\nbody\r\n"
-    server.append(DEFAULT_USER, "INBOX", msg, internaldate=DATE)
-    runner = runner_for(server, account={"folders": {"article_share": "Networking", "favour_request": "Networking"}})
-    runner.pass_once()  # ordinary: kept
+    one_folder = {"article_share": "Networking", "favour_request": "Networking"}
+    server, runner, msg = judged("hello", account={"folders": one_folder})  # ordinary: kept
     server.doveadm("copy", "-u", DEFAULT_USER, "Networking", "mailbox", "INBOX", "ALL")  # owner files it (a label)
     report = export(runner, tmp_path / "out")
     assert tree(tmp_path / "out")["ham"] == [], report.summary()
