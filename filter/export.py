@@ -115,13 +115,16 @@ def export_account(
         # identity -> the file written for it: a message read twice in one run (moved from one folder
         # to another while the run went on) keeps the later file only.
         written: dict[str, Path] = {}
-        filed: set[str] = set()  # the messages in the label folders, labelled or not
+        filed: set[str] = set()  # fingerprint keys of the messages in the label folders, labelled or not
         for folder in label_folders:
             opened = _examine(mailbox, folder)
             if opened is None:
                 unread.append(folder)
                 continue
             uidvalidity, uids = opened
+            # Every message filed here, beyond --limit too, keeps its inbox copy (a Gmail label, a "copy
+            # to") out of ham. Without a Message-ID, two messages may share a key: blocking both is safe.
+            filed.update(fingerprint_key(fp) for fp in mailbox.fingerprints(uids).values())
             for raws in _batches(mailbox, uids[-limit:], max_bytes):
                 keys = {raw.uid: fingerprint_key(fingerprint_of(raw)) for raw in raws}
                 moved = state.moved_at(account.name, account.watch, keys.values())
@@ -131,9 +134,7 @@ def export_account(
                     # label folder, it is the owner's verdict.
                     if _no_verdict(raw, flags, review_in_place=folder == account.review_folder):
                         continue
-                    filed.add(_identity(raw, keys[raw.uid]))
-                    when, target = moved.get(keys[raw.uid], (0.0, ""))
-                    if target == folder and when > settled_before:
+                    if moved.get(keys[raw.uid], {}).get(folder, 0.0) > settled_before:
                         # Where the filter put it lately: the owner may still move it. Found anywhere else, the
                         # owner moved it there, and that counts at once.
                         report.not_settled += 1
@@ -154,10 +155,10 @@ def export_account(
                 judgement = judged.get(uid)
                 if judgement is None or judgement.action == "skip":
                     continue  # never judged (or could not be): no verdict to take
-                if judgement.time > settled_before and not judgement.returned:  # brought back: the owner's act
+                if judgement.time > settled_before and not judgement.returned:
                     report.not_settled += 1
                 else:
-                    settled.append(uid)
+                    settled.append(uid)  # settled, or brought back by the owner (checked below)
             for raws in _batches(mailbox, settled[-limit:], max_bytes):
                 for raw in raws:
                     flags = _flags(raw)
@@ -165,14 +166,19 @@ def export_account(
                     # folder (its keyword with it), it is ordinary by the owner's word.
                     if _no_verdict(raw, flags, review_in_place=judged[raw.uid].action == "flag"):
                         continue
+                    if judged[raw.uid].time > settled_before and not raw.message_id:
+                        # "Brought back" is known by key, and without a Message-ID another message may share
+                        # it: that one waits like the filter's own decisions.
+                        report.not_settled += 1
+                        continue
                     label = _inbox_label(judged[raw.uid], _keyword_label(flags), flagging)
                     if label is None:
                         report.kept_by_rules += 1
                         continue
-                    identity = _identity(raw, fingerprint_key(fingerprint_of(raw)))
-                    if identity in filed:
+                    key = fingerprint_key(fingerprint_of(raw))
+                    if key in filed:
                         continue  # also filed in a label folder (a copy, or a Gmail label): that says more
-                    _keep(written, identity, _write(root / label, account.watch, uidvalidity, raw))
+                    _keep(written, _identity(raw, key), _write(root / label, account.watch, uidvalidity, raw))
         for path in written.values():
             report.counts[path.parent.name] += 1
         if unread:

@@ -365,27 +365,44 @@ class State:
         return found
 
     @_serialised
-    def moved_at(self, account: str, mailbox: str, fp_keys: Iterable[str]) -> dict[str, tuple[float, str]]:
-        """When and where the filter last moved (or began to move) a message with each of these fingerprint
-        keys out of ``mailbox``; a move carried over a UIDVALIDITY change is not a new one."""
+    def moved_at(self, account: str, mailbox: str, fp_keys: Iterable[str]) -> dict[str, dict[str, float]]:
+        """For each of these fingerprint keys, when the filter last moved (or began to move) a message with it
+        out of ``mailbox``, per target folder. A move carried over a UIDVALIDITY change is not a new one, and
+        a move the owner undid (the message brought back) no longer counts."""
         wanted = list(dict.fromkeys(fp_keys))
-        found: dict[str, tuple[float, str]] = {}
-        queries = (
-            "SELECT h.fp_key, d.time, d.target FROM handled h CROSS JOIN decisions d ON d.account=h.account"
-            " AND d.mailbox=h.mailbox AND d.uidvalidity=h.uidvalidity AND d.uid=h.uid"
-            " WHERE h.account=? AND h.mailbox=? AND h.fp_key IN ({marks}) AND d.action='move'"
-            f" AND d.reasons NOT LIKE '[\"{CARRIED_OVER}%'",
-            # A move done before a crash, not yet recorded: its intent says when it began.
-            "SELECT fp_key, created, target FROM intents WHERE account=? AND mailbox=? AND fp_key IN ({marks})",
+        moves: dict[str, dict[str, float]] = {}
+        returned: dict[str, float] = {}
+        join = (
+            "FROM handled h CROSS JOIN decisions d ON d.account=h.account AND d.mailbox=h.mailbox"
+            " AND d.uidvalidity=h.uidvalidity AND d.uid=h.uid"
+            " WHERE h.account=? AND h.mailbox=? AND h.fp_key IN ({marks})"
         )
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
-            for query in queries:
-                rows = self._db.execute(query.format(marks=",".join("?" * len(chunk))), (account, mailbox, *chunk))
-                for key, when, target in rows:
-                    if str(key) not in found or float(when) > found[str(key)][0]:
-                        found[str(key)] = (float(when), str(target or ""))
-        return found
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT h.fp_key, d.time, d.target {join.format(marks=marks)} AND d.action='move'"
+                f" AND d.reasons NOT LIKE '[\"{CARRIED_OVER}%'",
+                (account, mailbox, *chunk),
+            ).fetchall()
+            # A move done before a crash, not yet recorded: its intent says when it began.
+            rows += self._db.execute(
+                f"SELECT fp_key, created, target FROM intents WHERE account=? AND mailbox=? AND fp_key IN ({marks})",
+                (account, mailbox, *chunk),
+            ).fetchall()
+            for key, when, target in rows:
+                per_target = moves.setdefault(str(key), {})
+                per_target[str(target or "")] = max(float(when), per_target.get(str(target or ""), 0.0))
+            for key, when in self._db.execute(
+                f"SELECT h.fp_key, MAX(d.time) {join.format(marks=marks)} AND d.reasons LIKE '[\"{RETURNED}%'"
+                " GROUP BY h.fp_key",
+                (account, mailbox, *chunk),
+            ):
+                returned[str(key)] = float(when)
+        return {
+            key: {target: when for target, when in per_target.items() if when > returned.get(key, 0.0)}
+            for key, per_target in moves.items()
+        }
 
     @_serialised
     def earlier_action(self, account: str, mailbox: str, fp_key: str) -> str | None:

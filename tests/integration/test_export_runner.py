@@ -26,6 +26,9 @@ DATE = '"02-Mar-2026 10:00:00 +0000"'
 # Two monitor alerts without a Message-ID, of one size, arriving in one second (as in test_recovery).
 SHARE = b"From: alerts@monitor.example\r\nSubject: an article on disk sda1 at 91%\r\n\r\nHost web1: 91% full.\r\n"
 PLAIN = b"From: alerts@monitor.example\r\nSubject: a warning on disk sdb11 at 92%\r\n\r\nHost db2:  92% full.\r\n"
+ASK = b"From: alerts@monitor.example\r\nSubject: a favour: disk sdb11 at 92%\r\n\r\nHost db2:  92% full.\r\n"
+ASK = ASK[:-2] + b"x" * (len(SHARE) - len(ASK)) + b"\r\n"
+SHARE2 = SHARE.replace(b"sda1", b"sdz9")
 assert len(SHARE) == len(PLAIN)
 
 
@@ -83,10 +86,16 @@ def test_two_messages_sharing_a_key_in_one_batch_keep_their_own_judgements(
     server.append(DEFAULT_USER, "INBOX", SHARE, internaldate=DATE)
     runner = runner_for(server)
     runner.pass_once()  # both judged fresh in one batch: SHARE moved, PLAIN kept with no label
+    uidvalidity = runner.mailbox.select("INBOX").uidvalidity
+    (plain_uid,) = runner.mailbox.search_uids()
+    judgement = runner.state.judgements("home", "INBOX", uidvalidity, [plain_uid])[plain_uid]
+    assert (judgement.action, judgement.labels) == ("keep", ())  # its own, not the move of its twin
     report = export(runner, tmp_path / "out")
     got = tree(tmp_path / "out")
     assert got["articles"] == [SHARE]
-    assert got["ham"] == [PLAIN], report.summary()
+    # Its twin's key is filed in the article folder, and a filed message is never ham: with no Message-ID
+    # to tell them apart, PLAIN is left out, the safe side.
+    assert got["ham"] == [], report.summary()
 
 
 def test_review_mail_the_owner_sorted_is_a_verdict(
@@ -242,3 +251,51 @@ def test_filed_in_the_one_label_folder_and_kept_in_inbox_is_not_ham(
     server.doveadm("copy", "-u", DEFAULT_USER, "Networking", "mailbox", "INBOX", "ALL")  # owner files it (a label)
     report = export(runner, tmp_path / "out")
     assert tree(tmp_path / "out")["ham"] == [], report.summary()
+
+
+def test_fresh_moves_sharing_a_key_in_one_batch_both_wait(
+    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], tmp_path: Path
+) -> None:
+    server = dovecot_factory()
+    server.append(DEFAULT_USER, "INBOX", SHARE, internaldate=DATE)
+    server.append(DEFAULT_USER, "INBOX", ASK, internaldate=DATE)
+    runner = runner_for(server)
+    runner.pass_once()  # one batch: SHARE to the articles, ASK to the requests, both by the filter, just now
+    assert len(server.messages(DEFAULT_USER, REQUESTS)) == 1
+    export(runner, tmp_path / "out", now=time.time())
+    got = tree(tmp_path / "out")
+    assert got["articles"] == [] and got["favours"] == [], got
+
+
+def test_a_message_only_sharing_a_key_with_one_brought_back_waits(
+    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], tmp_path: Path
+) -> None:
+    server = dovecot_factory()
+    server.append(DEFAULT_USER, "INBOX", SHARE, internaldate=DATE)
+    runner = runner_for(server)
+    runner.pass_once()  # SHARE moved
+    server.append(DEFAULT_USER, "INBOX", SHARE2, internaldate=DATE)  # another share, same size and second
+    runner.pass_once()  # taken for SHARE brought back: the owner never touched it
+    export(runner, tmp_path / "out", now=time.time())
+    assert tree(tmp_path / "out")["ham"] == []
+
+
+def test_a_filed_copy_beyond_the_limit_still_keeps_its_inbox_copy_out_of_ham(
+    judged: Callable[..., tuple[LocalDovecot, AccountRunner, bytes]], tmp_path: Path
+) -> None:
+    server, runner, _ = judged("hello")  # ordinary: kept
+    server.doveadm("copy", "-u", DEFAULT_USER, ARTICLES, "mailbox", "INBOX", "ALL")  # the owner files a copy
+    server.append(DEFAULT_USER, ARTICLES, b"From: b@x\r\nSubject: other\r\nMessage-ID: <o@x>\r\n\r\nb\r\n")
+    export_account(runner.account, runner.mailbox, runner.state, tmp_path / "out", max_bytes=10**6, now=LATER, limit=1)
+    assert tree(tmp_path / "out")["ham"] == []
+
+
+def test_filing_again_after_bringing_back_counts_at_once(
+    judged: Callable[..., tuple[LocalDovecot, AccountRunner, bytes]], tmp_path: Path
+) -> None:
+    server, runner, msg = judged("an article")  # moved to the articles
+    server.doveadm("move", "-u", DEFAULT_USER, "INBOX", "mailbox", ARTICLES, "ALL")  # the owner: not a share
+    runner.pass_once()  # brought back
+    server.doveadm("move", "-u", DEFAULT_USER, ARTICLES, "mailbox", "INBOX", "ALL")  # the owner: a share after all
+    export(runner, tmp_path / "out", now=time.time())
+    assert tree(tmp_path / "out")["articles"] == [msg]

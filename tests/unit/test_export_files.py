@@ -12,7 +12,7 @@ import pytest
 from filter.config import AccountConfig
 from filter.errors import ExportError, FolderError
 from filter.export import export_account
-from filter.mailbox import MailboxStatus, RawMessage
+from filter.mailbox import Fingerprint, MailboxStatus, RawMessage
 from filter.state import State
 
 ARTICLES = "Networking/Articles"
@@ -47,6 +47,9 @@ class OneArticle:
 
     def search_uids(self, first_uid: int = 1) -> list[int]:
         return [5]
+
+    def fingerprints(self, uids: list[int]) -> dict[int, Fingerprint]:
+        return {5: Fingerprint("", len(MAIL), datetime(2020, 1, 1, tzinfo=UTC))}
 
     def fetch(self, uids: list[int], max_bytes: int) -> list[RawMessage]:
         when = datetime(2020, 1, 1, tzinfo=UTC)
