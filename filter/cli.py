@@ -106,8 +106,8 @@ def _parser() -> argparse.ArgumentParser:
         "write the mail you have sorted as labelled files that `train` reads",
         "Read each account's article and request folders and the ordinary mail the daemon judged\n"
         "and you left in the watched folder (or brought back to it), and write them as .eml files\n"
-        "under OUT/<account>/articles, favours, both and ham, for `ployfilter train` and\n"
-        "`evaluate`. The server is only read. Each run makes OUT/<account>/ match the mailbox.",
+        "under DIR/<account>/articles, favours, both and ham, for `ployfilter train` and\n"
+        "`evaluate`. The server is only read. Each run makes DIR/<account>/ match the mailbox.",
     )
     export.add_argument("-c", "--config", required=True, type=Path, help="the YAML configuration file")
     export.add_argument("--out", required=True, type=Path, metavar="DIR", help="the folder to write into")
@@ -116,8 +116,9 @@ def _parser() -> argparse.ArgumentParser:
         type=_days(zero=True),
         default=7.0,
         metavar="D",
-        help="count inbox mail as ordinary only once it arrived and was judged D days ago or more, "
-        "time for you to move it (default 7; 0 counts all of it)",
+        help="count what the filter decided (mail it left in the inbox or moved to a label folder) only D "
+        "days after it did so, time for you to undo it; what you moved yourself counts at once (default 7; 0 "
+        "counts all of it now)",
     )
     export.add_argument(
         "--limit",
@@ -1045,7 +1046,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ModelError(f"{model.path}: the model could not score any message")
     report = evaluate(np.array(truth), np.array(scores), thresholds, languages)
     swept = sweep(np.array(truth), np.array(scores), thresholds) if args.sweep else []
-    origin = f"the configuration {args.config}" if config else "the model's card"
+    configured = sorted(config.thresholds) if config else []
+    if len(configured) == len(LABELS):
+        origin = f"the configuration {args.config}"
+    elif configured:
+        origin = f"the configuration {args.config} for {', '.join(configured)}, the model's card for the rest"
+    else:
+        origin = "the model's card"
     points = language_points(model, thresholds)
     if args.json:
         shown = {"model": str(model.path), "thresholds_from": origin, "language_points": points}

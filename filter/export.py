@@ -59,20 +59,30 @@ class ExportReport:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LABEL_DIRS, 0))
     removed: int = 0
     not_settled: int = 0
+    settled_days: float = 0.0
     kept_by_rules: int = 0
+    blocked: int = 0
     unlabelled: int = 0
+    no_verdict: int = 0
 
     def summary(self) -> str:
         parts = ", ".join(f"{self.counts[d]} {d}" for d in LABEL_DIRS)
         line = f"{self.account}: {parts} in {self.root}"
         if self.not_settled:
-            line += f"; {self.not_settled} decided by the filter too recently to count yet"
+            line += f"; {self.not_settled} decided by the filter less than {self.settled_days:g} days ago, not yet"
         if self.kept_by_rules:
             line += f"; {self.kept_by_rules} labelled but kept by your rules, left out"
+        if self.blocked:
+            line += f"; {self.blocked} moved for your block list alone, left out"
         if self.unlabelled:
-            line += f"; {self.unlabelled} without the daemon's keywords in the one label folder, left out"
+            line += (
+                f"; {self.unlabelled} without the daemon's keywords in the one label folder, left out"
+                " (add $PloyArticle or $PloyFavour to count them)"
+            )
+        if self.no_verdict:
+            line += f"; {self.no_verdict} waiting in review, deleted or digests, left out"
         if self.removed:
-            line += f"; {self.removed} files of messages no longer there removed"
+            line += f"; {self.removed} files of earlier runs removed (moved since, gone, or past --limit)"
         return line
 
 
@@ -101,7 +111,7 @@ def export_account(
     Raises ExportError when a file cannot be written.
     """
     root = out / slug(account.name)
-    report = ExportReport(account.name, root)
+    report = ExportReport(account.name, root, settled_days=settled_days)
     settled_before = now - settled_days * 86400
     article_folder = account.folders["article_share"]
     favour_folder = account.folders["favour_request"]
@@ -111,17 +121,12 @@ def export_account(
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
             if path != out and path.is_symlink():
                 raise ExportError(f"export: {path} is a link; export writes only into folders of its own")
-        unread: list[str] = []
         # identity -> the file written for it: a message read twice in one run (moved from one folder
         # to another while the run went on) keeps the later file only.
         written: dict[str, Path] = {}
         filed: set[str] = set()  # fingerprint keys of the messages in the label folders, labelled or not
         for folder in label_folders:
-            opened = _examine(mailbox, folder)
-            if opened is None:
-                unread.append(folder)
-                continue
-            uidvalidity, uids = opened
+            uidvalidity, uids = _examine(mailbox, folder)
             # Every message filed here, beyond --limit too, keeps its inbox copy (a Gmail label, a "copy
             # to") out of ham. Without a Message-ID, two messages may share a key: blocking both is safe.
             filed.update(fingerprint_key(fp) for fp in mailbox.fingerprints(uids).values())
@@ -133,8 +138,15 @@ def export_account(
                     # Review mail is set aside by the filter in the review folder; moved from there into a
                     # label folder, it is the owner's verdict.
                     if _no_verdict(raw, flags, review_in_place=folder == account.review_folder):
+                        report.no_verdict += 1
                         continue
-                    if moved.get(keys[raw.uid], {}).get(folder, 0.0) > settled_before:
+                    when, labelled = moved.get(keys[raw.uid], {}).get(folder, (0.0, True))
+                    if not labelled:
+                        # Moved here by the filter for the block list alone, not for what it says: the owner's
+                        # rule, not a verdict on the message (moved here by the owner, it counts).
+                        report.blocked += 1
+                        continue
+                    if when > settled_before:
                         # Where the filter put it lately: the owner may still move it. Found anywhere else, the
                         # owner moved it there, and that counts at once.
                         report.not_settled += 1
@@ -144,11 +156,8 @@ def export_account(
                         report.unlabelled += 1
                         continue
                     _keep(written, _identity(raw, keys[raw.uid]), _write(root / label, folder, uidvalidity, raw))
-        opened = _examine(mailbox, account.watch)
-        if opened is None:
-            unread.append(account.watch)
-        else:
-            uidvalidity, uids = opened
+        uidvalidity, uids = _examine(mailbox, account.watch)
+        if uids:
             judged = state.judgements(account.name, account.watch, uidvalidity, uids)
             settled = []
             for uid in uids:
@@ -165,6 +174,7 @@ def export_account(
                     # Review mail flagged in place is still waiting for a look; brought back from the review
                     # folder (its keyword with it), it is ordinary by the owner's word.
                     if _no_verdict(raw, flags, review_in_place=judged[raw.uid].action == "flag"):
+                        report.no_verdict += 1
                         continue
                     if judged[raw.uid].time > settled_before and not raw.message_id:
                         # "Brought back" is known by key, and without a Message-ID another message may share
@@ -181,11 +191,7 @@ def export_account(
                     _keep(written, _identity(raw, key), _write(root / label, account.watch, uidvalidity, raw))
         for path in written.values():
             report.counts[path.parent.name] += 1
-        if unread:
-            # A folder that would not open may hold mail still: its files stay until a run reads it.
-            log.warning("%s: files of earlier runs kept, since %s could not be read", account.name, ", ".join(unread))
-        else:
-            report.removed = _remove_stale(root, set(written.values()))
+        report.removed = _remove_stale(root, set(written.values()))
     except OSError as exc:
         raise ExportError(f"export: {exc.filename or out}: {exc.strerror or exc}") from exc
     return report
@@ -258,17 +264,19 @@ def _keyword_label(flags: set[str]) -> str | None:
     return "articles" if article else "favours" if favour else None
 
 
-def _examine(mailbox: Mailbox, folder: str) -> tuple[int, list[int]] | None:
+def _examine(mailbox: Mailbox, folder: str) -> tuple[int, list[int]]:
     """(UIDVALIDITY, UIDs) of ``folder``, opened read-only; a folder that does not exist holds nothing.
-    None when the folder exists and will not open."""
+
+    One that exists and will not open fails the account's export (MailboxError), before any file of an
+    earlier run is removed: its mail may be there still.
+    """
     try:
         status = mailbox.examine(folder)
     except FolderError:
         log.info("%s does not exist (yet): nothing to read there", folder)
         return 0, []
     except MailboxError as exc:
-        log.warning("%s: skipped (%s)", folder, exc)
-        return None
+        raise MailboxError(f"{exc}; the files of earlier runs are kept") from exc
     return status.uidvalidity, mailbox.search_uids()
 
 

@@ -365,12 +365,13 @@ class State:
         return found
 
     @_serialised
-    def moved_at(self, account: str, mailbox: str, fp_keys: Iterable[str]) -> dict[str, dict[str, float]]:
-        """For each of these fingerprint keys, when the filter last moved (or began to move) a message with it
-        out of ``mailbox``, per target folder. A move carried over a UIDVALIDITY change is not a new one, and
-        a move the owner undid (the message brought back) no longer counts."""
+    def moved_at(self, account: str, mailbox: str, fp_keys: Iterable[str]) -> dict[str, dict[str, tuple[float, bool]]]:
+        """For each of these fingerprint keys, per target folder: when the filter last moved (or began to
+        move) a message with it out of ``mailbox``, and whether that move gave it a label (False for a move
+        by the block list alone). A move carried over a UIDVALIDITY change is not a new one, and a move the
+        owner undid (the message brought back) no longer counts."""
         wanted = list(dict.fromkeys(fp_keys))
-        moves: dict[str, dict[str, float]] = {}
+        moves: dict[str, dict[str, tuple[float, bool]]] = {}
         returned: dict[str, float] = {}
         join = (
             "FROM handled h CROSS JOIN decisions d ON d.account=h.account AND d.mailbox=h.mailbox"
@@ -381,18 +382,21 @@ class State:
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
-                f"SELECT h.fp_key, d.time, d.target {join.format(marks=marks)} AND d.action='move'"
+                f"SELECT h.fp_key, d.time, d.target, d.labels <> '[]' {join.format(marks=marks)} AND d.action='move'"
                 f" AND d.reasons NOT LIKE '[\"{CARRIED_OVER}%'",
                 (account, mailbox, *chunk),
             ).fetchall()
             # A move done before a crash, not yet recorded: its intent says when it began.
             rows += self._db.execute(
-                f"SELECT fp_key, created, target FROM intents WHERE account=? AND mailbox=? AND fp_key IN ({marks})",
+                "SELECT fp_key, created, target, decision NOT LIKE '%\"labels\": []%' FROM intents"
+                f" WHERE account=? AND mailbox=? AND fp_key IN ({marks})",
                 (account, mailbox, *chunk),
             ).fetchall()
-            for key, when, target in rows:
+            for key, when, target, labelled in rows:
                 per_target = moves.setdefault(str(key), {})
-                per_target[str(target or "")] = max(float(when), per_target.get(str(target or ""), 0.0))
+                folder = str(target or "")
+                if folder not in per_target or float(when) > per_target[folder][0]:
+                    per_target[folder] = (float(when), bool(labelled))
             for key, when in self._db.execute(
                 f"SELECT h.fp_key, MAX(d.time) {join.format(marks=marks)} AND d.reasons LIKE '[\"{RETURNED}%'"
                 " GROUP BY h.fp_key",
@@ -400,7 +404,7 @@ class State:
             ):
                 returned[str(key)] = float(when)
         return {
-            key: {target: when for target, when in per_target.items() if when > returned.get(key, 0.0)}
+            key: {target: move for target, move in per_target.items() if move[0] > returned.get(key, 0.0)}
             for key, per_target in moves.items()
         }
 

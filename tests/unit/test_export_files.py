@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from filter.config import AccountConfig
-from filter.errors import ExportError, FolderError
+from filter.errors import ExportError, FolderError, MailboxError
 from filter.export import export_account
 from filter.mailbox import Fingerprint, MailboxStatus, RawMessage
 from filter.state import State
@@ -107,3 +107,23 @@ def test_a_label_folder_that_is_a_link_is_refused(tmp_path: Path) -> None:
         run(tmp_path / "out")
 
     assert [p.name for p in elsewhere.iterdir()] == ["keep-1-1.eml"]
+
+
+class ArticlesWillNotOpen(OneArticle):
+    def examine(self, folder: str) -> MailboxStatus:
+        if folder == ARTICLES:
+            raise MailboxError("EXAMINE refused")
+        return super().examine(folder)
+
+
+def test_a_folder_that_will_not_open_fails_the_account_and_keeps_earlier_files(tmp_path: Path) -> None:
+    run(tmp_path / "out")
+    earlier = tmp_path / "out" / "home" / "articles" / "networking.articles-7-5.eml"
+    assert earlier.exists()
+
+    with pytest.raises(MailboxError, match="files of earlier runs are kept"):
+        export_account(
+            ACCOUNT, ArticlesWillNotOpen(), State.in_memory(), tmp_path / "out", max_bytes=10_000, now=time.time()
+        )  # type: ignore[arg-type]
+
+    assert earlier.exists()
