@@ -33,7 +33,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -170,6 +170,7 @@ class Intent:
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+_T = TypeVar("_T")
 
 
 def _serialised(method: Callable[_P, _R]) -> Callable[_P, _R]:
@@ -198,6 +199,16 @@ class Judgement:
     action: str
     labels: tuple[str, ...]
     returned: bool = False  # left where it was because the owner had brought it back
+
+
+_SQL_CHUNK = 500  # values per "IN (...)", well under SQLite's limit on parameters
+
+
+def _chunked(items: Sequence[_T]) -> Iterator[tuple[list[_T], str]]:
+    """``items`` in pieces of at most _SQL_CHUNK, each with its "?,?,..." placeholders."""
+    for start in range(0, len(items), _SQL_CHUNK):
+        chunk = list(items[start : start + _SQL_CHUNK])
+        yield chunk, ",".join("?" * len(chunk))
 
 
 def _judgement(when: object, action: object, labels: object, reasons: object) -> Judgement:
@@ -295,17 +306,7 @@ class State:
 
     @_serialised
     def handled_uids(self, account: str, mailbox: str, uidvalidity: int, uids: Iterable[int]) -> set[int]:
-        wanted = list(uids)
-        found: set[int] = set()
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT uid FROM handled WHERE account=? AND mailbox=? AND uidvalidity=? AND uid IN ({marks})",
-                (account, mailbox, uidvalidity, *chunk),
-            )
-            found.update(r[0] for r in rows)
-        return found
+        return set(self._fp_keys(account, mailbox, uidvalidity, list(uids)))
 
     @_serialised
     def judgements(self, account: str, mailbox: str, uidvalidity: int, uids: Iterable[int]) -> dict[int, Judgement]:
@@ -316,49 +317,37 @@ class State:
         made in an earlier epoch, found through its fingerprint key.
         """
         wanted = list(uids)
-        found: dict[int, tuple[int, Judgement]] = {}
+        found: dict[int, Judgement] = {}
         not_carried = f'["{CARRIED_OVER}%'
-        own = (
-            "SELECT uid, id, time, action, labels, reasons FROM decisions"
-            " WHERE account=? AND mailbox=? AND uidvalidity=? AND uid IN ({marks}) AND reasons NOT LIKE ?"
-        )
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
+        for chunk, marks in _chunked(wanted):
             rows = self._db.execute(
-                own.format(marks=",".join("?" * len(chunk))), (account, mailbox, uidvalidity, *chunk, not_carried)
+                "SELECT uid, time, action, labels, reasons FROM decisions WHERE account=? AND mailbox=?"
+                f" AND uidvalidity=? AND uid IN ({marks}) AND reasons NOT LIKE ? ORDER BY id",
+                (account, mailbox, uidvalidity, *chunk, not_carried),
             )
-            for uid, row_id, when, action, labels, reasons in rows:
-                if uid not in found or row_id > found[uid][0]:
-                    found[uid] = (row_id, _judgement(when, action, labels, reasons))
+            found.update((int(uid), _judgement(*row)) for uid, *row in rows)  # in log order: the last stays
         # Carried over: the judgement of the same fingerprint key in an earlier epoch. CROSS JOIN keeps
         # SQLite's planner from walking the whole log first.
         keys = self._fp_keys(account, mailbox, uidvalidity, [uid for uid in wanted if uid not in found])
-        by_key: dict[str, tuple[int, Judgement]] = {}
-        unique = list(dict.fromkeys(keys.values()))
-        for start in range(0, len(unique), 500):
-            chunk_keys = unique[start : start + 500]
+        by_key: dict[str, Judgement] = {}
+        for key_chunk, marks in _chunked(list(dict.fromkeys(keys.values()))):
             rows = self._db.execute(
-                "SELECT e.fp_key, d.id, d.time, d.action, d.labels, d.reasons FROM handled e CROSS JOIN decisions d"
+                "SELECT e.fp_key, d.time, d.action, d.labels, d.reasons FROM handled e CROSS JOIN decisions d"
                 " ON d.account=e.account AND d.mailbox=e.mailbox AND d.uidvalidity=e.uidvalidity AND d.uid=e.uid"
-                f" WHERE e.account=? AND e.mailbox=? AND e.fp_key IN ({','.join('?' * len(chunk_keys))})"
-                " AND e.uidvalidity<>? AND d.reasons NOT LIKE ?",
-                (account, mailbox, *chunk_keys, uidvalidity, not_carried),
+                f" WHERE e.account=? AND e.mailbox=? AND e.fp_key IN ({marks})"
+                " AND e.uidvalidity<>? AND d.reasons NOT LIKE ? ORDER BY d.id",
+                (account, mailbox, *key_chunk, uidvalidity, not_carried),
             )
-            for key, row_id, when, action, labels, reasons in rows:
-                if key not in by_key or row_id > by_key[key][0]:
-                    by_key[key] = (row_id, _judgement(when, action, labels, reasons))
-        for uid, key in keys.items():
-            if key in by_key:
-                found[uid] = by_key[key]
-        return {uid: judgement for uid, (_, judgement) in found.items()}
+            by_key.update((str(key), _judgement(*row)) for key, *row in rows)
+        found.update((uid, by_key[key]) for uid, key in keys.items() if key in by_key)
+        return found
 
     def _fp_keys(self, account: str, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> dict[int, str]:
+        """The fingerprint key of each of ``uids`` that is handled."""
         found: dict[int, str] = {}
-        for start in range(0, len(uids), 500):
-            chunk = uids[start : start + 500]
+        for chunk, marks in _chunked(uids):
             rows = self._db.execute(
-                "SELECT uid, fp_key FROM handled WHERE account=? AND mailbox=? AND uidvalidity=?"
-                f" AND uid IN ({','.join('?' * len(chunk))})",
+                f"SELECT uid, fp_key FROM handled WHERE account=? AND mailbox=? AND uidvalidity=? AND uid IN ({marks})",
                 (account, mailbox, uidvalidity, *chunk),
             )
             found.update((int(uid), str(key)) for uid, key in rows)
@@ -378,9 +367,7 @@ class State:
             " AND d.uidvalidity=h.uidvalidity AND d.uid=h.uid"
             " WHERE h.account=? AND h.mailbox=? AND h.fp_key IN ({marks})"
         )
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _chunked(wanted):
             rows = self._db.execute(
                 f"SELECT h.fp_key, d.time, d.target, d.labels <> '[]' {join.format(marks=marks)} AND d.action='move'"
                 f" AND d.reasons NOT LIKE '[\"{CARRIED_OVER}%'",
