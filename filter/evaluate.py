@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,14 +201,21 @@ def format_report(report: Report) -> str:
         rows.append(_row(r.label, "all", f"{r.threshold:.3f}", r.counts, _cell(r.average_precision)))
         for name, c in r.by_language.items():
             rows.append(_row("", name, "", c, ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    for row in rows:
-        cells = [cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
-        lines.append("  ".join(cells).rstrip())
+    lines.extend(_aligned(rows, left=(0, 1)))
     lines.append("")
     per_language = ", ".join(f"{n} {_share(f)}" for n, f in report.ordinary_by_language.items() if f.messages)
     lines.append(f"ordinary mail flagged: {_share(report.ordinary)}" + (f"; {per_language}" if per_language else ""))
     return "\n".join(lines)
+
+
+def _aligned(rows: Sequence[tuple[str, ...]], left: Collection[int]) -> list[str]:
+    """``rows`` as lines of columns two spaces apart, the ``left`` ones aligned left, the others right."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = (c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        lines.append("  ".join(cells).rstrip())
+    return lines
 
 
 def _row(label: str, lang: str, threshold: str, c: Counts, ap: str) -> tuple[str, ...]:
@@ -307,12 +314,7 @@ def format_sweep(rows: Sequence[SweepRow]) -> str:
             )
         )
         shown = r.label
-    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    lines = ["each label at other thresholds, the other kept at its own:"]
-    for row in table:
-        cells = [c.ljust(w) if i in (0, 9) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+    return "\n".join(["each label at other thresholds, the other kept at its own:", *_aligned(table, left=(0, 9))])
 
 
 # ---------------------------------------------------------------------------
