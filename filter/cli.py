@@ -228,13 +228,17 @@ inbox labels the mail beneath it (the deepest such folder counts; an mbox file's
 counts as a folder). --labels CSV gives them instead, and wins where both speak: columns
 path,article_share,favour_request (others, such as lang and note, are ignored), paths
 relative to the CSV's folder (box.mbox#3 is the third message of an mbox), values 1, 0
-or ? (left out). A message with no label is an error unless --skip-unlabelled is given.
+or ? (left out). --labels takes several files (--labels a.csv b.csv, or the option again); a
+message two of them label differently is an error. A message with no label is an error unless
+--skip-unlabelled is given.
 Unreadable, empty or binary files are skipped with a warning."""
 
 
 def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", nargs="+", type=Path, metavar="DATA", help="mail to read (see above)")
-    parser.add_argument("--labels", type=Path, metavar="CSV", help="a label file (see above)")
+    parser.add_argument(
+        "--labels", type=Path, metavar="CSV", nargs="+", action="extend", default=[], help="label files (see above)"
+    )
     parser.add_argument(
         "--skip-unlabelled", action="store_true", help="leave out messages without a label, with a warning"
     )
@@ -907,7 +911,7 @@ def _train(args: argparse.Namespace) -> int:
 
     _check_out(args.out)  # before the minutes of training, not after
     data = read_labelled(
-        args.data, label_file=args.labels, group_by=args.group_by, skip_unlabelled=args.skip_unlabelled
+        args.data, label_files=args.labels, group_by=args.group_by, skip_unlabelled=args.skip_unlabelled
     )
     examples = deduplicate(data.messages)
     if len(examples) < len(data.messages):
@@ -959,7 +963,7 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError(f"train: cannot train on these {len(examples)} messages ({exc})") from exc
     metrics["cv"]["grouped_by"] = "sender address" if args.group_by == "sender" else "folder or mailbox"
     summary = training_summary(examples)
-    summary["label_files"] = [str(args.labels)] if args.labels else []
+    summary["label_files"] = [str(f) for f in dict.fromkeys(args.labels)]
     summary["labels_from"] = data.labels_from
     summary["left_out"] = {
         "unreadable": len(data.unreadable),
@@ -1024,7 +1028,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     model = load_model(config, args.model)
     thresholds = thresholds_for(config, model)
     cap = config.max_message_bytes if config else DEFAULT_MAX_MESSAGE_BYTES
-    data = read_labelled(args.data, label_file=args.labels, skip_unlabelled=args.skip_unlabelled, max_bytes=cap)
+    data = read_labelled(args.data, label_files=args.labels, skip_unlabelled=args.skip_unlabelled, max_bytes=cap)
     if not data.messages:
         raise UsageError("evaluate: no labelled message could be read")
     truth: list[list[bool]] = []

@@ -111,7 +111,7 @@ def folder_labels(parts: Sequence[str]) -> Mapping[str, bool] | None:
 def read_labelled(
     paths: Sequence[Path],
     *,
-    label_file: Path | None = None,
+    label_files: Sequence[Path] = (),
     group_by: str = "sender",
     skip_unlabelled: bool = False,
     max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -122,12 +122,15 @@ def read_labelled(
     Raises UsageError for a path that does not exist, an unknown
     ``group_by``, an unusable label file, or messages without a label
     (unless ``skip_unlabelled``, which logs them and leaves them out).
-    Messages marked "?" in the label file are left out: undecided is not No.
+    Messages marked "?" in a label file are left out: undecided is not No.
+    A message listed in two label files must have the same labels in both.
     """
     if group_by not in GROUP_BY:
         raise UsageError(f"group by {group_by!r}: expected one of {', '.join(GROUP_BY)}")
-    csv_labels = read_csv_labels(label_file) if label_file is not None else {}
-    dataset = Dataset(labels_from=f"{label_file} and folder names" if label_file is not None else "folder names")
+    by_file = {path: read_csv_labels(path) for path in dict.fromkeys(label_files)}
+    csv_labels = _merged(by_file)
+    names = ", ".join(map(str, by_file))
+    dataset = Dataset(labels_from=f"{names} and folder names" if by_file else "folder names")
     seen: set[tuple[Path, int | None]] = set()
     to_read: list[tuple[_Source, Mapping[str, bool]]] = []
     matched: set[tuple[Path, int | None]] = set()
@@ -149,23 +152,9 @@ def read_labelled(
                 continue
             labels = found
         to_read.append((source, labels))
-    if label_file is not None and csv_labels and not matched:
-        log.warning(
-            "no row of %s names a file under the DATA paths; its paths are read relative to %s",
-            label_file,
-            label_file.resolve().parent,
-        )
-    elif label_file is not None and len(matched) < len(csv_labels):
-        unmatched = [
-            f"{file}{f'#{index}' if index else ''}" for file, index in csv_labels if (file, index) not in matched
-        ]
-        log.warning(
-            "%d rows of %s name no message under the DATA paths and are not used (e.g. %s)",
-            len(unmatched),
-            label_file,
-            ", ".join(unmatched[:3]),
-        )
-    _check_unlabelled(dataset, label_file, skip_unlabelled)
+    for label_file, rows in by_file.items():
+        _warn_unmatched(label_file, rows, matched)
+    _check_unlabelled(dataset, list(by_file), skip_unlabelled)
     for source, labels, data in _read_all(to_read, max_bytes, dataset.unreadable):
         message = parse_message(data)
         if message.error:
@@ -184,6 +173,45 @@ def read_labelled(
         len(dataset.unlabelled),
     )
     return dataset
+
+
+def _merged(
+    by_file: Mapping[Path, dict[tuple[Path, int | None], Mapping[str, bool] | None]],
+) -> dict[tuple[Path, int | None], Mapping[str, bool] | None]:
+    """The rows of every label file; a message two files label differently is an error naming both."""
+    merged: dict[tuple[Path, int | None], Mapping[str, bool] | None] = {}
+    first: dict[tuple[Path, int | None], Path] = {}
+    for path, rows in by_file.items():
+        for key, labels in rows.items():
+            if key in merged and merged[key] != labels:
+                file, index = key
+                raise UsageError(
+                    f"--labels {path}: {file}{f'#{index}' if index else ''} is also in {first[key]} "
+                    "with different labels; keep one"
+                )
+            merged[key] = labels
+            first.setdefault(key, path)
+    return merged
+
+
+def _warn_unmatched(
+    label_file: Path, rows: Mapping[tuple[Path, int | None], object], matched: set[tuple[Path, int | None]]
+) -> None:
+    if rows and not matched.intersection(rows):
+        log.warning(
+            "no row of %s names a file under the DATA paths; its paths are read relative to %s",
+            label_file,
+            label_file.resolve().parent,
+        )
+        return
+    unmatched = [f"{file}{f'#{index}' if index else ''}" for file, index in rows if (file, index) not in matched]
+    if unmatched:
+        log.warning(
+            "%d rows of %s name no message under the DATA paths and are not used (e.g. %s)",
+            len(unmatched),
+            label_file,
+            ", ".join(unmatched[:3]),
+        )
 
 
 def read_csv_labels(path: Path) -> dict[tuple[Path, int | None], Mapping[str, bool] | None]:
@@ -230,7 +258,7 @@ def _split_mbox_index(item: str) -> tuple[str, int | None]:
     return item, None
 
 
-def _check_unlabelled(dataset: Dataset, label_file: Path | None, skip: bool) -> None:
+def _check_unlabelled(dataset: Dataset, label_files: Sequence[Path], skip: bool) -> None:
     if not dataset.unlabelled:
         return
     shown = ", ".join(dataset.unlabelled[:5]) + (", ..." if len(dataset.unlabelled) > 5 else "")
@@ -238,7 +266,7 @@ def _check_unlabelled(dataset: Dataset, label_file: Path | None, skip: bool) -> 
     if skip:
         log.warning("%d messages have no label and are left out: %s", count, shown)
         return
-    hint = f"; paths in {label_file} are read relative to {label_file.resolve().parent}" if label_file else ""
+    hint = "".join(f"; paths in {f} are read relative to {f.resolve().parent}" for f in label_files[:3])
     names = ", ".join(sorted(FOLDER_LABELS))
     raise UsageError(
         f"{count} messages have no label ({shown}): put them under a folder named one of {names}; "

@@ -118,6 +118,21 @@ def test_evaluate_says_where_french_mail_is_judged(capsys: pytest.CaptureFixture
     assert set(json.loads(capsys.readouterr().out)["language_points"]) == {"fr"}
 
 
+def test_evaluate_takes_several_label_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hard_cases = Path(__file__).resolve().parents[1] / "data" / "hard-cases"
+    rows = (hard_cases / "expected.csv").read_text().splitlines()
+    english = [r for r in rows[1:] if "-en" in r.split(",")[0]]
+    french = [r for r in rows[1:] if "-en" not in r.split(",")[0]]
+    labels = []
+    for name, part in (("en.csv", english), ("fr.csv", french)):
+        (tmp_path / name).write_text("\n".join([rows[0], *(f"{hard_cases}/{r}" for r in part)]) + "\n")
+        labels.append(str(tmp_path / name))
+    assert main(["evaluate", str(hard_cases), "--labels", *labels, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["messages"] == len(rows) - 1
+    assert main(["evaluate", str(hard_cases), "--labels", labels[0], "--labels", labels[1], "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["messages"] == len(rows) - 1
+
+
 def test_evaluate_refuses_a_plot_it_cannot_write_before_doing_any_work(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -67,7 +67,7 @@ def test_csv_labels_are_read_relative_to_the_csv_folder(tmp_path: Path) -> None:
         "en/en-002.eml,yes,yes,en,\n"
         "en/en-003.eml,?,0,en,unsure\n"
     )
-    dataset = read_labelled([tmp_path / "en"], label_file=labels)
+    dataset = read_labelled([tmp_path / "en"], label_files=[labels])
     assert by_name(dataset) == {"en-001.eml": ARTICLE, "en-002.eml": BOTH}
     assert [Path(i).name for i in dataset.undecided] == ["en-003.eml"]
 
@@ -76,15 +76,38 @@ def test_csv_labels_win_over_folder_names(tmp_path: Path) -> None:
     write(tmp_path / "ham" / "x.eml", mail())
     labels = tmp_path / "labels.csv"
     labels.write_text("path,article_share,favour_request\nham/x.eml,0,1\n")
-    assert by_name(read_labelled([tmp_path], label_file=labels)) == {"x.eml": FAVOUR}
+    assert by_name(read_labelled([tmp_path], label_files=[labels])) == {"x.eml": FAVOUR}
 
 
 def test_a_label_file_that_names_nothing_found_is_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write(tmp_path / "mail" / "ham" / "x.eml", mail())
     labels = tmp_path / "mail" / "ham" / "labels.csv"
     labels.write_text("path,article_share,favour_request\nham/x.eml,0,1\n")
-    assert by_name(read_labelled([tmp_path / "mail"], label_file=labels)) == {"x.eml": NEITHER}
+    assert by_name(read_labelled([tmp_path / "mail"], label_files=[labels])) == {"x.eml": NEITHER}
     assert f"no row of {labels} names a file under the DATA paths" in caplog.text
+
+
+def test_several_label_files_label_one_data_set(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # the owner's exported mail (labelled by folder) beside written mail labelled by two files
+    write(tmp_path / "mine" / "favours" / "m.eml", mail())
+    write(tmp_path / "written" / "en" / "en-001.eml", mail())
+    write(tmp_path / "written" / "fr" / "fr-001.eml", mail())
+    en = write(tmp_path / "written" / "labels-en.csv", b"path,article_share,favour_request\nen/en-001.eml,1,0\n")
+    fr = write(tmp_path / "written" / "labels-fr.csv", b"path,article_share,favour_request\nfr/fr-001.eml,0,0\n")
+    dataset = read_labelled([tmp_path / "mine", tmp_path / "written"], label_files=[en, fr, en])
+    assert by_name(dataset) == {"m.eml": FAVOUR, "en-001.eml": ARTICLE, "fr-001.eml": NEITHER}
+    assert dataset.labels_from == f"{en}, {fr} and folder names"
+    assert "name no message" not in caplog.text and "no row of" not in caplog.text
+
+
+def test_two_label_files_that_disagree_are_a_usage_error(tmp_path: Path) -> None:
+    write(tmp_path / "x.eml", mail())
+    one = write(tmp_path / "one.csv", b"path,article_share,favour_request\nx.eml,1,0\n")
+    two = write(tmp_path / "two.csv", b"path,article_share,favour_request\nx.eml,0,0\n")
+    same = write(tmp_path / "same.csv", b"path,article_share,favour_request\nx.eml,1,0\n")
+    assert by_name(read_labelled([tmp_path / "x.eml"], label_files=[one, same])) == {"x.eml": ARTICLE}
+    with pytest.raises(UsageError, match=r"two.csv: .*x.eml is also in .*one.csv with different labels"):
+        read_labelled([tmp_path / "x.eml"], label_files=[one, two])
 
 
 def test_a_bad_label_file_is_a_usage_error(tmp_path: Path) -> None:
@@ -92,9 +115,9 @@ def test_a_bad_label_file_is_a_usage_error(tmp_path: Path) -> None:
     labels = tmp_path / "labels.csv"
     labels.write_text("path,article_share\nham/x.eml,1\n")
     with pytest.raises(UsageError, match="missing column"):
-        read_labelled([tmp_path], label_file=labels)
+        read_labelled([tmp_path], label_files=[labels])
     with pytest.raises(UsageError, match="cannot read"):
-        read_labelled([tmp_path], label_file=tmp_path / "absent.csv")
+        read_labelled([tmp_path], label_files=[tmp_path / "absent.csv"])
 
 
 def test_unlabelled_mail_is_an_error_that_counts_and_names_it(tmp_path: Path) -> None:
@@ -151,7 +174,7 @@ def test_csv_rows_can_name_one_mbox_message(tmp_path: Path) -> None:
     )
     labels = tmp_path / "labels.csv"
     labels.write_text("path,article_share,favour_request\nmail.mbox#2,1,0\n")
-    dataset = read_labelled([box], label_file=labels, skip_unlabelled=True)
+    dataset = read_labelled([box], label_files=[labels], skip_unlabelled=True)
     assert [(m.id, dict(m.labels)) for m in dataset.messages] == [(f"{box}#2", ARTICLE)]
 
 
@@ -213,7 +236,7 @@ def test_a_label_csv_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     write(tmp_path / "mail" / "x.eml", mail())
     labels = tmp_path / "labels.csv"
     labels.write_bytes("\ufeffpath,article_share,favour_request\nmail/x.eml,1,0\n".encode())
-    assert by_name(read_labelled([tmp_path / "mail"], label_file=labels)) == {"x.eml": ARTICLE}
+    assert by_name(read_labelled([tmp_path / "mail"], label_files=[labels])) == {"x.eml": ARTICLE}
 
 
 @pytest.mark.parametrize(
@@ -229,7 +252,7 @@ def test_a_quote_never_closed_in_the_label_csv_is_named_with_its_line(tmp_path: 
     labels = tmp_path / "labels.csv"
     labels.write_text(text)
     with pytest.raises(UsageError, match=rf"labels.csv:{where}: a quote opened on or after this line never closes"):
-        read_labelled([tmp_path / "mail"], label_file=labels)
+        read_labelled([tmp_path / "mail"], label_files=[labels])
 
 
 def test_a_row_listed_twice_with_different_labels_is_refused(tmp_path: Path) -> None:
@@ -237,14 +260,14 @@ def test_a_row_listed_twice_with_different_labels_is_refused(tmp_path: Path) -> 
     labels = tmp_path / "labels.csv"
     labels.write_text("path,article_share,favour_request\nmail/x.eml,1,0\nmail/x.eml,0,0\n")
     with pytest.raises(UsageError, match="listed twice with different labels"):
-        read_labelled([tmp_path / "mail"], label_file=labels)
+        read_labelled([tmp_path / "mail"], label_files=[labels])
 
 
 def test_rows_that_name_no_message_are_counted_in_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write(tmp_path / "mail" / "x.eml", mail())
     labels = tmp_path / "labels.csv"
     labels.write_text("path,article_share,favour_request\nmail/x.eml,1,0\nmail/nothere.eml,1,0\n")
-    read_labelled([tmp_path / "mail"], label_file=labels)
+    read_labelled([tmp_path / "mail"], label_files=[labels])
     assert "1 rows of" in caplog.text and "nothere.eml" in caplog.text
 
 
