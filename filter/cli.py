@@ -473,7 +473,7 @@ def _senders(config: Config, args: argparse.Namespace) -> int:
         print(f"no state yet at {config.state_path}: run `ployfilter once` or `ployfilter run` first")
         return 0
     # No lock: the report only reads, and the daemon holding the lock must not stop it.
-    state = State.open(config.state_path, lock=False)
+    state = State.open_reader(config.state_path)
     try:
         now = time.time()
         since = now - args.days * 86400 if args.days else 0.0
@@ -510,7 +510,7 @@ def _export(config: Config, args: argparse.Namespace) -> int:
         state = State.in_memory()
     else:
         # No lock: export only reads the state, and the daemon holding the lock must not stop it.
-        state = State.open(config.state_path, lock=False)
+        state = State.open_reader(config.state_path)
 
     def one(account: AccountConfig, state: State) -> str:
         return _export_account(config, account, state, args).summary()
@@ -857,12 +857,17 @@ def _filter_keywords(
 
         fingerprint = fingerprint_key(Fingerprint(message_id_of(data), len(data), None))
         own = ledger_key(fingerprint, address, dated)
-        state = State.open(config.state_path, lock=False)
         try:
-            # As the daemon reads it: nothing dated later, and not this message (recorded from another account).
-            history = state.history(address, before=when, exclude=[own])
-        finally:
-            state.close()
+            state = State.open_reader(config.state_path)
+        except StateError as exc:
+            # A delivery filter must still answer: the message is judged as from a sender never seen.
+            log.warning("%s; judged without the sender's history", exc)
+        else:
+            try:
+                # As the daemon reads it: nothing dated later, and not this message (recorded from another account).
+                history = state.history(address, before=when, exclude=[own])
+            finally:
+                state.close()
     decision = decide(
         scores,
         thresholds,

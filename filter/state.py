@@ -258,6 +258,35 @@ class State:
         return cls(path, db, lock_file)
 
     @classmethod
+    def open_reader(cls, path: Path) -> State:
+        """The state read-only, beside a daemon that may hold the lock: for the reports and exports.
+
+        A reader never sets up or upgrades the schema (a daemon of the old version may still be writing
+        it), so a state from an older ployfilter is refused with what to do; its file is left untouched.
+        """
+        try:
+            db = sqlite3.connect(
+                f"{path.absolute().as_uri()}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=30.0,
+            )
+            row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        except sqlite3.Error as exc:
+            raise StateError(f"state_path: {path} is not a readable ployfilter state ({exc})") from exc
+        version = int(row[0]) if row and str(row[0]).isdigit() else 0
+        if version != SCHEMA_VERSION:
+            db.close()
+            if version > SCHEMA_VERSION:
+                raise StateError(f"state_path: {path} was written by a newer ployfilter (schema {version})")
+            raise StateError(
+                f"state_path: {path} is from an older ployfilter (schema {version}, now {SCHEMA_VERSION}); "
+                "restart the daemon, or run `ployfilter once`, to upgrade it, then run this again"
+            )
+        return cls(path, db, None)
+
+    @classmethod
     def in_memory(cls) -> State:
         """A state that lives as long as the process: for dry-run, which must leave no trace."""
         db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)

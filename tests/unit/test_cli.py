@@ -402,3 +402,28 @@ def test_headers_read_the_ledger_as_the_daemon_does_nothing_dated_later(tmp_path
     ask = b"From: s@growth.example\r\nDate: Mon, 02 Mar 2026 10:00:00 +0000\r\nSubject: x\r\n\r\nhelp?\r\n"
     scores = {"article_share": 0.1, "favour_request": 0.95}  # ...and an ask dated long before them
     assert filter.cli._filter_keywords(loaded, ask, "s@growth.example", scores, THRESHOLDS) == ("$PloyFavour",)
+
+
+def test_headers_still_answer_when_the_state_is_too_old_to_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sqlite3
+
+    state_path = tmp_path / "state.sqlite3"
+    old = sqlite3.connect(state_path)
+    old.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL); INSERT INTO meta VALUES ('schema', '3');"
+    )
+    old.commit()
+    old.close()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "accounts:\n  - {name: home, host: 127.0.0.1, security: plain, username: u, password_env: PW}\n"
+        f"state_path: {state_path}\n"
+    )
+    ask = b"From: s@growth.example\r\nSubject: x\r\n\r\nhelp?\r\n"
+    scores = {"article_share": 0.1, "favour_request": 0.95}
+    keywords = filter.cli._filter_keywords(load_config(config), ask, "s@growth.example", scores, THRESHOLDS)
+    assert keywords == ("$PloyFavour",)
+    assert "older ployfilter (schema 3, now 4)" in caplog.text and "judged without the sender's history" in caplog.text
+    assert sqlite3.connect(state_path).execute("SELECT value FROM meta").fetchone() == ("3",), "left for the daemon"

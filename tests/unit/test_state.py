@@ -373,6 +373,40 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         State.open(path)
 
 
+def test_a_reader_reads_beside_the_daemon_and_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    daemon = State.open(path)  # holds the lock
+    daemon.record("home", "INBOX", 7, "k1", judged(1, "ann@example.org", ("article_share",), 10.0), now=1.0)
+    reader = State.open_reader(path)
+    assert reader.history("ann@example.org").shares == (10.0,)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        reader.advance("home", "INBOX", 7, 9)
+    reader.close()
+    daemon.close()
+
+
+def test_a_reader_leaves_an_older_state_for_the_daemon_to_upgrade(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(V1_SCHEMA)
+    old.commit()
+    old.close()
+    before = path.read_bytes()
+    with pytest.raises(StateError, match=r"older ployfilter \(schema 1, now 4\); restart the daemon"):
+        State.open_reader(path)
+    assert path.read_bytes() == before
+    assert sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE name='received'").fetchone() is None
+
+
+def test_a_reader_refuses_what_is_not_a_state(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.sqlite3"
+    junk.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(StateError, match="not a readable ployfilter state"):
+        State.open_reader(junk)
+    with pytest.raises(StateError, match="not a readable ployfilter state"):
+        State.open_reader(tmp_path / "absent.sqlite3")
+
+
 def test_no_table_has_room_for_subjects_or_text(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite3"
     State.open(path).close()
