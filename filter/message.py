@@ -144,6 +144,10 @@ def _parse(data: bytes, max_text_chars: int) -> ParsedMessage:
     own, quoted, forwarded = split_text(body.main_text(), subject=subject)
     forwarded = _join(forwarded, body.forwarded_text())
     own, quoted, forwarded = _tidy(own), _tidy(quoted), _tidy(forwarded)
+    message_id, in_reply_to = head.text("Message-ID").strip(), head.text("In-Reply-To").strip()
+    if quoted and not own and not in_reply_to and not _REPLY_PREFIX.match(subject):
+        # Nothing of the sender's own above a quoted message, and no sign of a reply: it is passed on, not answered.
+        quoted, forwarded = "", _join(quoted, forwarded)
     name, address = parse_address(head.text("From"))
     to_count = _address_count(head.text("To")) + _address_count(head.text("Cc"))
     bulk = _frozen(
@@ -153,7 +157,6 @@ def _parse(data: bytes, max_text_chars: int) -> ParsedMessage:
         precedence=head.text("Precedence").strip(),
         auto_submitted=head.text("Auto-Submitted").strip(),
     )
-    message_id, in_reply_to = head.text("Message-ID").strip(), head.text("In-Reply-To").strip()
     limits.extend(body.limits)
     if head.truncated:
         limits.append("header")
@@ -655,6 +658,10 @@ class _Body:
         raw, clean = self._payload_bytes(part, cte)
         text, ok = decode_bytes(raw, _param(fields.str("content-type"), "charset") or None)
         self.defects += (0 if clean else 1) + (0 if ok else 1)
+        if ctype == "text/plain" and _looks_like_html(text):
+            ctype = "text/html"  # markup sent as plain text (old webmail, mail flattened by an archive)
+            self.has_html = True
+            text = _clean_qp_leftovers(text) if cte != "quoted-printable" else text
         if ctype == "text/html":
             if self.html_budget <= 0:
                 self.limits.append("text")
@@ -927,6 +934,18 @@ def _defuse_html(html: str) -> str:
     if html.find("<!--", tail) >= 0:
         html = html[:tail] + html[tail:].replace("<!--", "&lt;!--")
     return html
+
+
+# Tags that plain text almost never starts with and holds three of at once.
+_HTML_TAG = re.compile(r"<(?:html|head|body|p|br|div|font|table|tr|td|span|b|i|a|meta|!doctype)\b[^<>]{0,500}>", re.I)
+
+
+def _looks_like_html(text: str) -> bool:
+    """Whether a plain text part is HTML markup: it starts with a tag and has at least three known tags early on.
+
+    Plain prose that quotes a tag or two, or ends with markup pasted below it, stays plain."""
+    start = len(text) - len(text.lstrip())
+    return text[start : start + 1] == "<" and len(_HTML_TAG.findall(text, start, start + 5000)) >= 3
 
 
 def html_to_text(html: str) -> tuple[str, list[str]]:
@@ -1288,12 +1307,30 @@ _WORD = re.compile(r"[a-zàâäçéèêëîïôöûùüÿœæ']+")
 _EN = frozenset(
     ("the", "and", "to", "of", "you", "is", "that", "for", "it", "with", "this", "have", "be", "are")
     + ("your", "my", "we", "would", "could", "please", "thanks", "was", "will", "what", "about", "from")
-    + ("they", "i", "if", "can", "just", "not")
+    + ("they", "i", "if", "can", "just", "not", "in", "at", "hi", "hey", "so", "do", "has", "but", "all")
+    + ("our", "know", "see", "here", "there", "been", "how", "who", "get", "he", "she", "his", "her", "him")
+    + ("them", "their", "thank", "i'm", "it's", "don't", "thought", "some", "any", "when", "did", "should")
+    + ("which", "an", "or")
 )
 _FR = frozenset(  # disjoint from _EN: a word counts for one language only
     ("le", "la", "les", "et", "des", "un", "une", "est", "pour", "que", "qui", "dans", "vous", "je")
     + ("nous", "pas", "sur", "avec", "ce", "cette", "mon", "votre", "merci", "bonjour", "au", "du")
-    + ("mes", "vos", "être", "très", "suis", "ai")
+    + ("mes", "vos", "être", "très", "suis", "ai", "de", "à", "tu", "ça", "il", "elle", "mais", "ou", "où")
+    + ("nos", "ton", "ta", "tes", "te", "moi", "toi", "aux", "ses", "leur", "comme", "bien", "salut")
+    + ("coucou", "bises", "bisous", "cordialement", "oui", "voici", "aussi", "tout", "fait", "été", "avez")
+    + ("vu", "quand", "déjà", "sont", "peux", "pourriez")
+)
+# French elision at the start of a word: "c'est", "j'ai", "l'article", "qu'il" (no English word starts so).
+# Searched from the apostrophe, which the regex engine finds fast; the letters before it are checked after.
+_APOSTROPHE_WORD = re.compile(r"'[a-zàâäçéèêëîïôöûùüÿœæ]{2}")
+_ELIDING = frozenset(("c", "j", "l", "d", "m", "n", "s", "t", "qu"))
+# Common words of other languages (Spanish, German, Italian, Dutch, Portuguese) found in neither list:
+# a text made mostly of them is in no language the model knows, not French by a few shared words.
+_OTHER = frozenset(
+    ("el", "los", "las", "por", "para", "con", "es", "del", "muy", "gracias", "usted", "pero", "und", "ist")
+    + ("nicht", "ich", "sie", "mit", "zu", "auf", "das", "ein", "eine", "den", "dem", "wir", "di", "che")
+    + ("per", "sono", "della", "gli", "het", "een", "van", "niet", "ik", "zijn", "não", "você", "uma")
+    + ("sua", "seu", "agora")
 )
 
 
@@ -1302,16 +1339,33 @@ _ASCII_NON_WORD = str.maketrans({chr(c): " " for c in range(128) if not _WORD.fu
 
 
 def detect_language(text: str) -> str:
-    """ "en", "fr" or "unknown", from counts of common words in the first 2,000 characters."""
+    """ "en", "fr" or "unknown", from counts of common words in the first 2,000 characters.
+
+    Two words of one language are enough ("salut, regarde ça"), but a text mostly made of another
+    language's common words is "unknown"."""
     text = text[:2000].lower()
     words = text.translate(_ASCII_NON_WORD).split() if text.isascii() else _WORD.findall(text)
     en = sum(map(_EN.__contains__, words))
-    fr = sum(map(_FR.__contains__, words))
-    if en + fr < 3:
+    fr = sum(map(_FR.__contains__, words)) + (_elisions(text) if "'" in text else 0)
+    if en + fr < 2 or sum(map(_OTHER.__contains__, words)) > max(en, fr):
         return "unknown"
     if fr > en:
         return "fr"
     return "en"
+
+
+def _elisions(text: str) -> int:
+    """How many words of ``text`` (lower case) start with a French elision."""
+    count = 0
+    for found in _APOSTROPHE_WORD.finditer(text):
+        start = found.start()
+        head = text[max(0, start - 3) : start]
+        for prefix in ("qu", head[-1:]):
+            before = head[: -len(prefix)][-1:]
+            if head.endswith(prefix) and prefix in _ELIDING and not (before.isalpha() or before == "'"):
+                count += 1
+                break
+    return count
 
 
 def _has_words(text: str, count: int) -> bool:

@@ -295,6 +295,50 @@ def test_language_is_detected_as_english_or_french() -> None:
     assert parse("newsletter_en.eml").language == "en"
 
 
+def test_short_informal_mail_gets_a_language() -> None:
+    assert detect_language("Salut, regarde ça") == "fr"
+    assert detect_language("Ma chérie, regarde comme c'est beau") == "fr"  # elided forms count for French
+    assert detect_language("hi, see this") == "en"
+    assert detect_language("Thanks") == "unknown"  # one word says too little
+
+
+def test_other_languages_are_not_taken_for_french() -> None:
+    # Spanish shares "de" and "la" with French, but its own common words outnumber them; German too
+    assert detect_language("Hola, muchas gracias por el correo de la semana, es muy bueno para los dos") == "unknown"
+    assert detect_language("Wir haben uns lange nicht gesehen, und ich denke an die Zeit mit dir") == "unknown"
+
+
+def _plain(body: str, subject: str = "Hello", extra: str = "") -> bytes:
+    head = f"From: a@example.org\r\nSubject: {subject}\r\n{extra}Content-Type: text/plain; charset=utf-8\r\n\r\n"
+    return (head + body).encode()
+
+
+def test_html_sent_as_plain_text_is_read_as_html() -> None:
+    body = "<P>&nbsp;<BR><FONT SIZE=2>Read this one,</FONT><BR><B>it is good</B></P>\r\n"
+    msg = parse_message(_plain(body))
+    assert msg.own_text == "Read this one,\nit is good"
+    assert msg.has_html
+
+
+def test_plain_text_about_tags_stays_plain() -> None:
+    body = "Use <br> for a line break and <p> for a paragraph, not <div>.\r\n"
+    msg = parse_message(_plain(body))
+    assert "<br>" in msg.own_text
+    assert not msg.has_html
+
+
+def test_a_quoted_message_with_nothing_above_it_is_forwarded_unless_a_reply() -> None:
+    body = "On Mon, 3 Mar 2003, Jo Smith <jo@example.org> wrote:\r\n> The whole story is below.\r\n> Enjoy it.\r\n"
+    passed_on = parse_message(_plain(body, subject="Funny"))
+    assert passed_on.own_text == passed_on.quoted_text == ""
+    assert "The whole story is below." in passed_on.forwarded_text
+    reply = parse_message(_plain(body, subject="Re: Funny"))
+    assert "The whole story is below." in reply.quoted_text
+    assert reply.forwarded_text == ""
+    threaded = parse_message(_plain(body, subject="Funny", extra="In-Reply-To: <1@example.org>\r\n"))
+    assert threaded.forwarded_text == ""
+
+
 @pytest.mark.corpus
 def test_cpython_email_fixtures_all_parse() -> None:
     fixtures = CORPUS / "python-test-email"
