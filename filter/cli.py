@@ -235,7 +235,8 @@ Unreadable, empty or binary files are skipped with a warning."""
 
 
 def _data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", nargs="+", type=Path, metavar="DATA", help="mail to read (see above)")
+    # "*", not "+": with DATA missing, say why (a --labels given first takes the paths after it)
+    parser.add_argument("data", nargs="*", type=Path, metavar="DATA", help="mail to read (see above)")
     parser.add_argument(
         "--labels", type=Path, metavar="CSV", nargs="+", action="extend", default=[], help="label files (see above)"
     )
@@ -307,8 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "classify":
             return _classify(args)
         if args.command == "train":
+            _need_data(args)
             return _train(args)
         if args.command == "evaluate":
+            _need_data(args)
             return _evaluate(args)
         if args.command == "demo":
             from filter.demo import run_demo
@@ -907,6 +910,14 @@ def with_headers(
         end = data.find(b"\n") + 1 or len(data)
         return data[:end] + headers + data[end:]
     return headers + data
+
+
+def _need_data(args: argparse.Namespace) -> None:
+    if not args.data:
+        raise UsageError(
+            f"{args.command}: no DATA to read; give the mail folders or files first: --labels takes every path "
+            "after it (or end its list with --)"
+        )
 
 
 def _train(args: argparse.Namespace) -> int:

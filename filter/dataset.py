@@ -127,7 +127,7 @@ def read_labelled(
     """
     if group_by not in GROUP_BY:
         raise UsageError(f"group by {group_by!r}: expected one of {', '.join(GROUP_BY)}")
-    by_file = {path: read_csv_labels(path) for path in dict.fromkeys(label_files)}
+    by_file = {path: read_csv_labels(path) for path in {_resolved(f): f for f in label_files}.values()}
     csv_labels = _merged(by_file)
     names = ", ".join(map(str, by_file))
     dataset = Dataset(labels_from=f"{names} and folder names" if by_file else "folder names")
@@ -222,6 +222,11 @@ def read_csv_labels(path: Path) -> dict[tuple[Path, int | None], Mapping[str, bo
     """
     from filter.train import read_label_file
 
+    if path.is_dir():
+        raise UsageError(
+            f"--labels {path}: a folder, not a label file; --labels takes every path after it, so give DATA first "
+            "(or end its list with --)"
+        )
     try:
         rows = read_label_file(path, id_column="path", source="labels")
     except OSError as exc:

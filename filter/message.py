@@ -31,6 +31,7 @@ import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from email.parser import BytesParser
+from html import unescape as _unescape
 from html.parser import HTMLParser
 from typing import NamedTuple, TypeVar
 
@@ -145,8 +146,7 @@ def _parse(data: bytes, max_text_chars: int) -> ParsedMessage:
     forwarded = _join(forwarded, body.forwarded_text())
     own, quoted, forwarded = _tidy(own), _tidy(quoted), _tidy(forwarded)
     message_id, in_reply_to = head.text("Message-ID").strip(), head.text("In-Reply-To").strip()
-    if quoted and not own and not in_reply_to and not _REPLY_PREFIX.match(subject):
-        # Nothing of the sender's own above a quoted message, and no sign of a reply: it is passed on, not answered.
+    if quoted and not own and _passed_on(quoted, subject, in_reply_to or head.text("References").strip()):
         quoted, forwarded = "", _join(quoted, forwarded)
     name, address = parse_address(head.text("From"))
     to_count = _address_count(head.text("To")) + _address_count(head.text("Cc"))
@@ -181,6 +181,19 @@ def _parse(data: bytes, max_text_chars: int) -> ParsedMessage:
         defects=head.defects + body.defects + stripped,
         error="",
     )
+
+
+# A reply's subject, after any list tags: "Re: x", "[team] Re: x", "Re[2]: x", "AW: x".
+_REPLY_SUBJECT = re.compile(r"^\s*(?:\[[^\]]{0,80}\]\s*)*(?:re|aw|réf|ref|sv)(?:\[\d{1,4}\])?\s*:", re.I)
+# A header block's subject line, as forwards and Outlook-style quotes show the message they carry.
+_QUOTED_SUBJECT_LINE = re.compile(r"^[>\s]*(?:subject|objet|sujet|betreff)\s?:", re.I | re.M)
+
+
+def _passed_on(quoted: str, subject: str, thread: str) -> bool:
+    """Whether a message whose only text is a quoted one passes it on rather than answers it: it is no reply
+    (no In-Reply-To or References, no reply prefix) and the quoted part shows the message's own headers, as a
+    forward does, rather than an "On ... wrote:" line, under or over which a reply may have been written."""
+    return not thread and not _REPLY_SUBJECT.match(subject) and bool(_QUOTED_SUBJECT_LINE.search(quoted, 0, 1500))
 
 
 def _frozen(cls: type[_T], **fields: object) -> _T:
@@ -658,10 +671,6 @@ class _Body:
         raw, clean = self._payload_bytes(part, cte)
         text, ok = decode_bytes(raw, _param(fields.str("content-type"), "charset") or None)
         self.defects += (0 if clean else 1) + (0 if ok else 1)
-        if ctype == "text/plain" and _looks_like_html(text):
-            ctype = "text/html"  # markup sent as plain text (old webmail, mail flattened by an archive)
-            self.has_html = True
-            text = _clean_qp_leftovers(text) if cte != "quoted-printable" else text
         if ctype == "text/html":
             if self.html_budget <= 0:
                 self.limits.append("text")
@@ -675,6 +684,10 @@ class _Body:
             text = _clean_qp_leftovers(text) if cte != "quoted-printable" else text
             if "begin " in text:
                 text = self._take_uuencoded(text)
+            if _looks_like_html(text):  # markup sent as plain text (old webmail, mail flattened by an archive)
+                self.has_html = True
+                text, hrefs = _strip_tags(text)
+                self.hrefs.extend(hrefs)
             kind = "plain"
         if len(text) > self.budget:
             text = text[: self.budget]
@@ -936,8 +949,14 @@ def _defuse_html(html: str) -> str:
     return html
 
 
-# Tags that plain text almost never starts with and holds three of at once.
-_HTML_TAG = re.compile(r"<(?:html|head|body|p|br|div|font|table|tr|td|span|b|i|a|meta|!doctype)\b[^<>]{0,500}>", re.I)
+# Tags that plain text almost never starts with and holds three of at once. The name must end the word
+# ("<b>", "<a href"): "<a.smith@example.org>" is an address.
+_HTML_TAG = re.compile(
+    r"</?(?:html|head|body|p|br|div|font|table|tr|td|span|b|i|a|meta|!doctype)(?=[\s/>])[^<>]{0,500}>", re.I
+)
+_BREAKING_TAG = re.compile(r"<(?:br|/?p|/?div|/?tr|/?li|/?h[1-6]|/?table)(?=[\s/>])[^<>]{0,500}>", re.I)
+_ANY_TAG = re.compile(r"<(?:/?[a-z][a-z0-9]*(?=[\s/>])|!doctype)[^<>]{0,500}>|<!--|-->", re.I)
+_HREF = re.compile(r"""\bhref\s*=\s*["']?([^"'\s<>]{1,2000})""", re.I)
 
 
 def _looks_like_html(text: str) -> bool:
@@ -946,6 +965,14 @@ def _looks_like_html(text: str) -> bool:
     Plain prose that quotes a tag or two, or ends with markup pasted below it, stays plain."""
     start = len(text) - len(text.lstrip())
     return text[start : start + 1] == "<" and len(_HTML_TAG.findall(text, start, start + 5000)) >= 3
+
+
+def _strip_tags(text: str) -> tuple[str, list[str]]:
+    """Markup sent as plain text, as its reader sees it without the tags: every word kept (what a style or
+    script element holds too, since a plain-text reader shows it), line breaks where the tags break lines."""
+    hrefs = [h for h in _HREF.findall(text, 0, 200_000) if h.lower().startswith(("http://", "https://"))]
+    text = _ANY_TAG.sub("", _BREAKING_TAG.sub("\n", text))
+    return _unescape(text), hrefs[:MAX_LINKS]
 
 
 def html_to_text(html: str) -> tuple[str, list[str]]:
@@ -1303,7 +1330,9 @@ def _trim_url(url: str) -> str:
     return url
 
 
-_WORD = re.compile(r"[a-zàâäçéèêëîïôöûùüÿœæ']+")
+_WORD = re.compile(
+    r"[a-zàâäçéèêëîïôöûùüÿœæáíóúñãõ']+"
+)  # French letters, and enough to keep Spanish and Portuguese words whole
 _EN = frozenset(
     ("the", "and", "to", "of", "you", "is", "that", "for", "it", "with", "this", "have", "be", "are")
     + ("your", "my", "we", "would", "could", "please", "thanks", "was", "will", "what", "about", "from")
@@ -1320,17 +1349,21 @@ _FR = frozenset(  # disjoint from _EN: a word counts for one language only
     + ("coucou", "bises", "bisous", "cordialement", "oui", "voici", "aussi", "tout", "fait", "été", "avez")
     + ("vu", "quand", "déjà", "sont", "peux", "pourriez")
 )
-# French elision at the start of a word: "c'est", "j'ai", "l'article", "qu'il" (no English word starts so).
+# French elision at the start of a word: "c'est", "j'ai", "l'a", "qu'il" (no English word starts so).
 # Searched from the apostrophe, which the regex engine finds fast; the letters before it are checked after.
-_APOSTROPHE_WORD = re.compile(r"'[a-zàâäçéèêëîïôöûùüÿœæ]{2}")
+_APOSTROPHE_WORD = re.compile(r"'[a-zàâäçéèêëîïôöûùüÿœæ]")
 _ELIDING = frozenset(("c", "j", "l", "d", "m", "n", "s", "t", "qu"))
-# Common words of other languages (Spanish, German, Italian, Dutch, Portuguese) found in neither list:
-# a text made mostly of them is in no language the model knows, not French by a few shared words.
+# Common words of other languages (Spanish, Italian, Portuguese, Catalan, German, Dutch) found in neither
+# list: a text made mostly of them is in no language the model knows, not French by a shared "de" or "la".
 _OTHER = frozenset(
-    ("el", "los", "las", "por", "para", "con", "es", "del", "muy", "gracias", "usted", "pero", "und", "ist")
-    + ("nicht", "ich", "sie", "mit", "zu", "auf", "das", "ein", "eine", "den", "dem", "wir", "di", "che")
-    + ("per", "sono", "della", "gli", "het", "een", "van", "niet", "ik", "zijn", "não", "você", "uma")
-    + ("sua", "seu", "agora")
+    ("el", "los", "las", "por", "para", "con", "es", "del", "muy", "mucho", "hola", "este", "esta", "hoy")
+    + ("creo", "gracias", "usted", "pero", "porque", "también", "más", "buenos", "días", "tiene", "qué")
+    + ("ciao", "ti", "mi", "di", "che", "sono", "della", "gli", "questo", "questa", "molto", "è")
+    + ("hai", "ho", "anche", "grazie", "buongiorno", "olá", "oi", "você", "não", "uma", "muito", "tudo")
+    + ("bem", "obrigado", "obrigada", "em", "da", "sua", "seu", "agora", "amb", "els", "és", "molt", "què")
+    + ("vaig", "und", "ist", "nicht", "ich", "sie", "mit", "zu", "auf", "das", "ein", "eine", "den", "dem")
+    + ("wir", "der", "hast", "hallo", "guten", "mir", "het", "een", "van", "niet", "ik", "zijn")
+    + ("heb", "maar", "wat", "voor", "ook", "echt", "hoi")
 )
 
 
@@ -1344,10 +1377,12 @@ def detect_language(text: str) -> str:
     Two words of one language are enough ("salut, regarde ça"), but a text mostly made of another
     language's common words is "unknown"."""
     text = text[:2000].lower()
+    if "\u2019" in text:
+        text = text.replace("\u2019", "'")  # the apostrophe phones and word processors type
     words = text.translate(_ASCII_NON_WORD).split() if text.isascii() else _WORD.findall(text)
     en = sum(map(_EN.__contains__, words))
     fr = sum(map(_FR.__contains__, words)) + (_elisions(text) if "'" in text else 0)
-    if en + fr < 2 or sum(map(_OTHER.__contains__, words)) > max(en, fr):
+    if en + fr < 2 or sum(map(_OTHER.__contains__, words)) >= max(en, fr):
         return "unknown"
     if fr > en:
         return "fr"

@@ -264,6 +264,7 @@ class State:
         A reader never sets up or upgrades the schema (a daemon of the old version may still be writing
         it), so a state from an older ployfilter is refused with what to do; its file is left untouched.
         """
+        db: sqlite3.Connection | None = None
         try:
             db = sqlite3.connect(
                 f"{path.absolute().as_uri()}?mode=ro",
@@ -274,6 +275,14 @@ class State:
             )
             row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         except sqlite3.Error as exc:
+            if db is not None:
+                db.close()
+            if "readonly" in str(exc) and not os.access(path.parent, os.W_OK):
+                # SQLite's write-ahead log needs its -shm file, made beside the state when no daemon has it open
+                raise StateError(
+                    f"state_path: cannot read {path}: {path.parent} is not writable for this user, and SQLite "
+                    "needs to create its -shm file there while no daemon runs; run as the daemon's user"
+                ) from exc
             raise StateError(f"state_path: {path} is not a readable ployfilter state ({exc})") from exc
         version = int(row[0]) if row and str(row[0]).isdigit() else 0
         if version != SCHEMA_VERSION:

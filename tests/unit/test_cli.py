@@ -427,3 +427,13 @@ def test_headers_still_answer_when_the_state_is_too_old_to_read(
     assert keywords == ("$PloyFavour",)
     assert "older ployfilter (schema 3, now 4)" in caplog.text and "judged without the sender's history" in caplog.text
     assert sqlite3.connect(state_path).execute("SELECT value FROM meta").fetchone() == ("3",), "left for the daemon"
+
+
+def test_labels_given_before_data_are_explained(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    hard_cases = Path(__file__).resolve().parents[1] / "data" / "hard-cases"
+    labels = str(hard_cases / "expected.csv")
+    assert main(["evaluate", "--labels", labels, str(hard_cases)]) == 2
+    assert "evaluate: no DATA to read; give the mail folders or files first" in caplog.text
+    caplog.clear()
+    assert main(["evaluate", str(hard_cases), "--labels", labels, str(hard_cases)]) == 2
+    assert "a folder, not a label file; --labels takes every path after it, so give DATA first" in caplog.text

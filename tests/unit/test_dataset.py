@@ -307,3 +307,12 @@ def test_label_csv_rows_spreadsheets_write_are_read(tmp_path: Path, row: str, no
     labels.write_text(f"path,article_share,favour_request,note\n{row}\n")
     (only,) = read_label_file(labels, id_column="path")
     assert (only.id, only.labels, only.note) == ("mail/x.eml", ARTICLE, note)
+
+
+def test_one_label_file_named_twice_is_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path / "x.eml", mail())
+    labels = write(tmp_path / "labels.csv", b"path,article_share,favour_request\nx.eml,1,0\n")
+    monkeypatch.chdir(tmp_path)
+    dataset = read_labelled([tmp_path / "x.eml"], label_files=[labels, Path("labels.csv"), Path("./labels.csv")])
+    assert by_name(dataset) == {"x.eml": ARTICLE}
+    assert dataset.labels_from.count("labels.csv") == 1

@@ -298,6 +298,7 @@ def test_language_is_detected_as_english_or_french() -> None:
 def test_short_informal_mail_gets_a_language() -> None:
     assert detect_language("Salut, regarde ça") == "fr"
     assert detect_language("Ma chérie, regarde comme c'est beau") == "fr"  # elided forms count for French
+    assert detect_language("c\u2019est top, regarde l\u2019article") == "fr"  # with a phone's apostrophe too
     assert detect_language("hi, see this") == "en"
     assert detect_language("Thanks") == "unknown"  # one word says too little
 
@@ -306,6 +307,9 @@ def test_other_languages_are_not_taken_for_french() -> None:
     # Spanish shares "de" and "la" with French, but its own common words outnumber them; German too
     assert detect_language("Hola, muchas gracias por el correo de la semana, es muy bueno para los dos") == "unknown"
     assert detect_language("Wir haben uns lange nicht gesehen, und ich denke an die Zeit mit dir") == "unknown"
+    assert detect_language("Ciao, ti mando il link per la mostra di domani, che ne dici? Un bacio") == "unknown"
+    assert detect_language("Olá, você viu o artigo que te mandei? É muito bom, um abraço") == "unknown"
+    assert detect_language("Per our call: see the El Paso and Los Angeles numbers for Las Vegas") == "en"
 
 
 def _plain(body: str, subject: str = "Hello", extra: str = "") -> bytes:
@@ -313,30 +317,66 @@ def _plain(body: str, subject: str = "Hello", extra: str = "") -> bytes:
     return (head + body).encode()
 
 
-def test_html_sent_as_plain_text_is_read_as_html() -> None:
-    body = "<P>&nbsp;<BR><FONT SIZE=2>Read this one,</FONT><BR><B>it is good</B></P>\r\n"
+def test_html_sent_as_plain_text_is_read_without_its_tags() -> None:
+    body = (
+        '<P>&nbsp;<BR><FONT SIZE=2>Read this one,</FONT><BR><B>it is <a href="https://n.example/x">good</a></B></P>\r\n'
+    )
     msg = parse_message(_plain(body))
     assert msg.own_text == "Read this one,\nit is good"
     assert msg.has_html
+    assert msg.links == ("https://n.example/x",)
 
 
-def test_plain_text_about_tags_stays_plain() -> None:
+def test_markup_sent_as_plain_text_hides_none_of_its_words() -> None:
+    # a plain-text reader shows everything: nothing after <style> or in a comment may escape the filter
+    body = "<b>Hi Ann</b><br><br><style>\r\nCould you pass my CV to your HR team?\r\n<!-- and a word -->\r\n"
+    msg = parse_message(_plain(body))
+    assert "Could you pass my CV to your HR team?" in msg.own_text and "and a word" in msg.own_text
+
+
+def test_markup_sent_as_plain_text_keeps_its_lines_and_quotes() -> None:
+    body = "<b>URGENT</b> <i>please</i> <b>read</b>\r\n\r\nCan you send me the file?\r\n\r\n"
+    body += "-----Original Message-----\r\nFrom: Bob\r\nSent: Monday\r\nSubject: file\r\n\r\nHere it is.\r\n"
+    msg = parse_message(_plain(body, subject="Re: file"))
+    assert msg.own_text == "URGENT please read\n\nCan you send me the file?"
+    assert "Here it is." in msg.quoted_text
+
+
+def test_plain_text_about_tags_or_with_addresses_stays_plain() -> None:
     body = "Use <br> for a line break and <p> for a paragraph, not <div>.\r\n"
     msg = parse_message(_plain(body))
     assert "<br>" in msg.own_text
     assert not msg.has_html
+    addresses = "<a.smith@example.com>\r\n<b.jones@example.com>\r\n<i.lee@example.com>\r\nPlease add them.\r\n"
+    assert parse_message(_plain(addresses)).own_text.startswith("<a.smith@example.com>")
+
+
+def test_markup_sent_as_plain_text_stays_beside_a_list_footer() -> None:
+    data = (
+        "From: a@example.org\r\nSubject: look\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+        "Content-Type: text/plain\r\n\r\n<html><body><p>Have a look at this article.</p><p>Ann</p></body></html>\r\n"
+        "--b\r\nContent-Type: text/plain\r\n\r\n____\r\nFriends mailing list\r\nFriends@lists.example.org\r\n--b--\r\n"
+    )
+    assert "Have a look at this article." in parse_message(data.encode()).own_text
 
 
 def test_a_quoted_message_with_nothing_above_it_is_forwarded_unless_a_reply() -> None:
-    body = "On Mon, 3 Mar 2003, Jo Smith <jo@example.org> wrote:\r\n> The whole story is below.\r\n> Enjoy it.\r\n"
+    body = "-----Original Message-----\r\nFrom: Jo\r\nSent: Monday\r\nSubject: funny\r\n\r\nThe whole story.\r\n"
     passed_on = parse_message(_plain(body, subject="Funny"))
     assert passed_on.own_text == passed_on.quoted_text == ""
-    assert "The whole story is below." in passed_on.forwarded_text
-    reply = parse_message(_plain(body, subject="Re: Funny"))
-    assert "The whole story is below." in reply.quoted_text
-    assert reply.forwarded_text == ""
-    threaded = parse_message(_plain(body, subject="Funny", extra="In-Reply-To: <1@example.org>\r\n"))
-    assert threaded.forwarded_text == ""
+    assert "The whole story." in passed_on.forwarded_text
+    for subject, extra in [
+        ("Re: Funny", ""),
+        ("[friends] Re: Funny", ""),
+        ("Re[2]: Funny", ""),
+        ("Funny", "In-Reply-To: <1@example.org>\r\n"),
+        ("Funny", "References: <1@example.org>\r\n"),
+    ]:
+        reply = parse_message(_plain(body, subject=subject, extra=extra))
+        assert "The whole story." in reply.quoted_text and reply.forwarded_text == "", subject
+    # "On ... wrote:" is a reply's quote, with the answer perhaps written below it
+    bottom = "On Mon, Jo wrote:\r\n> Can you come to lunch?\r\n\r\nYes, I will be there.\r\n"
+    assert parse_message(_plain(bottom, subject="Lunch")).forwarded_text == ""
 
 
 @pytest.mark.corpus

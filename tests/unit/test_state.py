@@ -491,3 +491,18 @@ def test_copies_the_old_key_had_merged_stay_one_message_after_the_upgrade(tmp_pa
     state = State.open(path)
     assert state.senders()[0].shares == 1
     state.close()
+
+
+def test_a_reader_without_write_access_to_the_folder_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # as another user, with no daemon holding the -shm file, SQLite cannot create it; root cannot be refused,
+    # so the refusal is played here
+    path = tmp_path / "s.sqlite3"
+    State.open(path).close()
+
+    def refused(*args: object, **kwargs: object) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(sqlite3, "connect", refused)
+    monkeypatch.setattr("filter.state.os.access", lambda *args: False)
+    with pytest.raises(StateError, match=r"is not writable for this user.*run as the daemon's user"):
+        State.open_reader(path)
