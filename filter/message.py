@@ -186,14 +186,18 @@ def _parse(data: bytes, max_text_chars: int) -> ParsedMessage:
 # A reply's subject, after any list tags: "Re: x", "[team] Re: x", "Re[2]: x", "AW: x".
 _REPLY_SUBJECT = re.compile(r"^\s*(?:\[[^\]]{0,80}\]\s*)*(?:re|aw|réf|ref|sv)(?:\[\d{1,4}\])?\s*:", re.I)
 # A header block's subject line, as forwards and Outlook-style quotes show the message they carry.
-_QUOTED_SUBJECT_LINE = re.compile(r"^[>\s]*(?:subject|objet|sujet|betreff)\s?:", re.I | re.M)
+_QUOTED_SUBJECT_LINE = re.compile(r"^(?:>|[^\S\n])*(?:subject|objet|sujet|betreff)\s?:", re.I | re.M)
+# The line a reply's quote opens with: "On Mon, Jo wrote:", "Le lundi, Jo a écrit :".
+_WROTE = re.compile(r"(?:\bwrote|\ba écrit|\bschrieb)\s?:", re.I)
 
 
 def _passed_on(quoted: str, subject: str, thread: str) -> bool:
     """Whether a message whose only text is a quoted one passes it on rather than answers it: it is no reply
     (no In-Reply-To or References, no reply prefix) and the quoted part shows the message's own headers, as a
     forward does, rather than an "On ... wrote:" line, under or over which a reply may have been written."""
-    return not thread and not _REPLY_SUBJECT.match(subject) and bool(_QUOTED_SUBJECT_LINE.search(quoted, 0, 1500))
+    if thread or _REPLY_SUBJECT.match(subject) or _WROTE.search(quoted, 0, 1500):
+        return False
+    return bool(_QUOTED_SUBJECT_LINE.search(quoted, 0, 1500))
 
 
 def _frozen(cls: type[_T], **fields: object) -> _T:
@@ -686,6 +690,11 @@ class _Body:
                 text = self._take_uuencoded(text)
             if _looks_like_html(text):  # markup sent as plain text (old webmail, mail flattened by an archive)
                 self.has_html = True
+                if self.html_budget <= 0:  # markup costs what an HTML part's does, words or not
+                    self.limits.append("text")
+                    return
+                text = text[: self.html_budget]
+                self.html_budget -= len(text)
                 text, hrefs = _strip_tags(text)
                 self.hrefs.extend(hrefs)
             kind = "plain"

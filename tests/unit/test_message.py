@@ -351,6 +351,15 @@ def test_plain_text_about_tags_or_with_addresses_stays_plain() -> None:
     assert parse_message(_plain(addresses)).own_text.startswith("<a.smith@example.com>")
 
 
+def test_markup_sent_as_plain_text_is_read_from_the_html_allowance() -> None:
+    # parts of bare markup strip to nothing: they must still use up what reading markup may cost
+    part = "Content-Type: text/plain\r\n\r\n" + "<p></p>" * 20_000 + "\r\n"
+    data = "From: a@example.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+    data += "".join(f"--b\r\n{part}" for _ in range(60)) + "--b--\r\n"
+    msg = parse_message(data.encode(), max_text_chars=100_000)
+    assert "text" in msg.limits_hit
+
+
 def test_markup_sent_as_plain_text_stays_beside_a_list_footer() -> None:
     data = (
         "From: a@example.org\r\nSubject: look\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
@@ -374,12 +383,15 @@ def test_a_quoted_message_with_nothing_above_it_is_forwarded_unless_a_reply() ->
     ]:
         reply = parse_message(_plain(body, subject=subject, extra=extra))
         assert "The whole story." in reply.quoted_text and reply.forwarded_text == "", subject
-    # "On ... wrote:" is a reply's quote, with the answer perhaps written below it
+    # "On ... wrote:" is a reply's quote, with the answer perhaps written below it, even over quoted headers
     bottom = "On Mon, Jo wrote:\r\n> Can you come to lunch?\r\n\r\nYes, I will be there.\r\n"
     assert parse_message(_plain(bottom, subject="Lunch")).forwarded_text == ""
+    over_headers = (
+        "On Mon, Jo wrote:\r\n> ---------- Forwarded message ----------\r\n> Subject: lunch\r\n> Noon?\r\n\r\nYes.\r\n"
+    )
+    assert parse_message(_plain(over_headers, subject="Lunch")).forwarded_text == ""
 
 
-@pytest.mark.corpus
 def test_cpython_email_fixtures_all_parse() -> None:
     fixtures = CORPUS / "python-test-email"
     if not fixtures.is_dir():
