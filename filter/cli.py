@@ -979,7 +979,7 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError(f"train: cannot train on these {len(examples)} messages ({exc})") from exc
     metrics["cv"]["grouped_by"] = "sender address" if args.group_by == "sender" else "folder or mailbox"
     summary = training_summary(examples)
-    summary["label_files"] = [str(f) for f in dict.fromkeys(args.labels)]
+    summary["label_files"] = [str(f) for f in data.label_files]
     summary["labels_from"] = data.labels_from
     summary["left_out"] = {
         "unreadable": len(data.unreadable),

@@ -79,7 +79,11 @@ class Dataset:
     unlabelled: list[str] = field(default_factory=list)
     undecided: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
-    labels_from: str = "folder names"
+    label_files: list[Path] = field(default_factory=list)  # each read once, however often it was named
+
+    @property
+    def labels_from(self) -> str:
+        return f"{', '.join(map(str, self.label_files))} and folder names" if self.label_files else "folder names"
 
 
 @dataclass(frozen=True)
@@ -129,8 +133,7 @@ def read_labelled(
         raise UsageError(f"group by {group_by!r}: expected one of {', '.join(GROUP_BY)}")
     by_file = {path: read_csv_labels(path) for path in {_resolved(f): f for f in label_files}.values()}
     csv_labels = _merged(by_file)
-    names = ", ".join(map(str, by_file))
-    dataset = Dataset(labels_from=f"{names} and folder names" if by_file else "folder names")
+    dataset = Dataset(label_files=list(by_file))
     seen: set[tuple[Path, int | None]] = set()
     to_read: list[tuple[_Source, Mapping[str, bool]]] = []
     matched: set[tuple[Path, int | None]] = set()
@@ -154,7 +157,7 @@ def read_labelled(
         to_read.append((source, labels))
     for label_file, rows in by_file.items():
         _warn_unmatched(label_file, rows, matched)
-    _check_unlabelled(dataset, list(by_file), skip_unlabelled)
+    _check_unlabelled(dataset, dataset.label_files, skip_unlabelled)
     for source, labels, data in _read_all(to_read, max_bytes, dataset.unreadable):
         message = parse_message(data)
         if message.error:

@@ -1339,9 +1339,8 @@ def _trim_url(url: str) -> str:
     return url
 
 
-_WORD = re.compile(
-    r"[a-zàâäçéèêëîïôöûùüÿœæáíóúñãõ']+"
-)  # French letters, and enough to keep Spanish and Portuguese words whole
+# French letters, and enough others to keep Spanish and Portuguese words whole
+_WORD = re.compile(r"[a-zàâäçéèêëîïôöûùüÿœæáíóúñãõ']+")
 _EN = frozenset(
     ("the", "and", "to", "of", "you", "is", "that", "for", "it", "with", "this", "have", "be", "are")
     + ("your", "my", "we", "would", "could", "please", "thanks", "was", "will", "what", "about", "from")

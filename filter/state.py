@@ -247,8 +247,7 @@ class State:
             except OSError as exc:
                 raise StateError(f"state_path: cannot lock {path} ({exc.strerror})") from exc
         try:
-            # A reader beside the daemon (senders, export) may wait for a write of the daemon's.
-            db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
+            db = _connect(str(path))
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             _init_schema(db, path)
@@ -266,13 +265,7 @@ class State:
         """
         db: sqlite3.Connection | None = None
         try:
-            db = sqlite3.connect(
-                f"{path.absolute().as_uri()}?mode=ro",
-                uri=True,
-                isolation_level=None,
-                check_same_thread=False,
-                timeout=30.0,
-            )
+            db = _connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
             row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         except sqlite3.Error as exc:
             if db is not None:
@@ -287,8 +280,7 @@ class State:
         version = int(row[0]) if row and str(row[0]).isdigit() else 0
         if version != SCHEMA_VERSION:
             db.close()
-            if version > SCHEMA_VERSION:
-                raise StateError(f"state_path: {path} was written by a newer ployfilter (schema {version})")
+            _refuse_newer(path, version)
             raise StateError(
                 f"state_path: {path} is from an older ployfilter (schema {version}, now {SCHEMA_VERSION}); "
                 "restart the daemon, or run `ployfilter once`, to upgrade it, then run this again"
@@ -725,6 +717,16 @@ class State:
         return _Transaction(self._db)
 
 
+def _connect(target: str, *, uri: bool = False) -> sqlite3.Connection:
+    # A reader beside the daemon (senders, export) may wait for a write of the daemon's.
+    return sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False, timeout=30.0)
+
+
+def _refuse_newer(path: Path, version: int) -> None:
+    if version > SCHEMA_VERSION:
+        raise StateError(f"state_path: {path} was written by a newer ployfilter (schema {version})")
+
+
 def _init_schema(db: sqlite3.Connection, path: Path) -> None:
     db.executescript(_SCHEMA)
     columns = {row[1] for row in db.execute("PRAGMA table_info(decisions)")}
@@ -734,9 +736,10 @@ def _init_schema(db: sqlite3.Connection, path: Path) -> None:
     row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
     if row is None:
         db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-    elif int(row[0]) > SCHEMA_VERSION:
-        raise StateError(f"state_path: {path} was written by a newer ployfilter (schema {row[0]})")
-    elif int(row[0]) < SCHEMA_VERSION:
+        return
+    version = int(row[0])
+    _refuse_newer(path, version)
+    if version < SCHEMA_VERSION:
         _rekey_ledger(db)  # 2 or 3 -> 4; it writes the new version in the same transaction
 
 

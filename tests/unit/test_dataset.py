@@ -316,3 +316,4 @@ def test_one_label_file_named_twice_is_read_once(tmp_path: Path, monkeypatch: py
     dataset = read_labelled([tmp_path / "x.eml"], label_files=[labels, Path("labels.csv"), Path("./labels.csv")])
     assert by_name(dataset) == {"x.eml": ARTICLE}
     assert dataset.labels_from.count("labels.csv") == 1
+    assert len(dataset.label_files) == 1  # what a trained model's card lists
