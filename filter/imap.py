@@ -33,6 +33,7 @@ from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
+from imapclient.imapclient import _parse_untagged_response
 
 from filter.config import AccountConfig
 from filter.errors import AuthError, ConnectError, FolderError, MailboxError, PloyError
@@ -656,6 +657,33 @@ class ImapMailbox:
             self._session.add_flags(uid_set, allowed, silent=True)
             log.info("%s: added %s to UIDs %s", self._where, " ".join(allowed), uid_set)
 
+    def _read_ahead(self) -> list[Any]:
+        """The whole response lines already read from the socket and not yet taken, parsed; never blocks.
+
+        imaplib reads the socket through a buffer, and TLS decrypts whole
+        records, so a line the server wrote together with the one imaplib
+        asked for (an EXISTS right behind "+ idling") waits in a buffer
+        where imapclient's ``idle_check``, which polls the socket, never
+        looks: IDLE would not learn of that message until the server next
+        wrote something, a keepalive minutes later. A line not yet whole is
+        left for ``idle_check``, which reads it once the rest arrives.
+        """
+        client = self._session._client
+        reader = getattr(getattr(client, "_imap", None), "file", None)
+        if not hasattr(reader, "peek"):
+            return []
+        responses = []
+        with _translated(self._where):
+            sock = client.socket()
+            sock.setblocking(False)
+            try:
+                while b"\n" in _peek(reader):
+                    responses.append(_parse_untagged_response(client._imap._get_line()))
+            finally:
+                sock.setblocking(True)
+                client._set_read_timeout()
+        return responses
+
     def wait_for_change(self, timeout: float, should_stop: Callable[[], bool]) -> bool:
         """Wait in IDLE (RFC 2177) until the selected folder changes, ``timeout`` passes or ``should_stop()``.
 
@@ -686,7 +714,7 @@ class ImapMailbox:
             while not changed and not should_stop() and (remaining := deadline - time.monotonic()) > 0:
                 step = min(_IDLE_STEP, remaining)
                 started = time.monotonic()
-                responses = imap.idle_check(timeout=step)
+                responses = self._read_ahead() or imap.idle_check(timeout=step)
                 changed = _reports_change(responses)
                 if not responses and time.monotonic() - started < step / 2:
                     break
@@ -856,6 +884,14 @@ def _same(wanted: Fingerprint, other: Fingerprint) -> bool:
     if wanted.message_id != other.message_id or wanted.size != other.size:
         return False
     return wanted.internaldate is None or other.internaldate is None or wanted.internaldate == other.internaldate
+
+
+def _peek(reader: Any) -> bytes:
+    """What a buffered reader over a non-blocking socket holds, reading the socket at most once; b"" for nothing."""
+    try:
+        return bytes(reader.peek(1))
+    except (BlockingIOError, ssl.SSLWantReadError):
+        return b""
 
 
 def _reports_change(responses: Sequence[Any]) -> bool:

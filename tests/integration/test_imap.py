@@ -8,6 +8,7 @@ sent is read from imapclient's own DEBUG log.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -248,6 +249,95 @@ def test_mail_announced_with_the_last_search_ends_the_wait_at_once(
 
     assert time.monotonic() - started < 2
     assert mailbox.search_uids() == [uid]
+
+
+class _JoiningProxy:
+    """A TCP relay to a server that sends the server's IDLE go-ahead only together with the next EXISTS.
+
+    Once the client has sent IDLE, what the server writes is held until half
+    a second after it includes an EXISTS (at most 20 s) and then written in
+    one piece, so that the client reads "+ idling" and the announcement of
+    new mail in a single read, as can happen by chance when mail arrives
+    just as IDLE starts.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self._listener = socket.create_server((host, 0))
+        self.port = self._listener.getsockname()[1]
+        self._upstream = (host, port)
+        self._idle_sent = threading.Event()
+        self.joined = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        client, _ = self._listener.accept()
+        server = socket.create_connection(self._upstream)
+        threading.Thread(target=self._to_server, args=(client, server), daemon=True).start()
+        threading.Thread(target=self._to_client, args=(server, client), daemon=True).start()
+
+    def _to_server(self, client: socket.socket, server: socket.socket) -> None:
+        while data := client.recv(65536):
+            if b" IDLE\r\n" in data:
+                self._idle_sent.set()
+            server.sendall(data)
+        server.shutdown(socket.SHUT_WR)
+
+    def _to_client(self, server: socket.socket, client: socket.socket) -> None:
+        held = b""
+        deadline: float | None = None
+        announced = False
+        server.settimeout(0.1)
+        while True:
+            try:
+                data = server.recv(65536)
+            except TimeoutError:
+                data = None
+            if data == b"":
+                break
+            if self._idle_sent.is_set() and not self.joined.is_set():
+                held += data or b""
+                if deadline is None:
+                    deadline = time.monotonic() + 20
+                if b"EXISTS" in held and not announced:
+                    announced = True
+                    deadline = min(deadline, time.monotonic() + 0.5)  # and whatever comes with it (RECENT)
+                if time.monotonic() < deadline:
+                    continue
+                client.sendall(held)
+                self.joined.set()
+            elif data:
+                client.sendall(data)
+        client.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_mail_announced_in_the_same_read_as_the_idle_go_ahead_ends_the_wait(
+    dovecot: LocalDovecot, open_mailbox: OpenMailbox
+) -> None:
+    """imaplib reads ahead of the line it wants: an EXISTS read with "+ idling" is in its buffer, not the socket.
+
+    Over plain IMAP only: the relay must read the session to know when IDLE starts.
+    """
+    proxy = _JoiningProxy(dovecot.host, dovecot.port)
+    try:
+        mailbox = open_mailbox(dovecot, port=proxy.port)
+        mailbox.select("INBOX")
+        appender = threading.Timer(0.5, dovecot.append, (USER, "INBOX", mail(1)))
+        appender.start()
+        started = time.monotonic()
+        try:
+            changed = mailbox.wait_for_change(120, lambda: False)
+        finally:
+            appender.join()
+
+        assert proxy.joined.is_set()
+        assert changed
+        assert time.monotonic() - started < 60  # not woken by the next keepalive or the end of the wait
+        assert mailbox.search_uids() == dovecot.uids(USER, "INBOX")
+    finally:
+        proxy.close()
 
 
 def test_wait_for_change_returns_promptly_when_should_stop_turns_true_mid_idle(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import UTC, datetime
 
 import pytest
 
 from filter.config import parse_config
 from filter.errors import AuthError
-from filter.imap import ImapMailbox, message_id_of, recipients_of, sent_message_of, uid_set_of
+from filter.imap import ImapMailbox, _peek, message_id_of, recipients_of, sent_message_of, uid_set_of
 from filter.mailbox import Fingerprint
 from filter.state import fingerprint_key
 
@@ -150,3 +151,16 @@ def test_a_non_ascii_password_without_auth_plain_is_a_clear_auth_error(monkeypat
     with pytest.raises(AuthError, match="non-ASCII characters and the server does not offer AUTH=PLAIN"):
         mailbox.connect()
     assert not session.logged_in
+
+
+def test_peek_shows_what_a_reader_holds_without_waiting_for_more() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs, ours.makefile("rb") as reader:
+        ours.setblocking(False)
+        assert _peek(reader) == b""  # nothing sent: no wait
+        theirs.sendall(b"+ idling\r\n* 3 EXISTS\r\n")
+        assert reader.readline() == b"+ idling\r\n"
+        assert _peek(reader) == b"* 3 EXISTS\r\n"  # read already, though the socket has nothing left
+        assert reader.readline() == b"* 3 EXISTS\r\n"
+        theirs.sendall(b"* 4 EXI")
+        assert _peek(reader) == b"* 4 EXI"
