@@ -98,6 +98,7 @@ class ImapMailbox:
         self._exists = 0
         self._permanent_flags: frozenset[str] = frozenset()
         self._warned_no_uidplus = False
+        self._idle_refused = False
 
     def connect(self) -> None:
         """Open the session, secure it as configured and log in.
@@ -108,6 +109,7 @@ class ImapMailbox:
         otherwise cross the network in clear.
         """
         self.close()
+        self._idle_refused = False
         account = self.account
         if account.security == "plain" and not account.is_loopback:
             raise ConnectError(f"{self._where}: plain IMAP is allowed only to a loopback address")
@@ -657,6 +659,44 @@ class ImapMailbox:
             self._session.add_flags(uid_set, allowed, silent=True)
             log.info("%s: added %s to UIDs %s", self._where, " ".join(allowed), uid_set)
 
+    def _start_idle(self) -> bool:
+        """Send IDLE and read up to the server's go-ahead; False if the server refused it.
+
+        imapclient's ``idle`` takes any reply but the go-ahead for an error.
+        Yet a server may first send untagged responses (imaplib keeps them
+        aside, where ``_announced_new_mail`` finds new mail among them), and
+        one that advertises IDLE may still answer it NO or BAD. A refusal
+        leaves the session usable: the rest of this session polls, with a
+        warning, rather than reconnecting after every pass.
+        """
+        client = self._session._client
+        with _translated(self._where):
+            tag = client._imap._command("IDLE")
+            while client._imap._get_response() is not None:
+                answer = client._imap.tagged_commands.get(tag)
+                if answer:
+                    del client._imap.tagged_commands[tag]
+                    self._idle_refused = True
+                    kind, data = answer
+                    said = b" ".join(part for part in data if isinstance(part, bytes)).decode("ascii", "replace")
+                    log.warning(
+                        "%s: the server refused IDLE (%s %s); polling every %g s until the next connection",
+                        self._where,
+                        kind,
+                        said[:200],
+                        self._poll_interval,
+                    )
+                    return False
+            client._idle_tag = tag
+        return True
+
+    @staticmethod
+    def _sleep(until: float, should_stop: Callable[[], bool]) -> bool:
+        """Sleep until the monotonic time ``until`` or ``should_stop()``, in steps; False (no change seen)."""
+        while not should_stop() and (remaining := until - time.monotonic()) > 0:
+            time.sleep(min(_IDLE_STEP, remaining))
+        return False
+
     def _read_ahead(self) -> list[Any]:
         """The whole response lines already read from the socket and not yet taken, parsed; never blocks.
 
@@ -697,18 +737,16 @@ class ImapMailbox:
         ``poll_interval``, and returns False; the caller polls.
         """
         deadline = time.monotonic() + timeout
-        if not (self._idle_enabled and "IDLE" in self._capabilities):
-            deadline = min(deadline, time.monotonic() + self._poll_interval)
-            while not should_stop() and (remaining := deadline - time.monotonic()) > 0:
-                time.sleep(min(_IDLE_STEP, remaining))
-            return False
+        if not (self._idle_enabled and "IDLE" in self._capabilities) or self._idle_refused:
+            return self._sleep(min(deadline, time.monotonic() + self._poll_interval), should_stop)
         imap = self._session
         if should_stop():
             return False
         if self._announced_new_mail():
             log.debug("%s: new mail announced since the last search; no IDLE", self._where)
             return True
-        imap.idle()
+        if not self._start_idle():
+            return self._sleep(min(deadline, time.monotonic() + self._poll_interval), should_stop)
         changed = self._announced_new_mail()  # announced before the server's "+ idling"
         try:
             while not changed and not should_stop() and (remaining := deadline - time.monotonic()) > 0:

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 
 import pytest
 
@@ -338,6 +339,87 @@ def test_mail_announced_in_the_same_read_as_the_idle_go_ahead_ends_the_wait(
         assert mailbox.search_uids() == dovecot.uids(USER, "INBOX")
     finally:
         proxy.close()
+
+
+class _RewritingRelay:
+    """A TCP relay to a server that passes each chunk either way through a function, to play a server's quirks."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        to_server: Callable[[bytes], bytes] = lambda data: data,
+        to_client: Callable[[bytes], bytes] = lambda data: data,
+    ) -> None:
+        self._listener = socket.create_server((host, 0))
+        self.port = self._listener.getsockname()[1]
+        self._upstream = (host, port)
+        self._rewrite = (to_server, to_client)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        client, _ = self._listener.accept()
+        server = socket.create_connection(self._upstream)
+        for source, target, rewrite in ((client, server, self._rewrite[0]), (server, client, self._rewrite[1])):
+            threading.Thread(target=self._pump, args=(source, target, rewrite), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket, rewrite: Callable[[bytes], bytes]) -> None:
+        with suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(rewrite(data))
+            target.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_idle_refused_by_a_server_that_advertises_it_falls_back_to_polling_on_the_same_session(
+    dovecot: LocalDovecot, open_mailbox: OpenMailbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    idles: list[bytes] = []
+
+    def spoil_idle(data: bytes) -> bytes:  # the server sees a command it does not know, and answers BAD
+        if data.endswith(b" IDLE\r\n"):
+            idles.append(data)
+            return data.replace(b" IDLE\r\n", b" IDLEX\r\n")
+        return data
+
+    relay = _RewritingRelay(dovecot.host, dovecot.port, to_server=spoil_idle)
+    try:
+        mailbox = open_mailbox(dovecot, port=relay.port)
+        mailbox.select("INBOX")
+
+        assert not mailbox.wait_for_change(1.2, lambda: False)
+        assert not mailbox.wait_for_change(1.2, lambda: False)
+
+        assert len(idles) == 1  # the second wait polled without asking again
+        assert "the server refused IDLE (BAD" in caplog.text
+        assert mailbox.search_uids() == []  # the session still takes commands
+    finally:
+        relay.close()
+
+
+def test_untagged_responses_before_the_idle_go_ahead_do_not_break_idle(
+    dovecot: LocalDovecot, open_mailbox: OpenMailbox
+) -> None:
+    relay = _RewritingRelay(
+        dovecot.host, dovecot.port, to_client=lambda data: data.replace(b"+ idling", b"* OK Still here\r\n+ idling")
+    )
+    try:
+        mailbox = open_mailbox(dovecot, port=relay.port)
+        mailbox.select("INBOX")
+        appender = threading.Timer(0.5, dovecot.append, (USER, "INBOX", mail(1)))
+        appender.start()
+        try:
+            changed = mailbox.wait_for_change(30, lambda: False)
+        finally:
+            appender.join()
+
+        assert changed
+        assert mailbox.search_uids() == dovecot.uids(USER, "INBOX")
+    finally:
+        relay.close()
 
 
 def test_wait_for_change_returns_promptly_when_should_stop_turns_true_mid_idle(
