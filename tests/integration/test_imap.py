@@ -217,21 +217,31 @@ def test_select_of_a_missing_folder_raises_mailbox_error(dovecot: LocalDovecot, 
         mailbox.select("No/Such")
 
 
-def test_idle_wakes_up_soon_after_an_append_from_another_connection(
-    dovecot: LocalDovecot, open_mailbox: OpenMailbox
-) -> None:
-    mailbox = open_mailbox(dovecot)
+def _wait_while_mail_arrives(mailbox: ImapMailbox, dovecot: LocalDovecot, timeout: float) -> tuple[bool, float]:
+    """``wait_for_change`` on the inbox while another connection appends a message half a second in.
+
+    Returns what the wait returned and how long it took.
+    """
     mailbox.select("INBOX")
     appender = threading.Timer(0.5, dovecot.append, (USER, "INBOX", mail(1)))
     appender.start()
     started = time.monotonic()
     try:
-        changed = mailbox.wait_for_change(30, lambda: False)
+        changed = mailbox.wait_for_change(timeout, lambda: False)
     finally:
         appender.join()
+    return changed, time.monotonic() - started
+
+
+def test_idle_wakes_up_soon_after_an_append_from_another_connection(
+    dovecot: LocalDovecot, open_mailbox: OpenMailbox
+) -> None:
+    mailbox = open_mailbox(dovecot)
+
+    changed, waited = _wait_while_mail_arrives(mailbox, dovecot, 30)
 
     assert changed
-    assert time.monotonic() - started < 5
+    assert waited < 5
     assert mailbox.search_uids() == dovecot.uids(USER, "INBOX")
 
 
@@ -250,95 +260,6 @@ def test_mail_announced_with_the_last_search_ends_the_wait_at_once(
 
     assert time.monotonic() - started < 2
     assert mailbox.search_uids() == [uid]
-
-
-class _JoiningProxy:
-    """A TCP relay to a server that sends the server's IDLE go-ahead only together with the next EXISTS.
-
-    Once the client has sent IDLE, what the server writes is held until half
-    a second after it includes an EXISTS (at most 20 s) and then written in
-    one piece, so that the client reads "+ idling" and the announcement of
-    new mail in a single read, as can happen by chance when mail arrives
-    just as IDLE starts.
-    """
-
-    def __init__(self, host: str, port: int) -> None:
-        self._listener = socket.create_server((host, 0))
-        self.port = self._listener.getsockname()[1]
-        self._upstream = (host, port)
-        self._idle_sent = threading.Event()
-        self.joined = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        client, _ = self._listener.accept()
-        server = socket.create_connection(self._upstream)
-        threading.Thread(target=self._to_server, args=(client, server), daemon=True).start()
-        threading.Thread(target=self._to_client, args=(server, client), daemon=True).start()
-
-    def _to_server(self, client: socket.socket, server: socket.socket) -> None:
-        while data := client.recv(65536):
-            if b" IDLE\r\n" in data:
-                self._idle_sent.set()
-            server.sendall(data)
-        server.shutdown(socket.SHUT_WR)
-
-    def _to_client(self, server: socket.socket, client: socket.socket) -> None:
-        held = b""
-        deadline: float | None = None
-        announced = False
-        server.settimeout(0.1)
-        while True:
-            try:
-                data = server.recv(65536)
-            except TimeoutError:
-                data = None
-            if data == b"":
-                break
-            if self._idle_sent.is_set() and not self.joined.is_set():
-                held += data or b""
-                if deadline is None:
-                    deadline = time.monotonic() + 20
-                if b"EXISTS" in held and not announced:
-                    announced = True
-                    deadline = min(deadline, time.monotonic() + 0.5)  # and whatever comes with it (RECENT)
-                if time.monotonic() < deadline:
-                    continue
-                client.sendall(held)
-                self.joined.set()
-            elif data:
-                client.sendall(data)
-        client.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        self._listener.close()
-
-
-def test_mail_announced_in_the_same_read_as_the_idle_go_ahead_ends_the_wait(
-    dovecot: LocalDovecot, open_mailbox: OpenMailbox
-) -> None:
-    """imaplib reads ahead of the line it wants: an EXISTS read with "+ idling" is in its buffer, not the socket.
-
-    Over plain IMAP only: the relay must read the session to know when IDLE starts.
-    """
-    proxy = _JoiningProxy(dovecot.host, dovecot.port)
-    try:
-        mailbox = open_mailbox(dovecot, port=proxy.port)
-        mailbox.select("INBOX")
-        appender = threading.Timer(0.5, dovecot.append, (USER, "INBOX", mail(1)))
-        appender.start()
-        started = time.monotonic()
-        try:
-            changed = mailbox.wait_for_change(120, lambda: False)
-        finally:
-            appender.join()
-
-        assert proxy.joined.is_set()
-        assert changed
-        assert time.monotonic() - started < 60  # not woken by the next keepalive or the end of the wait
-        assert mailbox.search_uids() == dovecot.uids(USER, "INBOX")
-    finally:
-        proxy.close()
 
 
 class _RewritingRelay:
@@ -360,8 +281,11 @@ class _RewritingRelay:
     def _accept(self) -> None:
         client, _ = self._listener.accept()
         server = socket.create_connection(self._upstream)
-        for source, target, rewrite in ((client, server, self._rewrite[0]), (server, client, self._rewrite[1])):
-            threading.Thread(target=self._pump, args=(source, target, rewrite), daemon=True).start()
+        threading.Thread(target=self._pump, args=(client, server, self._rewrite[0]), daemon=True).start()
+        threading.Thread(target=self._to_client, args=(server, client), daemon=True).start()
+
+    def _to_client(self, server: socket.socket, client: socket.socket) -> None:
+        self._pump(server, client, self._rewrite[1])
 
     @staticmethod
     def _pump(source: socket.socket, target: socket.socket, rewrite: Callable[[bytes], bytes]) -> None:
@@ -372,6 +296,75 @@ class _RewritingRelay:
 
     def close(self) -> None:
         self._listener.close()
+
+
+class _JoiningRelay(_RewritingRelay):
+    """A relay that sends the server's IDLE go-ahead only together with the next EXISTS.
+
+    Once the client has sent IDLE, what the server writes is held until half
+    a second after it includes an EXISTS (at most 20 s) and then written in
+    one piece, so that the client reads "+ idling" and the announcement of
+    new mail in a single read, as can happen by chance when mail arrives
+    just as IDLE starts.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self._idle_sent = threading.Event()
+        self.joined = threading.Event()
+        super().__init__(host, port, to_server=self._note_idle)
+
+    def _note_idle(self, data: bytes) -> bytes:
+        if b" IDLE\r\n" in data:
+            self._idle_sent.set()
+        return data
+
+    def _to_client(self, server: socket.socket, client: socket.socket) -> None:
+        held = b""
+        deadline: float | None = None
+        server.settimeout(0.1)
+        with suppress(OSError):
+            while (data := _received(server)) != b"":
+                if not self._idle_sent.is_set() or self.joined.is_set():
+                    client.sendall(data or b"")
+                    continue
+                held += data or b""
+                if deadline is None:
+                    deadline = time.monotonic() + 20
+                if b"EXISTS" in held:
+                    deadline = min(deadline, time.monotonic() + 0.5)  # and whatever comes with it (RECENT)
+                if time.monotonic() >= deadline:
+                    client.sendall(held)
+                    self.joined.set()
+            client.shutdown(socket.SHUT_WR)
+
+
+def _received(sock: socket.socket) -> bytes | None:
+    """What the socket has (b"" at its end), or None when nothing came within its timeout."""
+    try:
+        return sock.recv(65536)
+    except TimeoutError:
+        return None
+
+
+def test_mail_announced_in_the_same_read_as_the_idle_go_ahead_ends_the_wait(
+    dovecot: LocalDovecot, open_mailbox: OpenMailbox
+) -> None:
+    """imaplib reads ahead of the line it wants: an EXISTS read with "+ idling" is in its buffer, not the socket.
+
+    Over plain IMAP only: the relay must read the session to know when IDLE starts.
+    """
+    relay = _JoiningRelay(dovecot.host, dovecot.port)
+    try:
+        mailbox = open_mailbox(dovecot, port=relay.port)
+
+        changed, waited = _wait_while_mail_arrives(mailbox, dovecot, 120)
+
+        assert relay.joined.is_set()
+        assert changed
+        assert waited < 60  # not woken by the next keepalive or the end of the wait
+        assert mailbox.search_uids() == dovecot.uids(USER, "INBOX")
+    finally:
+        relay.close()
 
 
 def test_idle_refused_by_a_server_that_advertises_it_falls_back_to_polling_on_the_same_session(
@@ -408,13 +401,8 @@ def test_untagged_responses_before_the_idle_go_ahead_do_not_break_idle(
     )
     try:
         mailbox = open_mailbox(dovecot, port=relay.port)
-        mailbox.select("INBOX")
-        appender = threading.Timer(0.5, dovecot.append, (USER, "INBOX", mail(1)))
-        appender.start()
-        try:
-            changed = mailbox.wait_for_change(30, lambda: False)
-        finally:
-            appender.join()
+
+        changed, _ = _wait_while_mail_arrives(mailbox, dovecot, 30)
 
         assert changed
         assert mailbox.search_uids() == dovecot.uids(USER, "INBOX")
