@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -294,6 +295,7 @@ _positive_days = _days(zero=False)
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _set_up_output(json_out=bool(getattr(args, "json", False)))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -748,12 +750,13 @@ def _classify(args: argparse.Namespace) -> int:
     if not args.files:
         raise UsageError("classify: give one or more FILEs, or '-' for stdin")
     failed = False
+    stdin_read: list[bool] = []
     for start in range(0, len(args.files), 256):
         names = args.files[start : start + 256]
         datas: list[bytes | None] = []
         for name in names:
             try:
-                datas.append(_read_input(name, cap))
+                datas.append(_read_input(name, cap, stdin_read))
             except OSError as exc:
                 print(f"ployfilter: {_shown(name)}: {exc.strerror or exc}", file=sys.stderr)
                 datas.append(None)
@@ -781,18 +784,51 @@ def _classify(args: argparse.Namespace) -> int:
     return 9 if failed else 0
 
 
-def _read_input(name: str, cap: int) -> bytes:
-    """The first ``cap`` bytes of a file, or of stdin for "-" (the rest of stdin is read and dropped)."""
+_STDIN_DRAIN = 1 << 28
+
+
+def _read_input(name: str, cap: int, stdin_read: list[bool]) -> bytes:
+    """The first ``cap`` bytes of a file, or of stdin for "-" (the first "-" only: later ones read as empty).
+
+    A named pipe is opened without waiting for a writer (a pipe nobody
+    writes to reads as empty), then read as any file, so that a FIFO among
+    the files cannot hang the command; what a process substitution
+    (``<(...)``) writes is read as it comes.
+    """
     if name == "-":
         if sys.stdin is None:
             raise OSError("stdin is closed")
-        stdin = sys.stdin.buffer
-        data = stdin.read(cap)
-        while stdin.read(1 << 20):
-            pass
+        if stdin_read:
+            return b""
+        stdin_read.append(True)
+        data = sys.stdin.buffer.read(cap)
+        # The rest is read and dropped, so that a writer such as `cat big.eml |` ends cleanly rather than on a
+        # broken pipe; up to a bound, so that an endless stdin (/dev/zero) cannot hold the command.
+        drained = 0
+        while drained < _STDIN_DRAIN and (chunk := sys.stdin.buffer.read(1 << 20)):
+            drained += len(chunk)
         return data
-    with open(name, "rb") as f:
+    fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK)
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as f:
         return f.read(cap)
+
+
+def _set_up_output(json_out: bool) -> None:
+    """Output that no character can break: JSON always in UTF-8, text in the locale's encoding.
+
+    JSON is a contract with other programs, so a Latin-1 or ASCII locale
+    must not change its bytes; text is for the terminal, and a character
+    its encoding cannot show is written as an escape (``\\xe9``).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):
+                if stream is sys.stdout and json_out:
+                    reconfigure(encoding="utf-8", errors="backslashreplace")
+                else:
+                    reconfigure(errors="backslashreplace")
 
 
 def _shown(name: str) -> str:
@@ -892,10 +928,13 @@ def with_headers(
     X-Ploy-Keywords carries what the daemon would set as IMAP keywords
     ($PloyArticle, $PloyFavour, $PloyPattern, $PloyReview), or "none".
 
-    Prepending leaves the original bytes untouched, which matters for
-    signed mail; the line ending follows the message's own.
+    Any X-Ploy- field the message came with is taken out of its header
+    first (as SpamAssassin does with X-Spam-), so that a sender cannot
+    answer a filter's question for it; every other byte stays as it was,
+    which matters for signed mail. The added lines end as the message's
+    first line does (CRLF, LF or a lone CR).
     """
-    eol = b"\r\n" if b"\r\n" in data[:4096] else b"\n"
+    eol = _first_line_end(data)
     shown = "; ".join(f"{label}={scores.get(label, 0.0):.3f}" for label in LABELS)
     labels = [label for label in LABELS if scores.get(label, 0.0) >= thresholds[label]]
     headers = (
@@ -906,10 +945,46 @@ def with_headers(
         + f"X-Ploy-Keywords: {' '.join(keywords) or 'none'}".encode()
         + eol
     )
+    start = 0
     if data.startswith(b"From "):
-        end = data.find(b"\n") + 1 or len(data)
-        return data[:end] + headers + data[end:]
-    return headers + data
+        found = _LINE_END.search(data)
+        if found is None:
+            return data + eol + headers
+        start = found.end()
+    return data[:start] + headers + _without_ploy_fields(data, start)
+
+
+_LINE_END = re.compile(rb"\r\n|\n|\r")
+_PLOY_FIELD = re.compile(rb"x-ploy-[!-9;-~]*[ \t]*:", re.I)
+_PLOY_LINE = re.compile(rb"(?:^|(?<=[\r\n]))x-ploy-", re.I)
+# The end of the header: the line end that the blank line's own end follows.
+_BLANK_LINE = re.compile(rb"(?<=\n)\r?\n|(?<=\r)\r(?!\n)|^\r?\n")
+
+
+def _first_line_end(data: bytes) -> bytes:
+    found = _LINE_END.search(data, 0, 1 << 16)
+    return found.group() if found else b"\n"
+
+
+def _without_ploy_fields(data: bytes, start: int) -> bytes:
+    """``data[start:]`` without the header fields named X-Ploy-..., continuation lines included."""
+    blank = _BLANK_LINE.search(data, start)
+    header_end = blank.start() if blank else len(data)
+    if _PLOY_LINE.search(data, start, header_end) is None:
+        return data[start:]
+    kept: list[bytes] = []
+    position = start
+    dropping = False
+    while position < header_end:
+        found = _LINE_END.search(data, position, header_end)
+        end = found.end() if found else header_end
+        line = data[position:end]
+        if line[:1] not in (b" ", b"\t"):
+            dropping = _PLOY_FIELD.match(line) is not None
+        if not dropping:
+            kept.append(line)
+        position = end
+    return b"".join(kept) + data[header_end:]
 
 
 def _need_data(args: argparse.Namespace) -> None:
@@ -1001,7 +1076,7 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out}: cannot write the bundle ({exc.strerror or exc})") from exc
     cv = metrics["cv"]
     print(
-        f"wrote {args.out} ({card['size_bytes'] / 1e6:.1f} MB, sha256 {card['sha256'][:12]}): "
+        f"wrote {_shown(str(args.out))} ({card['size_bytes'] / 1e6:.1f} MB, sha256 {card['sha256'][:12]}): "
         f"{len(examples)} messages, {cv['folds']}-fold cross-validation grouped by {cv['grouped_by']}"
     )
     print("\n".join(metric_lines(metrics)))
@@ -1075,11 +1150,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         origin = "the model's card"
     points = language_points(model, thresholds)
     if args.json:
-        shown = {"model": str(model.path), "thresholds_from": origin, "language_points": points}
+        shown = {"model": _shown(str(model.path)), "thresholds_from": origin, "language_points": points}
         extra = {"sweep": sweep_dict(swept)} if args.sweep else {}
         print(json.dumps({**shown, **report_dict(report), **extra}, indent=2))
     else:
-        print(f"model {model.path}, thresholds from {origin}")
+        print(f"model {_shown(str(model.path))}, thresholds from {origin}")
         for language, line in points.items():
             print(f"{language} scores are shifted to their own point: {line}")
         print(format_report(report))
@@ -1088,6 +1163,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             print(format_sweep(swept))
     sys.stdout.flush()  # the report stands even if the plot cannot be written
     if args.plot:
-        write_plot(args.plot, curves(np.array(truth), np.array(scores), report), f"Precision-recall: {model.path.name}")
+        title = f"Precision-recall: {_shown(model.path.name)}"
+        write_plot(args.plot, curves(np.array(truth), np.array(scores), report), title)
         log.info("wrote the precision-recall plot to %s", args.plot)
     return 0

@@ -255,7 +255,7 @@ def _resolved(file: Path) -> Path:
     """``file`` with symlinks resolved, or as an absolute path when they loop (reading it then fails, logged)."""
     try:
         return file.resolve()
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, ValueError):  # ValueError: a NUL in the name
         return Path(os.path.abspath(file))
 
 

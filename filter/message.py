@@ -950,11 +950,32 @@ _TAG_BODY = r"""[^<>=]*+(?:=++\s*+(?:"[^"<]*+"|'[^'<]*+')?+[^<>=]*+)*+"""
 _BROKEN_TAG = re.compile(r"<(?!!--)(?!" + _TAG_BODY + r">)")
 
 
+# A marked section ("<![CDATA[", Outlook's "<![if ...]>") runs to "]>", and html.parser looks for that end
+# from each one: those after the last "]>" outside comments (every comment closes by then) are made text,
+# which is what html.parser would make of them, so that the whole stays linear.
+_MARKUP_MARKS = re.compile(r"<!--.*?-->|<!\[|\][ \t\r\n]*>", re.S)
+
+
+def _defuse_marked_sections(html: str) -> str:
+    marks = [(found.start(), found.group()) for found in _MARKUP_MARKS.finditer(html) if found.group()[:4] != "<!--"]
+    last_end = max((start for start, mark in marks if mark[0] == "]"), default=-1)
+    unclosed = [start for start, mark in marks if mark == "<![" and start > last_end]
+    if not unclosed:
+        return html
+    pieces, position = [], 0
+    for start in unclosed:
+        pieces += [html[position:start], "&lt;"]
+        position = start + 1
+    return "".join(pieces) + html[position:]
+
+
 def _defuse_html(html: str) -> str:
     html = _BROKEN_TAG.sub("&lt;", html)
     tail = html.rfind("-->") + 1
     if html.find("<!--", tail) >= 0:
         html = html[:tail] + html[tail:].replace("<!--", "&lt;!--")
+    if "<![" in html:
+        html = _defuse_marked_sections(html)
     return html
 
 

@@ -529,10 +529,11 @@ def read_label_file(path: Path, *, id_column: str = "id", source: str | None = N
     try:
         records = _csv_records(text, strict=True)
     except csv.Error as exc:
-        if "unexpected end of data" in str(exc):
-            line = getattr(exc, "line", "?")
-            raise PloyError(f"{path}:{line}: a quote opened on or after this line never closes") from None
-        records = _csv_records(text, strict=False)
+        _refuse_csv(path, exc)
+        try:
+            records = _csv_records(text, strict=False)
+        except csv.Error as again:
+            raise PloyError(f"{path}:{getattr(again, 'line', '?')}: not readable as CSV ({again})") from None
     if not records:
         raise PloyError(f"{path}: empty; expected a header with the columns {id_column}, {', '.join(LABELS)}")
     header = records[0][1]
@@ -557,6 +558,18 @@ def read_label_file(path: Path, *, id_column: str = "id", source: str | None = N
             )
         )
     return rows
+
+
+def _refuse_csv(path: Path, exc: csv.Error) -> None:
+    """Raise a PloyError naming the line for a CSV error that reading leniently would not cure."""
+    line = getattr(exc, "line", "?")
+    if "unexpected end of data" in str(exc):
+        raise PloyError(f"{path}:{line}: a quote opened on or after this line never closes") from None
+    if "field larger than field limit" in str(exc):
+        raise PloyError(
+            f"{path}:{line}: a field of more than {csv.field_size_limit():,} characters begins on or after this "
+            "line; a quote that never closes would make one"
+        ) from None
 
 
 def _csv_records(text: str, *, strict: bool) -> list[tuple[int, list[str]]]:
@@ -740,9 +753,15 @@ def labelled_examples(
 
 
 def deduplicate(examples: Iterable[Example]) -> list[Example]:
-    """Keep the first of messages with the same Message-ID or the same subject and text."""
+    """Keep the first of messages with the same Message-ID or the same subject and text.
+
+    A copy labelled otherwise than the one kept (the same mail filed under
+    two label folders, say) is named in a warning: one of the two labels
+    is a mistake the owner will want to mend. Mail taken as ordinary
+    without being read (``trusted=False``) is never a conflict.
+    """
     kept: list[Example] = []
-    seen: set[str] = set()
+    seen: dict[str, Example] = {}
     for example in examples:
         m = example.message
         if m.error:
@@ -751,11 +770,24 @@ def deduplicate(examples: Iterable[Example]) -> list[Example]:
         keys = {"t:" + hashlib.sha1(text.encode("utf-8", "replace")).hexdigest()}
         if m.message_id and not example.id.endswith(FORWARDED_SUFFIX):
             keys.add("m:" + m.message_id)
-        if keys & seen:
+        first = next((seen[key] for key in keys if key in seen), None)
+        if first is not None:
+            if first.trusted and example.trusted and dict(first.labels) != dict(example.labels):
+                log.warning(
+                    "%s is the same message as %s but labelled %s, not %s; the first is kept",
+                    example.id,
+                    first.id,
+                    _label_names(example.labels),
+                    _label_names(first.labels),
+                )
             continue
-        seen.update(keys)
+        seen.update(dict.fromkeys(keys, example))
         kept.append(example)
     return kept
+
+
+def _label_names(labels: Mapping[str, bool]) -> str:
+    return "+".join(label for label in LABELS if labels.get(label)) or "neither"
 
 
 def training_summary(examples: Sequence[Example], files: Sequence[Path] = ()) -> dict[str, Any]:

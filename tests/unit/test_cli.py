@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,43 @@ def test_headers_go_after_an_mbox_from_line() -> None:
     out = with_headers(data, SCORES, THRESHOLDS)
     assert out.startswith(b"From someone@example.org")
     assert out.split(b"\n")[1].startswith(b"X-Ploy-Scores:")
+
+
+def test_headers_after_a_from_line_that_never_ends_start_a_line_of_their_own() -> None:
+    out = with_headers(b"From a@example.org Mon Jan  1 00:00:00 2024", SCORES, THRESHOLDS)
+    assert out.startswith(b"From a@example.org Mon Jan  1 00:00:00 2024\nX-Ploy-Scores: ")
+
+
+@pytest.mark.parametrize(
+    "data, eol",
+    [
+        (b"Subject: hi\n\nRead this\npasted:\r\nline\r\n", b"\n"),  # a CRLF in the body does not count
+        (b"Subject: hi\r\n\r\nbody\n", b"\r\n"),
+        (b"Subject: hi\r\rbody\r", b"\r"),
+    ],
+)
+def test_headers_end_as_the_first_line_of_the_message_does(data: bytes, eol: bytes) -> None:
+    out = with_headers(data, SCORES, THRESHOLDS)
+    assert out == b"".join(line + eol for line in _ploy_lines()) + data
+
+
+def _ploy_lines() -> list[bytes]:
+    return [
+        b"X-Ploy-Scores: article_share=0.912; favour_request=0.050",
+        b"X-Ploy-Labels: article_share",
+        b"X-Ploy-Keywords: none",
+    ]
+
+
+def test_x_ploy_fields_the_message_came_with_are_dropped_and_nothing_else() -> None:
+    data = (
+        b"From: a@example.org\nX-Ploy-Labels: none\nSubject: hi\nx-ploy-keywords:\n none\n\tat all\n"
+        b"X-Ployed: kept\n\nX-Ploy-Labels: in the body, kept\n"
+    )
+    out = with_headers(data, SCORES, THRESHOLDS)
+    assert out == b"".join(line + b"\n" for line in _ploy_lines()) + (
+        b"From: a@example.org\nSubject: hi\nX-Ployed: kept\n\nX-Ploy-Labels: in the body, kept\n"
+    )
 
 
 def test_no_label_says_none() -> None:
@@ -107,6 +145,24 @@ def test_train_writes_a_bundle_that_evaluate_measures(tmp_path: Path, capsys: py
     assert report["labels"]["favour_request"]["tp"] + report["labels"]["favour_request"]["fn"] == 10
     assert report["ordinary_flagged"]["messages"] == 10
     assert plot.read_text().count('class="curve"') == 2
+
+
+def test_a_model_folder_whose_name_is_not_utf8_is_shown_escaped(tmp_path: Path) -> None:
+    hard_cases = Path(__file__).resolve().parents[1] / "data" / "hard-cases"
+    model = Path(os.fsdecode(bytes(tmp_path) + b"/mod\xff"))
+    shutil.copytree(Path(__file__).resolve().parents[2] / "models" / "default", model)
+    plot = tmp_path / "pr.svg"
+    code = "import sys; from filter.cli import main; sys.exit(main())"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "evaluate", str(hard_cases), "--labels", str(hard_cases / "expected.csv")]
+        + ["--model", os.fsencode(model), "--plot", str(plot)],
+        capture_output=True,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "mod\\xff, thresholds from" in result.stdout.decode("utf-8")
+    assert "Precision-recall: mod\\xff" in plot.read_text()
 
 
 def test_evaluate_says_where_french_mail_is_judged(capsys: pytest.CaptureFixture[str]) -> None:
@@ -287,6 +343,33 @@ def test_classify_names_a_file_whose_name_is_not_utf8_in_valid_utf8(tmp_path: Pa
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.decode("utf-8"))["file"].endswith("caf\\xe9.eml")
+
+
+def test_classify_json_is_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    names = []
+    for name in ("café.eml", "漢字.eml"):
+        (tmp_path / name).write_bytes(b"From: a@example.org\nSubject: hi\n\nSee you at noon.\n")
+        names.append(str(tmp_path / name))
+    code = "import sys; from filter.cli import main; sys.exit(main())"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "classify", "--json", *names],
+        capture_output=True,
+        env={**os.environ, "PYTHONIOENCODING": "latin-1"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["file"] for line in result.stdout.decode("utf-8").splitlines()] == names
+
+
+def test_classify_of_a_named_pipe_nobody_writes_to_reads_it_as_empty(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    code = "import sys; from filter.cli import main; sys.exit(main())"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "classify", "--json", str(fifo)], capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["note"] == "skipped: empty message"
 
 
 def test_classify_of_files_works_with_stdin_closed(tmp_path: Path) -> None:

@@ -317,3 +317,22 @@ def test_one_label_file_named_twice_is_read_once(tmp_path: Path, monkeypatch: py
     assert by_name(dataset) == {"x.eml": ARTICLE}
     assert dataset.labels_from.count("labels.csv") == 1
     assert len(dataset.label_files) == 1  # what a trained model's card lists
+
+
+def test_a_quote_never_closed_before_a_long_file_is_named_with_its_line(tmp_path: Path) -> None:
+    """csv stops at its field size limit (128 KiB) before it reaches the end of the file."""
+    write(tmp_path / "mail" / "x.eml", mail())
+    labels = tmp_path / "labels.csv"
+    rows = ["path,article_share,favour_request", '"mail/x.eml,1,0', *["mail/y.eml,0,0,padding padding"] * 6000]
+    labels.write_text("\n".join(rows) + "\n")
+    with pytest.raises(UsageError, match=r"labels.csv:2: a field of more than 131,072 characters begins"):
+        read_labelled([tmp_path / "mail"], label_files=[labels])
+
+
+def test_a_nul_in_a_label_csv_path_names_no_message(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write(tmp_path / "mail" / "x.eml", mail())
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,article_share,favour_request\nmail/x.eml,1,0\nmail/x.eml\0,0,0\n")
+    data = read_labelled([tmp_path / "mail"], label_files=[labels])
+    assert list(by_name(data).values()) == [{"article_share": True, "favour_request": False}]
+    assert "1 row" in caplog.text
