@@ -581,7 +581,7 @@ class ImapMailbox:
         """Whether LIST shows ``folder`` as a folder that can hold mail."""
         return any(name == folder and _selectable(flags) for flags, _, name in self._session.list_folders("", folder))
 
-    def move(self, uids: Sequence[int], folder: str) -> None:
+    def move(self, uids: Sequence[int], folder: str, copied: Callable[[], None] | None = None) -> None:
         """Move exactly these UIDs of the selected folder to ``folder``.
 
         * MOVE advertised: UID MOVE (RFC 6851 section 3.2).
@@ -590,7 +590,8 @@ class ImapMailbox:
           messages the owner had marked \\Deleted stay.
         * Neither: UID COPY and \\Deleted only (see ``remove_copied``).
 
-        A failed COPY raises before anything is flagged.
+        A failed COPY raises before anything is flagged; ``copied`` is
+        called after a confirmed COPY, before the originals are flagged.
         """
         if not uids:
             return
@@ -602,6 +603,8 @@ class ImapMailbox:
             return
         imap.copy(uid_set, folder)
         log.info("%s: copied UIDs %s to %s", self._where, uid_set, folder)
+        if copied is not None:
+            copied()
         self.remove_copied(uids)
 
     def remove_copied(self, uids: Sequence[int]) -> None:

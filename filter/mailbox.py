@@ -136,14 +136,18 @@ class Mailbox(Protocol):
     def ensure_folder(self, folder: str) -> None:
         """CREATE ``folder`` when it does not exist yet, and subscribe to it."""
 
-    def move(self, uids: Sequence[int], folder: str) -> None:
-        """Move these UIDs of the selected folder to ``folder``, deleting nothing else."""
+    def move(self, uids: Sequence[int], folder: str, copied: Callable[[], None] | None = None) -> None:
+        """Move these UIDs of the selected folder to ``folder``, deleting nothing else.
+
+        A move made of COPY and then removal calls ``copied`` between the
+        two, once the server has confirmed the COPY; MOVE never calls it.
+        """
 
     def remove_copied(self, uids: Sequence[int]) -> None:
         """Finish an interrupted COPY-based move: \\Deleted + UID EXPUNGE of exactly these UIDs.
 
-        Called only after ``contains`` confirmed that the target holds the copy
-        (RFC 4315 section 2.1). Without UIDPLUS the messages are only marked
+        Called only for a move whose COPY the server confirmed, after
+        ``contains`` found the copy in the target (RFC 4315 section 2.1). Without UIDPLUS the messages are only marked
         \\Deleted, never expunged with a bare EXPUNGE.
         """
 

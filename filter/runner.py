@@ -264,7 +264,7 @@ class AccountRunner:
                 # Keywords first: MOVE and COPY carry a message's flags along (RFC 6851, RFC 9051 6.4.7).
                 self.mailbox.add_keywords(group_uids, keywords)
                 if action == "move" and target is not None:
-                    self.mailbox.move(group_uids, target)
+                    self.mailbox.move(group_uids, target, self._marking_copied(uv, group_uids))
             outcomes.extend(self._finish(uv, group))
         return sorted(outcomes, key=lambda o: o.uid)
 
@@ -493,6 +493,11 @@ class AccountRunner:
         log.info("%s: %d messages carried over to UIDVALIDITY %d", name, len(rows), uv)
         return len(rows)
 
+    def _marking_copied(self, uv: int, uids: Sequence[int]) -> Callable[[], None]:
+        """What ``move`` calls once the server confirmed a COPY: the intents of ``uids`` are marked copied."""
+        name, watch = self.account.name, self.account.watch
+        return lambda: self.state.mark_copied(name, watch, uv, uids)
+
     def _recover_intents(self, uv: int, current: Mapping[str, int] | None) -> int:
         """Resolve moves and flags that were started but not confirmed before a crash."""
         name, watch = self.account.name, self.account.watch
@@ -509,16 +514,18 @@ class AccountRunner:
                 uid = current.get(key)
             decision = intent.decision
             if decision.action == "move":
-                # With the original still here, only a byte-identical copy lets it be removed.
+                # With the original still here, it is removed only when the server confirmed this move's COPY
+                # and the target holds a byte-identical copy: the same mail may have been there already (a
+                # Sieve "fileinto :copy", a twin delivered twice), and that one is not this move's.
                 in_target = self.mailbox.contains(intent.target, fp, uid)
-                if uid is not None and in_target:
+                if uid is not None and in_target and intent.copied:
                     self.mailbox.remove_copied([uid])
                     note = "copy found in the target after an interruption; original removed"
                 elif uid is not None:
                     # The folder may be gone by now (renamed in the config, deleted by the owner).
                     self.mailbox.ensure_folder(intent.target)
                     self.mailbox.add_keywords([uid], decision.keywords)
-                    self.mailbox.move([uid], intent.target)
+                    self.mailbox.move([uid], intent.target, self._marking_copied(intent_uv, [intent.uid]))
                     note = "move redone after an interruption"
                 elif in_target:
                     note = "move confirmed after an interruption"

@@ -70,6 +70,11 @@ CREATE TABLE IF NOT EXISTS intents (
     target TEXT NOT NULL, decision TEXT NOT NULL, created REAL NOT NULL,
     PRIMARY KEY (account, mailbox, uidvalidity, uid)
 );
+-- Moves by COPY whose COPY the server confirmed: the copy in the target is this move's own.
+CREATE TABLE IF NOT EXISTS copied (
+    account TEXT NOT NULL, mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,
+    PRIMARY KEY (account, mailbox, uidvalidity, uid)
+);
 CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     time REAL NOT NULL, account TEXT NOT NULL, mailbox TEXT NOT NULL,
@@ -166,6 +171,7 @@ class Intent:
     fingerprint: Fingerprint
     target: str
     decision: DecisionRecord
+    copied: bool = False  # the server confirmed this move's COPY: a copy in the target is its own
 
 
 _P = ParamSpec("_P")
@@ -475,10 +481,7 @@ class State:
                     "INSERT OR REPLACE INTO handled VALUES (?, ?, ?, ?, ?, ?)",
                     (account, mailbox, uidvalidity, decision.uid, fp_key, decision.action),
                 )
-                self._db.execute(
-                    "DELETE FROM intents WHERE account=? AND mailbox=? AND uidvalidity=? AND uid=?",
-                    (account, mailbox, uidvalidity, decision.uid),
-                )
+                self._drop_intent(account, mailbox, uidvalidity, decision.uid)
                 self._db.execute(
                     "INSERT INTO decisions (time, account, mailbox, uidvalidity, uid, message_id_hash, scores, action,"
                     " target, reasons, labels, keywords) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -539,22 +542,43 @@ class State:
     def intents(self, account: str, mailbox: str) -> list[tuple[int, Intent]]:
         """Unconfirmed moves for this folder, in every epoch, as (uidvalidity, intent)."""
         rows = self._db.execute(
-            "SELECT uidvalidity, uid, message_id, size, internaldate, target, decision FROM intents "
-            "WHERE account=? AND mailbox=? ORDER BY uidvalidity, uid",
+            "SELECT i.uidvalidity, i.uid, i.message_id, i.size, i.internaldate, i.target, i.decision, "
+            "c.uid IS NOT NULL FROM intents i LEFT JOIN copied c ON c.account=i.account AND c.mailbox=i.mailbox "
+            "AND c.uidvalidity=i.uidvalidity AND c.uid=i.uid WHERE i.account=? AND i.mailbox=? "
+            "ORDER BY i.uidvalidity, i.uid",
             (account, mailbox),
         ).fetchall()
         out = []
-        for uidvalidity, uid, message_id, size, internaldate, target, decision in rows:
+        for uidvalidity, uid, message_id, size, internaldate, target, decision, copied in rows:
             fp = Fingerprint(message_id, size, datetime.fromisoformat(internaldate) if internaldate else None)
-            out.append((uidvalidity, Intent(uid, fp, target, _load_decision(decision))))
+            out.append((uidvalidity, Intent(uid, fp, target, _load_decision(decision), bool(copied))))
         return out
 
     @_serialised
+    def mark_copied(self, account: str, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> None:
+        """Note that the server confirmed the COPY of these UIDs' moves, before their originals are removed.
+
+        After a crash, only a move marked so may finish by removing the
+        original: a byte-identical copy in the target is otherwise no proof
+        that this move made it (the same mail may have been there before).
+        """
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO copied VALUES (?, ?, ?, ?)",
+                [(account, mailbox, uidvalidity, uid) for uid in uids],
+            )
+
+    @_serialised
     def drop_intent(self, account: str, mailbox: str, uidvalidity: int, uid: int) -> None:
-        self._db.execute(
-            "DELETE FROM intents WHERE account=? AND mailbox=? AND uidvalidity=? AND uid=?",
-            (account, mailbox, uidvalidity, uid),
-        )
+        with self._transaction():
+            self._drop_intent(account, mailbox, uidvalidity, uid)
+
+    def _drop_intent(self, account: str, mailbox: str, uidvalidity: int, uid: int) -> None:
+        for table in ("intents", "copied"):
+            self._db.execute(
+                f"DELETE FROM {table} WHERE account=? AND mailbox=? AND uidvalidity=? AND uid=?",
+                (account, mailbox, uidvalidity, uid),
+            )
 
     # Reading the log ------------------------------------------------------------
 

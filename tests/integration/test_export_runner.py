@@ -124,8 +124,8 @@ def test_review_mail_the_owner_sorted_is_a_verdict(
 
 
 class MovedThenKilled(ImapMailbox):
-    def move(self, uids: Sequence[int], folder: str) -> None:
-        super().move(uids, folder)
+    def move(self, uids: Sequence[int], folder: str, copied: Callable[[], None] | None = None) -> None:
+        super().move(uids, folder, copied)
         raise Killed("after MOVE, before the record")
 
 

@@ -56,16 +56,15 @@ class Stopping(ImapMailbox):
 
     point = "move"
 
-    def move(self, uids: Sequence[int], folder: str) -> None:
+    def move(self, uids: Sequence[int], folder: str, copied: Callable[[], None] | None = None) -> None:
         if self.point == "move":
             raise Killed("before MOVE")
-        if self.point == "remove" and "MOVE" not in self.capabilities():
-            self._copy_only(uids, folder)
-            raise Killed("after COPY, before STORE and EXPUNGE")
-        super().move(uids, folder)
+        super().move(uids, folder, copied)
 
-    def _copy_only(self, uids: Sequence[int], folder: str) -> None:
-        self._session.copy(list(uids), folder)
+    def remove_copied(self, uids: Sequence[int]) -> None:
+        if self.point == "remove":
+            raise Killed("after COPY, before STORE and EXPUNGE")
+        super().remove_copied(uids)
 
 
 @pytest.fixture
@@ -139,6 +138,44 @@ def test_messages_sharing_a_fingerprint_are_never_taken_for_each_other(
 
     assert server.messages(DEFAULT_USER, "INBOX") == []
     assert sorted(server.messages(DEFAULT_USER, ARTICLES)) == sorted([first, second])
+
+
+@pytest.mark.parametrize("capabilities", [None, CAPABILITIES_NO_MOVE])
+def test_a_copy_already_in_the_target_is_not_taken_for_the_one_an_interrupted_move_made(
+    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], capabilities: Any
+) -> None:
+    """The same mail filed there before (a Sieve "fileinto :copy"): the inbox copy is moved, never expunged."""
+    data = message(1, "an article")
+    server = dovecot_factory(capabilities=capabilities)
+    server.append(DEFAULT_USER, "INBOX", data, internaldate='"02-Mar-2026 10:00:00 +0000"')
+    server.create(DEFAULT_USER, ARTICLES)
+    server.append(DEFAULT_USER, ARTICLES, data, internaldate='"02-Mar-2026 10:00:00 +0000"')
+    Stopping.point = "move"
+    with pytest.raises(Killed):
+        runner_for(server, Stopping).pass_once()
+
+    assert runner_for(server).pass_once().recovered == 1
+
+    assert server.messages(DEFAULT_USER, "INBOX") == []
+    assert server.messages(DEFAULT_USER, ARTICLES) == [data, data]
+
+
+@pytest.mark.parametrize("capabilities", [None, CAPABILITIES_NO_MOVE])
+def test_twins_in_the_inbox_both_reach_the_target_after_an_interrupted_move(
+    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], capabilities: Any
+) -> None:
+    data = message(1, "an article")
+    server = dovecot_factory(capabilities=capabilities)
+    for _ in range(2):
+        server.append(DEFAULT_USER, "INBOX", data, internaldate='"02-Mar-2026 10:00:00 +0000"')
+    Stopping.point = "move"
+    with pytest.raises(Killed):
+        runner_for(server, Stopping).pass_once()
+
+    runner_for(server).pass_once()
+
+    assert server.messages(DEFAULT_USER, "INBOX") == []
+    assert server.messages(DEFAULT_USER, ARTICLES) == [data, data]
 
 
 @pytest.mark.parametrize("point, capabilities", [("move", None), ("remove", CAPABILITIES_NO_MOVE)])

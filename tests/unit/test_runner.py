@@ -123,15 +123,20 @@ class FakeMailbox:
     def ensure_folder(self, folder: str) -> None:
         self.server.folders.setdefault(folder, Folder())
 
-    def move(self, uids: Sequence[int], folder: str) -> None:
+    def move(self, uids: Sequence[int], folder: str, copied: Callable[[], None] | None = None) -> None:
         f, target = self._folder(), self.server.folders[folder]
         self.commands.append(f"MOVE {list(uids)} {folder}")
-        for uid in uids:
-            target.add(*f.messages[uid])
+        if self.server.has_move:
+            for uid in uids:  # MOVE never leaves a message in both folders
+                target.add(*f.messages.pop(uid))
+                self._point("after-copy")
+        else:
+            for uid in uids:
+                target.add(*f.messages[uid])
+            if copied is not None:
+                copied()
             self._point("after-copy")
-            if self.server.has_move:
-                del f.messages[uid]
-            else:
+            for uid in uids:
                 f.messages[uid][1].add("\\Deleted")
                 self._point("after-store")
                 del f.messages[uid]

@@ -83,6 +83,18 @@ def test_intent_keeps_its_fingerprint(tmp_path: Path) -> None:
     assert intent.decision.action == "move"
 
 
+def test_an_intent_marked_copied_says_so_until_it_is_settled(tmp_path: Path) -> None:
+    state = State.open(tmp_path / "s.sqlite3")
+    intents = [Intent(uid, FP, "Articles", record(uid, "move")) for uid in (5, 6)]
+    state.add_intents("home", "INBOX", 7, intents, now=1.0)
+    state.mark_copied("home", "INBOX", 7, [5])
+    assert [(i.uid, i.copied) for _, i in state.intents("home", "INBOX")] == [(5, True), (6, False)]
+    state.record("home", "INBOX", 7, fingerprint_key(FP), record(5, "move"), now=2.0)
+    state.drop_intent("home", "INBOX", 7, 6)
+    state.add_intents("home", "INBOX", 7, intents, now=3.0)  # the same UIDs again: nothing copied yet
+    assert [(i.uid, i.copied) for _, i in state.intents("home", "INBOX")] == [(5, False), (6, False)]
+
+
 def test_earlier_action_is_found_across_epochs(tmp_path: Path) -> None:
     state = State.open(tmp_path / "s.sqlite3")
     state.record("home", "INBOX", 7, fingerprint_key(FP), record(5, "move"), now=1.0)
