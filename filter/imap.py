@@ -23,6 +23,7 @@ import email.utils
 import hashlib
 import imaplib
 import logging
+import re
 import socket
 import ssl
 import time
@@ -68,6 +69,8 @@ _IDENTITY_ITEM = "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE)]"
 _IDLE_STEP = 1.0
 _CHANGE_RESPONSES = frozenset({b"EXISTS", b"RECENT", b"EXPUNGE", b"FETCH"})
 _DELETED = "\\Deleted"
+# What an IMAP quoted string carries: printable ASCII (RFC 9051 section 9, TEXT-CHAR without 8-bit).
+_QUOTABLE_RUN = re.compile(r"[ -~]+")
 _UNSELECTABLE = frozenset({"\\noselect", "\\nonexistent"})
 _SENT_ITEMS = ["RFC822.SIZE", "INTERNALDATE", "BODY.PEEK[HEADER.FIELDS (DATE TO CC BCC MESSAGE-ID)]"]
 _RECIPIENT_FIELDS = frozenset({b"to", b"cc", b"bcc"})
@@ -436,14 +439,23 @@ class ImapMailbox:
         return None
 
     def _search_message_id(self, message_id: str) -> list[int]:
-        """UIDs in the selected folder whose Message-ID header contains ``message_id``.
+        """UIDs in the selected folder whose Message-ID header contains ``message_id``, or a part of it.
 
         SEARCH HEADER matches substrings (RFC 9051 section 6.4.4), so these
-        are only candidates: callers compare the header itself.
+        are only candidates: callers compare the header itself. The value is
+        always sent as a quoted string: imapclient leaves a value bare unless
+        it holds a space or a quote, and a sender's Message-ID may hold
+        parentheses or braces, which would break the command (and so every
+        recovery after it). What a quoted string cannot carry (8-bit text,
+        control characters) is left out by searching for the longest part
+        without it; with no such part, every message is a candidate.
         """
-        charset = None if message_id.isascii() else "UTF-8"
-        criteria: list[Any] = ["HEADER", "Message-ID", message_id.encode()]
-        return list(self._session.search(criteria, charset))
+        searchable = max(_QUOTABLE_RUN.findall(message_id), key=len, default="")
+        if not searchable:
+            return list(self._session.search(["ALL"]))
+        quoted = searchable.replace("\\", "\\\\").replace('"', '\\"')
+        # Criteria given as one string are sent as they are, so the quotes stay.
+        return list(self._session.search(f'HEADER Message-ID "{quoted}"'.encode("ascii")))
 
     def find_sent_folder(self) -> str | None:
         """The folder LIST marks \\Sent (RFC 6154 section 2), or None when there is none.

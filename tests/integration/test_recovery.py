@@ -140,6 +140,25 @@ def test_messages_sharing_a_fingerprint_are_never_taken_for_each_other(
     assert sorted(server.messages(DEFAULT_USER, ARTICLES)) == sorted([first, second])
 
 
+@pytest.mark.parametrize(
+    "message_id",
+    ["<a{b}@example.org>", "<x@[1(2)]>", '<"odd \\\\ one"@x.example>', "<a%b*c]@x.example>", "<caf\u00e9@x.example>"],
+)
+def test_a_message_id_with_any_characters_is_searched_for_after_a_crash(
+    dovecot: LocalDovecot, runner_for: Callable[..., AccountRunner], message_id: str
+) -> None:
+    data = f"From: s@example.org\r\nSubject: an article\r\nMessage-ID: {message_id}\r\n\r\nBody.\r\n".encode()
+    dovecot.append(DEFAULT_USER, "INBOX", data)
+    Stopping.point = "move"
+    with pytest.raises(Killed):
+        runner_for(dovecot, Stopping).pass_once()
+
+    assert runner_for(dovecot).pass_once().recovered == 1
+
+    assert dovecot.messages(DEFAULT_USER, "INBOX") == []
+    assert dovecot.messages(DEFAULT_USER, ARTICLES) == [data]
+
+
 @pytest.mark.parametrize("capabilities", [None, CAPABILITIES_NO_MOVE])
 def test_a_copy_already_in_the_target_is_not_taken_for_the_one_an_interrupted_move_made(
     dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], capabilities: Any
