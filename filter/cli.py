@@ -295,6 +295,9 @@ _positive_days = _days(zero=False)
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "run":
+        # SIGHUP's default is to end the process: until the daemon's own handler is in place, it is ignored.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _set_up_output(json_out=bool(getattr(args, "json", False)))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -551,9 +554,6 @@ def _export_account(config: Config, account: AccountConfig, state: State, args: 
 def _run(config: Config, path: Path, verbose: bool = False) -> int:
     from filter.runner import AccountRunner
 
-    model = load_model(config)
-    thresholds = thresholds_for(config, model)
-    state = _open_state(config)
     stop = threading.Event()
     reload = threading.Event()
     failures: list[PloyError] = []
@@ -566,9 +566,13 @@ def _run(config: Config, path: Path, verbose: bool = False) -> int:
     def on_hangup(signum: int, frame: FrameType | None) -> None:
         reload.set()
 
+    # Before the model and the state are loaded: a reload asked for while the daemon starts is done once it runs.
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_hangup)
+    model = load_model(config)
+    thresholds = thresholds_for(config, model)
+    state = _open_state(config)
 
     def serve(account: AccountConfig) -> None:
         # One account's failure ends its own thread only: the others go on filtering.

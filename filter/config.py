@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import os
 import re
+import reprlib
 import signal
 import ssl
 import stat
@@ -39,7 +40,8 @@ DEFAULT_STATE_PATH = "~/.local/state/ployfilter/state.sqlite3"
 DEFAULT_MAX_MESSAGE_BYTES = 262144
 PASSWORD_COMMAND_SECONDS = 60
 DEFAULT_FOLDERS = {"article_share": "Networking/Articles", "favour_request": "Networking/Requests"}
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a tab may stay
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 CORRESPONDENT_ACTIONS = ("keep", "stricter")
 
@@ -132,12 +134,14 @@ def is_loopback_host(host: str) -> bool:
     """True for "localhost" and literal loopback addresses (127.0.0.0/8, ::1).
 
     Only these may carry a password in plaintext: a name that merely resolves
-    to loopback today may resolve elsewhere tomorrow.
+    to loopback today may resolve elsewhere tomorrow. "localhost." (with the
+    root dot) is such a name: the C library asks DNS for it rather than
+    reading /etc/hosts.
     """
-    if host.lower() in ("localhost", "localhost."):
+    if host.lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
@@ -175,6 +179,12 @@ class _Reader:
             raise ConfigError(f"{self.key(name)}: missing; this key is required")
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{self.key(name)}: {_show(value)} is not valid; expected a non-empty string")
+        control = _CONTROL.search(value)
+        if control is not None:
+            raise ConfigError(
+                f"{self.key(name)}: {_show(value)} is not valid; it holds the control character "
+                f"{control.group()!r}, which no host, path, command or folder name takes"
+            )
         return value
 
     def optional_string(self, name: str) -> str | None:
@@ -216,11 +226,18 @@ def _bound(value: float) -> str:
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return repr(value)
+    """A value for an error message, cut short: YAML aliases can make a value of any size out of a few lines."""
     if value is None:
         return "nothing"
-    return f"{value!r} ({type(value).__name__})"
+    shown = _SHORT.repr(value)
+    if len(shown) > 120:
+        shown = shown[:117] + "..."
+    return shown if isinstance(value, str) else f"{shown} ({type(value).__name__})"
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxlevel = 2
 
 
 # The keys an account mapping may hold: AccountConfig's fields, but for review_folder (folders.review).
@@ -232,11 +249,11 @@ def _folder_name(name: str) -> str:
     return "INBOX" if name.upper() == "INBOX" else name
 
 
-def _account(data: Any, path: str) -> AccountConfig:
+def _account(data: Any, path: str, base: Path | None = None) -> AccountConfig:
     r = _Reader(data, path)
     r.only(_ACCOUNT_KEYS)  # first: a misspelt password key must be named as such, not as a missing one
     name = r.string("name", required=True)
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise ConfigError(f"{r.key('name')}: {name!r} is not valid; use letters, digits, '.', '_' or '-'")
     host = r.string("host", required=True)
     security = r.choice("security", SECURITY_MODES, "tls")
@@ -248,6 +265,8 @@ def _account(data: Any, path: str) -> AccountConfig:
         )
     ca_file = r.optional_string("ca_file")
     ca_path = Path(ca_file).expanduser() if ca_file else None
+    if ca_path is not None and base is not None and not ca_path.is_absolute():
+        ca_path = base / ca_path  # as state_path and model: beside the config, wherever the daemon starts
     if ca_path is not None and not ca_path.is_file():
         raise ConfigError(f"{r.key('ca_file')}: {ca_file!r} is not a readable file; expected a PEM CA bundle")
     if ca_path is not None:
@@ -270,6 +289,8 @@ def _account(data: Any, path: str) -> AccountConfig:
     password = r.get("password")
     if password is not None and (not isinstance(password, str) or not password):
         raise ConfigError(f"{r.key('password')}: expected a non-empty string")
+    if password is not None and _CONTROL.search(password):
+        raise ConfigError(f"{r.key('password')}: holds a control character (a line break?), which IMAP cannot send")
     watch = _folder_name(r.string("watch", "INBOX"))
     sent = r.optional_string("sent")
     sent = None if sent is None else _folder_name(sent)
@@ -284,6 +305,11 @@ def _account(data: Any, path: str) -> AccountConfig:
     for key, folder in targets.items():
         if folder == watch:
             raise ConfigError(f"{folders_reader.key(key)}: {folder!r} is the watched folder; choose another")
+        if folder is not None and folder == sent:
+            raise ConfigError(
+                f"{folders_reader.key(key)}: {folder!r} is also the sent folder, whose mail is read as yours; "
+                "choose another"
+            )
     timeout = r.number("timeout", 60, 5, 3600)
     r.finish()
     return AccountConfig(
@@ -383,7 +409,8 @@ def parse_config(data: Any, source: Path | None = None) -> Config:
     raw_accounts = r.get("accounts")
     if not isinstance(raw_accounts, list) or not raw_accounts:
         raise ConfigError(f"accounts: {_show(raw_accounts)} is not valid; expected a list of one or more accounts")
-    accounts = tuple(_account(item, f"accounts[{i}]") for i, item in enumerate(raw_accounts))
+    base = source.parent if source is not None else None
+    accounts = tuple(_account(item, f"accounts[{i}]", base) for i, item in enumerate(raw_accounts))
     names = [a.name for a in accounts]
     for i, name in enumerate(names):
         if name in names[:i]:
@@ -548,11 +575,22 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+_CONFIG_MAX_BYTES = 1 << 20
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate the YAML file at ``path``."""
     p = Path(path).expanduser()
     try:
-        text = p.read_text(encoding="utf-8")
+        # A pipe or a device would block or never end: the file must be a file (opened without waiting).
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ConfigError(f"{p}: not a regular file; give the path of a YAML file")
+            raw = f.read(_CONFIG_MAX_BYTES + 1)
+        if len(raw) > _CONFIG_MAX_BYTES:
+            raise ConfigError(f"{p}: larger than {_CONFIG_MAX_BYTES // 1024} KiB; that is no configuration")
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read the configuration ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:
@@ -639,7 +677,12 @@ def _run_password_command(account: AccountConfig, should_stop: Callable[[], bool
             ) from None
     if process.returncode != 0:
         raise AuthError(f"account {account.name}: password_command exited with status {process.returncode}")
-    lines = out.decode("utf-8", "replace").splitlines()
-    if not lines or not lines[0]:
-        raise AuthError(f"account {account.name}: password_command printed nothing")
-    return lines[0]
+    first = out.split(b"\n", 1)[0].removesuffix(b"\r")  # the first line, whatever else it holds
+    if not first:
+        raise AuthError(f"account {account.name}: password_command printed nothing on its first line")
+    try:
+        return first.decode("utf-8")
+    except UnicodeDecodeError:
+        raise AuthError(
+            f"account {account.name}: password_command printed a first line that is not UTF-8 text"
+        ) from None

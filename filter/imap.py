@@ -47,7 +47,7 @@ from filter.mailbox import (
     header_date,
     header_fields,
 )
-from filter.state import fingerprint_key
+from filter.state import fingerprint_key, message_id_hash
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,10 @@ class ImapMailbox:
                         f"{self._where}: the server does not offer STARTTLS; refusing to send the password "
                         "unencrypted (use security: tls if it offers implicit TLS on another port)"
                     )
-                imap.starttls(context)
+                try:
+                    imap.starttls(context)
+                except MailboxError as exc:
+                    raise ConnectError(f"{self._where}: the server would not start TLS ({exc})") from exc
             if imap.has_capability("AUTH=PLAIN"):
                 imap.plain_login(account.username, self._password)
             elif not (account.username.isascii() and self._password.isascii()):
@@ -413,7 +416,14 @@ class ImapMailbox:
                     )
             else:
                 self._leave_examined()
-        log.debug("%s: %s %s message %r", self._where, folder, "holds" if found else "lacks", fingerprint)
+        log.debug(  # the Message-ID is the sender's text: the log names it by its hash
+            "%s: %s %s the message of size %d, Message-ID hash %s",
+            self._where,
+            folder,
+            "holds" if found else "lacks",
+            fingerprint.size,
+            message_id_hash(fingerprint.message_id)[:12] if fingerprint.message_id else "-",
+        )
         return found
 
     def _digest(self, uid: int, size: int) -> str | None:

@@ -253,11 +253,16 @@ class State:
             except OSError as exc:
                 raise StateError(f"state_path: cannot lock {path} ({exc.strerror})") from exc
         try:
+            # SQLite gives its -wal and -shm files the database file's mode: the file is made private first.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+            os.chmod(path, 0o600)
+        except OSError as exc:
+            raise StateError(f"state_path: cannot create {path} ({exc.strerror})") from exc
+        try:
             db = _connect(str(path))
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             _init_schema(db, path)
-            os.chmod(path, 0o600)
         except sqlite3.Error as exc:
             raise StateError(f"state_path: {path} is not a usable SQLite database ({exc})") from exc
         return cls(path, db, lock_file)

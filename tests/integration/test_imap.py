@@ -410,6 +410,18 @@ def test_untagged_responses_before_the_idle_go_ahead_do_not_break_idle(
         relay.close()
 
 
+def test_a_starttls_the_server_refuses_is_a_tls_failure(dovecot_tls: LocalDovecot, open_mailbox: OpenMailbox) -> None:
+    def spoil(data: bytes) -> bytes:  # the server sees a command it does not know, and answers BAD
+        return data.replace(b" STARTTLS\r\n", b" STARTTLX\r\n")
+
+    relay = _RewritingRelay(dovecot_tls.host, dovecot_tls.port, to_server=spoil)
+    try:
+        with pytest.raises(ConnectError, match="would not start TLS"):
+            open_mailbox(dovecot_tls, security="starttls", port=relay.port)
+    finally:
+        relay.close()
+
+
 def test_wait_for_change_returns_promptly_when_should_stop_turns_true_mid_idle(
     dovecot: LocalDovecot, open_mailbox: OpenMailbox, imap_commands: Commands
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -562,4 +563,65 @@ def test_a_password_command_whose_child_keeps_its_output_open_still_ends(monkeyp
     monkeypatch.setattr(filter.config, "PASSWORD_COMMAND_SECONDS", 1)
     account = parse_config(minimal(password_env=None, password_command="setsid sleep 20 & echo pw")).accounts[0]
     with pytest.raises(AuthError, match="did not finish in 1 s"):
+        read_password(account)
+
+
+@pytest.mark.parametrize("host", ["localhost.", "[::1]", "localhost.localdomain"])
+def test_plain_is_refused_to_a_name_dns_would_answer_for(host: str) -> None:
+    assert "accounts[0].security" in error_of(minimal(security="plain", host=host))
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("host", "127.0.0.1\0x"), ("watch", "A\r\nB"), ("username", "u\n"), ("password_command", "pass\0show")],
+)
+def test_a_control_character_in_a_string_is_named(key: str, value: str) -> None:
+    data = minimal(**{key: value})
+    if key == "password_command":
+        data["accounts"][0].pop("password_env")
+    message = error_of(data)
+    assert f"accounts[0].{key}" in message and "control character" in message
+
+
+def test_an_account_name_cannot_end_in_a_line_break() -> None:
+    assert "accounts[0].name" in error_of(minimal(name="home\n"))
+
+
+def test_a_huge_value_is_shown_cut_short() -> None:
+    value: Any = ["x" * 1000]
+    for _ in range(8):
+        value = [value] * 10  # what YAML aliases make of a few lines
+    message = error_of({**minimal(), "action": value})
+    assert "action" in message and len(message) < 1000
+
+
+def test_a_relative_ca_file_is_beside_the_config_file(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not a certificate")
+    path = tmp_path / "c.yaml"
+    path.write_text("accounts:\n  - {name: a, host: imap.example.org, username: u, password_env: X, ca_file: ca.pem}\n")
+    with pytest.raises(ConfigError, match=r"ca_file: 'ca.pem' cannot be loaded as a PEM CA"):
+        load_config(path)  # found (and read) beside the config, wherever the command runs
+
+
+def test_a_target_folder_cannot_be_the_sent_folder() -> None:
+    message = error_of(minimal(sent="Networking/Articles"))
+    assert "accounts[0].folders.article_share" in message and "sent folder" in message
+
+
+def test_a_config_path_that_is_a_pipe_is_refused_without_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "c.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config(fifo)
+
+
+def test_a_password_command_line_is_cut_only_at_a_line_feed() -> None:
+    account = parse_config(minimal(password_env=None, password_command="printf 's3c\\vret\\r\\nextra'")).accounts[0]
+    assert read_password(account) == "s3c\vret"
+
+
+def test_a_password_command_that_prints_no_utf8_says_so() -> None:
+    account = parse_config(minimal(password_env=None, password_command="printf 'secr\\351t'")).accounts[0]
+    with pytest.raises(AuthError, match="not UTF-8"):
         read_password(account)

@@ -518,3 +518,11 @@ def test_a_reader_without_write_access_to_the_folder_says_so(tmp_path: Path, mon
     monkeypatch.setattr("filter.state.os.access", lambda *args: False)
     with pytest.raises(StateError, match=r"is not writable for this user.*run as the daemon's user"):
         State.open_reader(path)
+
+
+def test_a_new_state_and_its_journal_are_private_in_a_folder_others_can_read(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    state = State.open(tmp_path / "s.sqlite3")
+    state.add_intents("home", "INBOX", 7, [Intent(5, FP, "Articles", record(5, "move"))], now=1.0)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.glob("s.sqlite3*") if p.suffix != ".lock"}
+    assert set(modes) >= {"s.sqlite3", "s.sqlite3-wal"} and set(modes.values()) == {0o600}, modes
