@@ -97,6 +97,8 @@ def fingerprint_of(raw: RawMessage) -> Fingerprint:
 # Sent mail is read in pages of this many messages, so the first look at a large sent folder
 # is done in steps that each commit their progress.
 SENT_PAGE = 2000
+# One-by-one fetches of a message the server failed to return before, before it is skipped.
+FETCH_TRIES = 3
 _DAY = 86400.0
 WEEKDAY_NUMBERS = {name: number for number, name in enumerate(WEEKDAYS)}
 
@@ -235,8 +237,8 @@ class AccountRunner:
 
     def _batch(self, uv: int, uids: Sequence[int]) -> list[Outcome]:
         name, watch = self.account.name, self.account.watch
-        raws = self.mailbox.fetch(uids, self.config.max_message_bytes)
-        fetched = {raw.uid for raw in raws}
+        raws, unreadable = self._fetch(uv, uids)
+        fetched = {raw.uid for raw in raws} | set(unreadable)
         for uid in uids:
             if uid not in fetched:
                 log.info(
@@ -254,7 +256,8 @@ class AccountRunner:
                 [Intent(raw.uid, fingerprint_of(raw), r.target or "", r) for raw, r in acting],
                 self.clock(),
             )
-        outcomes = self._finish(uv, left)
+        outcomes = self._finish(uv, left + [_unreadable(uid, uv) for uid in unreadable])
+        self.state.fetch_settled(name, watch, uv, unreadable)
         groups: dict[tuple[str, str | None, tuple[str, ...]], list[tuple[RawMessage, DecisionRecord]]] = {}
         for raw, r in acting:
             groups.setdefault((r.action, r.target, tuple(r.keywords)), []).append((raw, r))
@@ -267,6 +270,43 @@ class AccountRunner:
                     self.mailbox.move(group_uids, target, self._marking_copied(uv, group_uids))
             outcomes.extend(self._finish(uv, group))
         return sorted(outcomes, key=lambda o: o.uid)
+
+    def _fetch(self, uv: int, uids: Sequence[int]) -> tuple[list[RawMessage], list[int]]:
+        """The messages of these UIDs, and the UIDs given up on after FETCH_TRIES failed tries one by one.
+
+        A server may end the session over a message it cannot read (Dovecot
+        does), so one such message would fail every pass from then on. A
+        batch whose fetch fails is therefore fetched one message at a time
+        at the next try, each try counted in the state before it is made;
+        a message the server fails to return FETCH_TRIES times is recorded
+        as skipped, and left where it is, so that the others go on.
+        """
+        name, watch = self.account.name, self.account.watch
+        cap = self.config.max_message_bytes
+        tries = self.state.fetch_tries(name, watch, uv, uids)
+        batch = [uid for uid in uids if uid not in tries]
+        raws: list[RawMessage] = []
+        if batch:
+            try:
+                raws = self.mailbox.fetch(batch, cap)
+            except (ConnectionLost, MailboxError):
+                self.state.fetch_failed(name, watch, uv, batch)
+                raise
+        unreadable = []
+        for uid in sorted(tries):
+            if tries[uid] >= FETCH_TRIES:
+                log.error(
+                    "%s: uid=%d: the server failed to return it %d times; skipped, and left in place",
+                    name,
+                    uid,
+                    tries[uid],
+                )
+                unreadable.append(uid)
+                continue
+            self.state.fetch_trying(name, watch, uv, uid)
+            raws += self.mailbox.fetch([uid], cap)
+            self.state.fetch_settled(name, watch, uv, [uid])
+        return sorted(raws, key=lambda raw: raw.uid), unreadable
 
     def _decide(self, raws: Sequence[RawMessage]) -> list[_Judged]:
         """Decisions for a batch, in UID order, each seeing the sender history left by the ones before it."""
@@ -598,6 +638,13 @@ class Backoff:
         base = min(self.maximum, self.initial * float(2 ** min(self.attempt, 30)))
         self.attempt += 1
         return base * self.rng.uniform(0.5, 1.0)
+
+
+def _unreadable(uid: int, uv: int) -> tuple[RawMessage, DecisionRecord]:
+    """A message the server would not return, as a skipped one: nothing of it is known but its UID."""
+    raw = RawMessage(uid, uv, (), 0, None, b"", False, "")
+    reason = f"the server failed to return it {FETCH_TRIES} times; left in place"
+    return raw, DecisionRecord(uid, "", {}, "skip", None, (), (reason,))
 
 
 def _record(raw: RawMessage, judged: _Judged) -> DecisionRecord:

@@ -70,6 +70,13 @@ CREATE TABLE IF NOT EXISTS intents (
     target TEXT NOT NULL, decision TEXT NOT NULL, created REAL NOT NULL,
     PRIMARY KEY (account, mailbox, uidvalidity, uid)
 );
+-- Messages whose fetch failed (the server may end the session over one it cannot read): fetched one by
+-- one from then on, each try counted before it is made, until one succeeds or the tries run out.
+CREATE TABLE IF NOT EXISTS fetch_failures (
+    account TEXT NOT NULL, mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,
+    tries INTEGER NOT NULL,
+    PRIMARY KEY (account, mailbox, uidvalidity, uid)
+);
 -- Moves by COPY whose COPY the server confirmed: the copy in the target is this move's own.
 CREATE TABLE IF NOT EXISTS copied (
     account TEXT NOT NULL, mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,
@@ -583,6 +590,48 @@ class State:
             self._db.execute(
                 f"DELETE FROM {table} WHERE account=? AND mailbox=? AND uidvalidity=? AND uid=?",
                 (account, mailbox, uidvalidity, uid),
+            )
+
+    # Messages the server failed to return ----------------------------------------
+
+    @_serialised
+    def fetch_tries(self, account: str, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> dict[int, int]:
+        """Of these UIDs, those whose fetch failed before, with how many one-by-one tries they have had."""
+        out: dict[int, int] = {}
+        for chunk, marks in _chunked(list(uids)):
+            rows = self._db.execute(
+                f"SELECT uid, tries FROM fetch_failures WHERE account=? AND mailbox=? AND uidvalidity=? "
+                f"AND uid IN ({marks})",
+                (account, mailbox, uidvalidity, *chunk),
+            )
+            out.update(dict(rows.fetchall()))
+        return out
+
+    @_serialised
+    def fetch_failed(self, account: str, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> None:
+        """Note that a fetch of these UIDs failed: each will be fetched alone from now on."""
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO fetch_failures VALUES (?, ?, ?, ?, 0)",
+                [(account, mailbox, uidvalidity, uid) for uid in uids],
+            )
+
+    @_serialised
+    def fetch_trying(self, account: str, mailbox: str, uidvalidity: int, uid: int) -> None:
+        """Count a try before it is made, so that a try that ends the session or the process still counts."""
+        with self._transaction():
+            self._db.execute(
+                "UPDATE fetch_failures SET tries = tries + 1 WHERE account=? AND mailbox=? AND uidvalidity=? AND uid=?",
+                (account, mailbox, uidvalidity, uid),
+            )
+
+    @_serialised
+    def fetch_settled(self, account: str, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> None:
+        """Forget the failures of these UIDs: fetched at last, or given up and recorded."""
+        with self._transaction():
+            self._db.executemany(
+                "DELETE FROM fetch_failures WHERE account=? AND mailbox=? AND uidvalidity=? AND uid=?",
+                [(account, mailbox, uidvalidity, uid) for uid in uids],
             )
 
     # Reading the log ------------------------------------------------------------

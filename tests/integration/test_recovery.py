@@ -22,7 +22,7 @@ from filter.imap import ImapMailbox
 from filter.mailbox import ConnectionLost
 from filter.message import ParsedMessage
 from filter.model import Scores
-from filter.runner import AccountRunner
+from filter.runner import FETCH_TRIES, AccountRunner
 from filter.state import State
 
 pytestmark = [
@@ -138,6 +138,36 @@ def test_messages_sharing_a_fingerprint_are_never_taken_for_each_other(
 
     assert server.messages(DEFAULT_USER, "INBOX") == []
     assert sorted(server.messages(DEFAULT_USER, ARTICLES)) == sorted([first, second])
+
+
+def test_a_message_the_server_cannot_read_is_skipped_and_the_others_go_on(
+    dovecot: LocalDovecot, runner_for: Callable[..., AccountRunner]
+) -> None:
+    """Dovecot ends the session over a message it cannot read: every pass would fail on it for ever."""
+    datas = [message(n, "an article" if n % 2 == 0 else "hello") for n in range(5)]
+    for data in datas:
+        dovecot.append(DEFAULT_USER, "INBOX", data)
+    inbox = dovecot.runtime / "mail" / DEFAULT_USER
+    (broken,) = [p for p in inbox.glob("*/*") if p.is_file() and b"Message number 2." in p.read_bytes()]
+    broken.chmod(0)  # the server's mail user may no longer read it
+    failed = 0
+    while True:
+        try:
+            runner = runner_for(dovecot, batch_size=10)
+            report = runner.pass_once()
+            break
+        except ConnectionLost:
+            failed += 1
+            assert failed <= 1 + FETCH_TRIES, "the broken message keeps stopping the passes"
+
+    assert failed >= 1
+    skipped = [o for o in report.outcomes if o.action == "skip"]
+    assert [o.reasons for o in skipped] == [(f"the server failed to return it {FETCH_TRIES} times; left in place",)]
+    assert sorted(dovecot.messages(DEFAULT_USER, ARTICLES)) == sorted([datas[0], datas[4]])
+    for path in inbox.glob(f"*/{broken.name.split(':')[0]}*"):  # Dovecot may have moved it from new/ to cur/
+        path.chmod(0o600)
+    assert sorted(dovecot.messages(DEFAULT_USER, "INBOX")) == sorted([datas[1], datas[2], datas[3]])
+    assert runner_for(dovecot).pass_once().outcomes == []  # recorded: not tried again
 
 
 @pytest.mark.parametrize(
