@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from filter.config import LABELS, WEEKDAYS, AccountConfig, Config
-from filter.errors import AuthError, ConnectError, MailboxError, PloyError
+from filter.errors import AuthError, ConnectError, FolderError, MailboxError, PloyError
 from filter.mailbox import ConnectionLost, Fingerprint, Mailbox, RawMessage, header_date, header_fields
 from filter.message import ParsedMessage, parse_message
 from filter.model import Scores
@@ -271,6 +271,24 @@ class AccountRunner:
             outcomes.extend(self._finish(uv, group))
         return sorted(outcomes, key=lambda o: o.uid)
 
+    def _twin_still_moved(self, raw: RawMessage, key: str) -> bool:
+        """Whether the message moved earlier with this one's fingerprint is still where it went, and is another.
+
+        Then this one is a look-alike (mail with no Message-ID, of one size,
+        arriving in one second), not the moved message brought back, and is
+        judged as new. A byte-identical copy there means the owner copied it
+        back (or the server shows one message in two folders, as Gmail's
+        labels do): brought back, and left alone.
+        """
+        target = self.state.moved_to(self.account.name, self.account.watch, key)
+        if target is None:
+            return False
+        fp = fingerprint_of(raw)
+        try:
+            return self.mailbox.contains(target, fp) and not self.mailbox.contains(target, fp, raw.uid)
+        except FolderError:
+            return False  # the folder is gone: what was moved there is gone too
+
     def _fetch(self, uv: int, uids: Sequence[int]) -> tuple[list[RawMessage], list[int]]:
         """The messages of these UIDs, and the UIDs given up on after FETCH_TRIES failed tries one by one.
 
@@ -316,7 +334,7 @@ class AccountRunner:
         keys = [fingerprint_key(fingerprint_of(raw)) for raw in raws]
         for i, raw in enumerate(raws):
             earlier = self.state.earlier_action(name, watch, keys[i])
-            if earlier == "move":
+            if earlier == "move" and not self._twin_still_moved(raw, keys[i]):
                 reason = f"{RETURNED}; left in place"
                 judged[i] = _Judged(Decision("keep", (), None, (), (reason,)), {})
                 continue

@@ -457,6 +457,17 @@ class State:
         ).fetchone()
         return None if row is None else str(row[0])
 
+    @_serialised
+    def moved_to(self, account: str, mailbox: str, fp_key: str) -> str | None:
+        """The folder the latest message moved with this fingerprint key went to, in any epoch."""
+        row = self._db.execute(
+            "SELECT d.target FROM decisions d JOIN handled h ON h.account=d.account AND h.mailbox=d.mailbox "
+            "AND h.uidvalidity=d.uidvalidity AND h.uid=d.uid WHERE h.account=? AND h.mailbox=? AND h.fp_key=? "
+            "AND h.action='move' AND d.action='move' ORDER BY d.id DESC LIMIT 1",
+            (account, mailbox, fp_key),
+        ).fetchone()
+        return None if row is None else row[0]
+
     def record(
         self,
         account: str,

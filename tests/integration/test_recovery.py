@@ -310,6 +310,25 @@ def test_a_message_the_owner_brought_back_stays_however_often_it_comes_and_goes(
     assert len(dovecot.messages(DEFAULT_USER, "INBOX")) == 1
 
 
+def test_a_look_alike_of_a_moved_message_is_judged_and_a_copy_brought_back_is_not(
+    dovecot: LocalDovecot, runner_for: Callable[..., AccountRunner]
+) -> None:
+    # Two alerts without a Message-ID, of one size, arriving in one second, one pass apart: one fingerprint.
+    first = b"From: alerts@monitor.example\r\nSubject: an article on disk sda1 at 91%\r\n\r\nHost web1: 91% full.\r\n"
+    second = b"From: alerts@monitor.example\r\nSubject: an article on disk sdb1 at 92%\r\n\r\nHost db2:  92% full.\r\n"
+    when = '"02-Mar-2026 10:00:00 +0000"'
+    dovecot.append(DEFAULT_USER, "INBOX", first, internaldate=when)
+    assert [o.action for o in runner_for(dovecot).pass_once().outcomes] == ["move"]
+    dovecot.append(DEFAULT_USER, "INBOX", second, internaldate=when)
+    assert [o.action for o in runner_for(dovecot).pass_once().outcomes] == ["move"]
+    assert sorted(dovecot.messages(DEFAULT_USER, ARTICLES)) == sorted([first, second])
+
+    # The owner copies the first back and keeps it in both folders, as a Gmail label does: it stays.
+    dovecot.doveadm("copy", "-u", DEFAULT_USER, "INBOX", "mailbox", ARTICLES, "SUBJECT", "sda1")
+    assert [o.action for o in runner_for(dovecot).pass_once().outcomes] == ["keep"]
+    assert dovecot.messages(DEFAULT_USER, "INBOX") == [first]
+
+
 def test_search_goes_in_windows_and_misses_nothing(
     dovecot: LocalDovecot,
     open_mailbox: Callable[..., ImapMailbox],
