@@ -844,7 +844,8 @@ def _translated(where: str) -> Iterator[None]:
     except imaplib.IMAP4.readonly as exc:
         raise MailboxError(f"{where}: the server allows only read access: {exc}") from exc
     except imaplib.IMAP4.abort as exc:
-        raise ConnectionLost(f"{where}: connection lost: {exc}") from exc
+        # imaplib says "socket error" for an end of file or a cut line; any other abort is the server's word.
+        raise ConnectionLost(f"{where}: connection lost: {exc}", by_server="socket error" not in str(exc)) from exc
     except imaplib.IMAP4.error as exc:
         raise MailboxError(f"{where}: {exc}") from exc
     except (OSError, EOFError) as exc:

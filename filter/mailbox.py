@@ -22,7 +22,14 @@ class ConnectionLost(Exception):
     Raised by a Mailbox for every failure that a new connection may cure.
     Failures that a new connection will not cure (a refused login, a folder
     the server will not create) are ``PloyError`` subclasses instead.
+    ``by_server`` is True when the server itself ended the session (a BYE,
+    a reply that breaks the protocol), False for a network failure (end of
+    file, reset, timeout), which says nothing of the command in flight.
     """
+
+    def __init__(self, *args: object, by_server: bool = False) -> None:
+        super().__init__(*args)
+        self.by_server = by_server
 
 
 @dataclass(frozen=True)

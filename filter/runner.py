@@ -295,9 +295,11 @@ class AccountRunner:
         A server may end the session over a message it cannot read (Dovecot
         does), so one such message would fail every pass from then on. A
         batch whose fetch fails is therefore fetched one message at a time
-        at the next try, each try counted in the state before it is made;
-        a message the server fails to return FETCH_TRIES times is recorded
-        as skipped, and left where it is, so that the others go on.
+        at the next try, each try counted in the state before it is made
+        (so that a try that ends the process counts) and uncounted when the
+        network, not the server, ended it; a message the server fails to
+        return FETCH_TRIES times is recorded as skipped, and left where it
+        is, so that the others go on.
         """
         name, watch = self.account.name, self.account.watch
         cap = self.config.max_message_bytes
@@ -322,7 +324,12 @@ class AccountRunner:
                 unreadable.append(uid)
                 continue
             self.state.fetch_trying(name, watch, uv, uid)
-            raws += self.mailbox.fetch([uid], cap)
+            try:
+                raws += self.mailbox.fetch([uid], cap)
+            except ConnectionLost as exc:
+                if not exc.by_server:  # the network failed, not this message: the try does not count
+                    self.state.fetch_trying(name, watch, uv, uid, -1)
+                raise
             self.state.fetch_settled(name, watch, uv, [uid])
         return sorted(raws, key=lambda raw: raw.uid), unreadable
 

@@ -628,12 +628,16 @@ class State:
             )
 
     @_serialised
-    def fetch_trying(self, account: str, mailbox: str, uidvalidity: int, uid: int) -> None:
-        """Count a try before it is made, so that a try that ends the session or the process still counts."""
+    def fetch_trying(self, account: str, mailbox: str, uidvalidity: int, uid: int, change: int = 1) -> None:
+        """Count a try before it is made, so that a try that ends the session or the process still counts.
+
+        ``change`` -1 takes back a try that the network, not the message, ended.
+        """
         with self._transaction():
             self._db.execute(
-                "UPDATE fetch_failures SET tries = tries + 1 WHERE account=? AND mailbox=? AND uidvalidity=? AND uid=?",
-                (account, mailbox, uidvalidity, uid),
+                "UPDATE fetch_failures SET tries = MAX(tries + ?, 0) WHERE account=? AND mailbox=? "
+                "AND uidvalidity=? AND uid=?",
+                (change, account, mailbox, uidvalidity, uid),
             )
 
     @_serialised

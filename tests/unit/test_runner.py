@@ -22,7 +22,7 @@ from filter.imap import sent_message_of
 from filter.mailbox import ConnectionLost, Fingerprint, MailboxStatus, RawMessage, SentMessage
 from filter.message import ParsedMessage
 from filter.model import Scores
-from filter.runner import AccountRunner, Backoff
+from filter.runner import FETCH_TRIES, AccountRunner, Backoff
 from filter.state import State
 
 ARTICLES, REQUESTS = "Networking/Articles", "Networking/Requests"
@@ -51,6 +51,7 @@ class Server:
     def __init__(self, *, move: bool = True) -> None:
         self.folders: dict[str, Folder] = {"INBOX": Folder()}
         self.has_move = move
+        self.fetch_failures: list[ConnectionLost] = []  # raised, one per fetch of UID 1, while there are any
 
     def all_bodies(self) -> list[bytes]:
         return sorted(data for f in self.folders.values() for data, _ in f.messages.values())
@@ -93,6 +94,8 @@ class FakeMailbox:
 
     def fetch(self, uids: Sequence[int], max_bytes: int) -> list[RawMessage]:
         f = self._folder()
+        if 1 in uids and self.server.fetch_failures:
+            raise self.server.fetch_failures.pop(0)
         self.commands.append("FETCH")
         out = []
         for uid in uids:
@@ -432,3 +435,30 @@ def test_an_error_after_login_backs_off_more_each_time_until_a_pass_succeeds() -
     r.run_forever(stop, rng=random.Random(0))
     assert len(waits) == 4
     assert all(0.5 * cap <= w <= cap for w, cap in zip(waits, [1, 2, 4, 8], strict=True))
+
+
+def _pass_through_failures(server: Server, state: State) -> list[str]:
+    """Passes until one completes, each failed one playing a reconnection; the actions of UID 1."""
+    for _ in range(10):
+        try:
+            report = runner(server, state).pass_once()
+        except ConnectionLost:
+            continue
+        return [o.action for o in report.outcomes if o.uid == 1]
+    raise AssertionError("no pass completed")
+
+
+def test_a_message_the_network_keeps_failing_on_is_not_given_up() -> None:
+    server, state = Server(), State.in_memory()
+    seed(server, 3)
+    server.fetch_failures = [ConnectionLost("socket error: EOF") for _ in range(1 + 2 * FETCH_TRIES)]
+    assert _pass_through_failures(server, state) == ["move"]
+
+
+def test_a_message_the_server_keeps_failing_on_is_skipped_after_its_tries() -> None:
+    server, state = Server(), State.in_memory()
+    seed(server, 3)
+    server.fetch_failures = [ConnectionLost("FETCH failed", by_server=True) for _ in range(1 + FETCH_TRIES)]
+    assert _pass_through_failures(server, state) == ["skip"]
+    assert folder_ids(server, "INBOX") == ["<m0@example.org>", "<m1@example.org>"]  # UID 1 is left where it is
+    assert folder_ids(server, REQUESTS) == ["<m2@example.org>"]  # and the others went on
