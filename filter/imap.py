@@ -380,9 +380,10 @@ class ImapMailbox:
         ``ConnectionLost`` is raised so that the caller starts over.
 
         Candidates are found with SEARCH HEADER Message-ID (or, for a message
-        without one, by exact size via LARGER/SMALLER, RFC 9051 section
-        6.4.4) and then compared on Message-ID, size and INTERNALDATE, which
-        COPY and MOVE preserve.
+        without one, or one whose Message-ID that search does not find, by
+        exact size via LARGER/SMALLER, RFC 9051 section 6.4.4) and then
+        compared on Message-ID, size and INTERNALDATE, which COPY and MOVE
+        preserve.
 
         With ``original``, a UID of the selected folder, a candidate must
         also have that message's exact bytes (compared by SHA-256, read in
@@ -399,12 +400,16 @@ class ImapMailbox:
         previous, previous_uidvalidity = self._selected, self._uidvalidity
         try:
             self._examine(folder)
+            alike: list[int] = []
             if fingerprint.message_id:
                 candidates = self._search_message_id(fingerprint.message_id)
-            else:
+                alike = [uid for uid, other in self.fingerprints(candidates).items() if _same(fingerprint, other)]
+            if not alike:
+                # Also for a Message-ID the server's search cannot match: Dovecot decodes RFC 2047 encoded
+                # words in it before comparing, so the raw text is never found.
                 size = fingerprint.size
                 candidates = self._session.search(["LARGER", max(size - 1, 0), "SMALLER", size + 1])
-            alike = [uid for uid, other in self.fingerprints(candidates).items() if _same(fingerprint, other)]
+                alike = [uid for uid, other in self.fingerprints(candidates).items() if _same(fingerprint, other)]
             found = any(digest is None or self._digest(uid, fingerprint.size) == digest for uid in alike)
         finally:
             if previous is not None:
@@ -458,7 +463,9 @@ class ImapMailbox:
         parentheses or braces, which would break the command (and so every
         recovery after it). What a quoted string cannot carry (8-bit text,
         control characters) is left out by searching for the longest part
-        without it; with no such part, every message is a candidate.
+        without it; with no such part, every message is a candidate. A
+        server may still find nothing (Dovecot decodes encoded words
+        first): ``contains`` then searches by size.
         """
         searchable = max(_QUOTABLE_RUN.findall(message_id), key=len, default="")
         if not searchable:

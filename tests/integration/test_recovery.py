@@ -172,14 +172,27 @@ def test_a_message_the_server_cannot_read_is_skipped_and_the_others_go_on(
 
 @pytest.mark.parametrize(
     "message_id",
-    ["<a{b}@example.org>", "<x@[1(2)]>", '<"odd \\\\ one"@x.example>', "<a%b*c]@x.example>", "<caf\u00e9@x.example>"],
+    [
+        "<a{b}@example.org>",
+        "<x@[1(2)]>",
+        '<"odd \\\\ one"@x.example>',
+        "<a%b*c]@x.example>",
+        "<caf\u00e9@x.example>",
+        "<=?utf-8?q?caf=C3=A9?=@x.example>",  # Dovecot decodes this before it compares: found by size
+    ],
 )
+@pytest.mark.parametrize("point, capabilities", [("move", None), ("remove", CAPABILITIES_NO_MOVE)])
 def test_a_message_id_with_any_characters_is_searched_for_after_a_crash(
-    dovecot: LocalDovecot, runner_for: Callable[..., AccountRunner], message_id: str
+    dovecot_factory: Callable[..., LocalDovecot],
+    runner_for: Callable[..., AccountRunner],
+    message_id: str,
+    point: str,
+    capabilities: Any,
 ) -> None:
     data = f"From: s@example.org\r\nSubject: an article\r\nMessage-ID: {message_id}\r\n\r\nBody.\r\n".encode()
+    dovecot = dovecot_factory(capabilities=capabilities)
     dovecot.append(DEFAULT_USER, "INBOX", data)
-    Stopping.point = "move"
+    Stopping.point = point
     with pytest.raises(Killed):
         runner_for(dovecot, Stopping).pass_once()
 
