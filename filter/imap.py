@@ -24,6 +24,7 @@ import hashlib
 import imaplib
 import logging
 import re
+import select
 import socket
 import ssl
 import time
@@ -102,6 +103,7 @@ class ImapMailbox:
         self._permanent_flags: frozenset[str] = frozenset()
         self._warned_no_uidplus = False
         self._idle_refused = False
+        self._at_end = False  # the last look ahead found the socket readable with nothing in it
 
     def connect(self) -> None:
         """Open the session, secure it as configured and log in.
@@ -730,31 +732,45 @@ class ImapMailbox:
         return False
 
     def _read_ahead(self) -> list[Any]:
-        """The whole response lines already read from the socket and not yet taken, parsed; never blocks.
+        """The response lines the server has begun to send, parsed; returns at once when there are none.
 
         imaplib reads the socket through a buffer, and TLS decrypts whole
         records, so a line the server wrote together with the one imaplib
         asked for (an EXISTS right behind "+ idling") waits in a buffer
-        where imapclient's ``idle_check``, which polls the socket, never
-        looks: IDLE would not learn of that message until the server next
-        wrote something, a keepalive minutes later. A line not yet whole is
-        left for ``idle_check``, which reads it once the rest arrives.
+        where polling the socket never looks: IDLE would not learn of that
+        message until the server next wrote something, a keepalive minutes
+        later. What is buffered is looked at without waiting; a line that
+        has begun is read to its end as imaplib reads any reply (within the
+        session's timeout), so a line that comes in pieces is never cut.
         """
         client = self._session._client
         reader = getattr(getattr(client, "_imap", None), "file", None)
         if not hasattr(reader, "peek"):
             return []
-        responses = []
+        responses: list[Any] = []
         with _translated(self._where):
             sock = client.socket()
-            sock.setblocking(False)
-            try:
-                while b"\n" in _peek(reader):
-                    responses.append(_parse_untagged_response(client._imap._get_line()))
-            finally:
-                sock.setblocking(True)
-                client._set_read_timeout()
-        return responses
+            while True:
+                sock.setblocking(False)
+                try:
+                    begun = _peek(reader)
+                finally:
+                    sock.setblocking(True)
+                    client._set_read_timeout()
+                if not begun:
+                    self._at_end = begun is not None
+                    return responses
+                responses.append(_parse_untagged_response(client._imap._get_line()))
+
+    def _readable(self, timeout: float) -> bool:
+        """Whether the socket has something to read (TLS's own buffer included) within ``timeout`` seconds."""
+        with _translated(self._where):
+            sock = self._session._client.socket()
+            if isinstance(sock, ssl.SSLSocket) and sock.pending():
+                return True
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
+            return bool(poller.poll(max(timeout, 0.0) * 1000))
 
     def wait_for_change(self, timeout: float, should_stop: Callable[[], bool]) -> bool:
         """Wait in IDLE (RFC 2177) until the selected folder changes, ``timeout`` passes or ``should_stop()``.
@@ -762,9 +778,10 @@ class ImapMailbox:
         IDLE is checked in steps of at most a second so that ``should_stop``
         is noticed; DONE always ends it before returning. RFC 2177 section 3
         asks clients to renew IDLE at least every 29 minutes; the caller
-        passes ``timeout`` <= 600 s. imapclient's ``idle_check`` swallows an
-        end of file, so a step that wakes early with nothing to read ends
-        IDLE at once: DONE then finds out whether the connection is gone.
+        passes ``timeout`` <= 600 s. A socket that is readable with nothing
+        to read (not even part of a TLS record) has reached its end, so
+        IDLE ends at once: DONE then finds out whether the connection is
+        gone.
         Without IDLE (or with ``idle=False``) this only sleeps, for at most
         ``poll_interval``, and returns False; the caller polls.
         """
@@ -782,12 +799,12 @@ class ImapMailbox:
         changed = self._announced_new_mail()  # announced before the server's "+ idling"
         try:
             while not changed and not should_stop() and (remaining := deadline - time.monotonic()) > 0:
-                step = min(_IDLE_STEP, remaining)
-                started = time.monotonic()
-                responses = self._read_ahead() or imap.idle_check(timeout=step)
+                responses = self._read_ahead()
+                if not responses and self._readable(min(_IDLE_STEP, remaining)):
+                    responses = self._read_ahead()
+                    if not responses and self._at_end:
+                        break  # readable, yet nothing came: the end of the connection, which DONE finds out
                 changed = _reports_change(responses)
-                if not responses and time.monotonic() - started < step / 2:
-                    break
         except ConnectionLost:
             raise
         except BaseException:
@@ -957,12 +974,17 @@ def _same(wanted: Fingerprint, other: Fingerprint) -> bool:
     return wanted.internaldate is None or other.internaldate is None or wanted.internaldate == other.internaldate
 
 
-def _peek(reader: Any) -> bytes:
-    """What a buffered reader over a non-blocking socket holds, reading the socket at most once; b"" for nothing."""
+def _peek(reader: Any) -> bytes | None:
+    """What a buffered reader over a non-blocking socket holds, reading the socket at most once.
+
+    b"" at the end of a plain socket (or with nothing there: the buffered
+    reader does not tell the two apart), None while TLS has only part of a
+    record.
+    """
     try:
         return bytes(reader.peek(1))
     except (BlockingIOError, ssl.SSLWantReadError):
-        return b""
+        return None
 
 
 def _reports_change(responses: Sequence[Any]) -> bool:

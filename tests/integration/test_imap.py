@@ -346,6 +346,34 @@ def _received(sock: socket.socket) -> bytes | None:
         return None
 
 
+class _TricklingRelay(_RewritingRelay):
+    """A relay that passes on what the server writes a few bytes at a time, as a slow link would."""
+
+    def _to_client(self, server: socket.socket, client: socket.socket) -> None:
+        with suppress(OSError):
+            while data := server.recv(65536):
+                for start in range(0, len(data), 3):
+                    client.sendall(data[start : start + 3])
+                    time.sleep(0.002)
+            client.shutdown(socket.SHUT_WR)
+
+
+@pytest.mark.parametrize("security", ["plain", "tls"])
+def test_idle_reads_replies_that_come_a_few_bytes_at_a_time(
+    dovecot_tls: LocalDovecot, open_mailbox: OpenMailbox, security: str
+) -> None:
+    port = dovecot_tls.tls_port if security == "tls" else dovecot_tls.port
+    relay = _TricklingRelay(dovecot_tls.host, port)
+    try:
+        mailbox = open_mailbox(dovecot_tls, security=security, port=relay.port)
+        for _ in range(2):
+            changed, _ = _wait_while_mail_arrives(mailbox, dovecot_tls, 30)
+            assert changed
+            assert mailbox.search_uids() == dovecot_tls.uids(USER, "INBOX")  # the same session goes on
+    finally:
+        relay.close()
+
+
 def test_mail_announced_in_the_same_read_as_the_idle_go_ahead_ends_the_wait(
     dovecot: LocalDovecot, open_mailbox: OpenMailbox
 ) -> None:

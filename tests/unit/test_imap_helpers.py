@@ -157,7 +157,7 @@ def test_peek_shows_what_a_reader_holds_without_waiting_for_more() -> None:
     ours, theirs = socket.socketpair()
     with ours, theirs, ours.makefile("rb") as reader:
         ours.setblocking(False)
-        assert _peek(reader) == b""  # nothing sent: no wait
+        assert not _peek(reader)  # nothing sent: no wait
         theirs.sendall(b"+ idling\r\n* 3 EXISTS\r\n")
         assert reader.readline() == b"+ idling\r\n"
         assert _peek(reader) == b"* 3 EXISTS\r\n"  # read already, though the socket has nothing left
