@@ -961,19 +961,21 @@ def with_headers(
 _LINE_END = re.compile(rb"\r\n|\n|\r")
 _PLOY_FIELD = re.compile(rb"x-ploy-[!-9;-~]*[ \t]*:", re.I)
 _PLOY_LINE = re.compile(rb"(?:^|(?<=[\r\n]))x-ploy-", re.I)
-# The end of the header: the line end that the blank line's own end follows.
-_BLANK_LINE = re.compile(rb"(?<=\n)\r?\n|(?<=\r)\r(?!\n)|^\r?\n")
+# The blank line that ends the header: a line end right after another (CRLF taken whole, never as CR then LF).
+_BLANK_LINE = re.compile(rb"(?>\r\n|\n|\r)(\r\n|\n|\r)")
 
 
 def _first_line_end(data: bytes) -> bytes:
-    found = _LINE_END.search(data, 0, 1 << 16)
+    found = _LINE_END.search(data)
     return found.group() if found else b"\n"
 
 
 def _without_ploy_fields(data: bytes, start: int) -> bytes:
     """``data[start:]`` without the header fields named X-Ploy-..., continuation lines included."""
+    if _LINE_END.match(data, start):
+        return data[start:]  # no header at all
     blank = _BLANK_LINE.search(data, start)
-    header_end = blank.start() if blank else len(data)
+    header_end = blank.start(1) if blank else len(data)
     if _PLOY_LINE.search(data, start, header_end) is None:
         return data[start:]
     kept: list[bytes] = []

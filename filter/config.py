@@ -42,6 +42,7 @@ PASSWORD_COMMAND_SECONDS = 60
 DEFAULT_FOLDERS = {"article_share": "Networking/Articles", "favour_request": "Networking/Requests"}
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a tab may stay
+_NUL = re.compile(r"\x00")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 CORRESPONDENT_ACTIONS = ("keep", "stricter")
 
@@ -173,17 +174,20 @@ class _Reader:
     def has(self, name: str) -> bool:
         return self.data.get(name) is not None
 
-    def string(self, name: str, default: str | None = None, *, required: bool = False) -> str:
+    def string(
+        self, name: str, default: str | None = None, *, required: bool = False, control: re.Pattern[str] | None = None
+    ) -> str:
+        """A non-empty string without control characters (``control``: those refused, by default all but tab)."""
         value = self.get(name, default)
         if value is None and required:
             raise ConfigError(f"{self.key(name)}: missing; this key is required")
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{self.key(name)}: {_show(value)} is not valid; expected a non-empty string")
-        control = _CONTROL.search(value)
-        if control is not None:
+        found = (control or _CONTROL).search(value)
+        if found is not None:
             raise ConfigError(
                 f"{self.key(name)}: {_show(value)} is not valid; it holds the control character "
-                f"{control.group()!r}, which no host, path, command or folder name takes"
+                f"{found.group()!r}, which no host, path, command or folder name takes"
             )
         return value
 
@@ -220,6 +224,14 @@ class _Reader:
             raise ConfigError(f"{self.key(unknown[0])}: unknown key{hint}; valid keys here are {', '.join(known)}")
 
 
+def _is(path: Path, test: Callable[[Path], bool]) -> bool:
+    """``test(path)``, False when the path cannot even be looked at (a name too long, a folder not searchable)."""
+    try:
+        return test(path)
+    except OSError:
+        return False
+
+
 def _bound(value: float) -> str:
     """A range bound as written in the README: 67108864, not 6.71089e+07."""
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
@@ -254,7 +266,7 @@ def _account(data: Any, path: str, base: Path | None = None) -> AccountConfig:
     r.only(_ACCOUNT_KEYS)  # first: a misspelt password key must be named as such, not as a missing one
     name = r.string("name", required=True)
     if not _NAME_RE.fullmatch(name):
-        raise ConfigError(f"{r.key('name')}: {name!r} is not valid; use letters, digits, '.', '_' or '-'")
+        raise ConfigError(f"{r.key('name')}: {_show(name)} is not valid; use letters, digits, '.', '_' or '-'")
     host = r.string("host", required=True)
     security = r.choice("security", SECURITY_MODES, "tls")
     port = int(r.number("port", 993 if security == "tls" else 143, 1, 65535, integer=True))
@@ -267,14 +279,14 @@ def _account(data: Any, path: str, base: Path | None = None) -> AccountConfig:
     ca_path = Path(ca_file).expanduser() if ca_file else None
     if ca_path is not None and base is not None and not ca_path.is_absolute():
         ca_path = base / ca_path  # as state_path and model: beside the config, wherever the daemon starts
-    if ca_path is not None and not ca_path.is_file():
-        raise ConfigError(f"{r.key('ca_file')}: {ca_file!r} is not a readable file; expected a PEM CA bundle")
+    if ca_path is not None and not _is(ca_path, Path.is_file):
+        raise ConfigError(f"{r.key('ca_file')}: {_show(ca_file)} is not a readable file; expected a PEM CA bundle")
     if ca_path is not None:
         try:
             ssl.create_default_context().load_verify_locations(cafile=str(ca_path))
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise ConfigError(
-                f"{r.key('ca_file')}: {ca_file!r} cannot be loaded as a PEM CA certificate ({exc}); "
+                f"{r.key('ca_file')}: {_show(ca_file)} cannot be loaded as a PEM CA certificate ({exc}); "
                 "expected a PEM CA bundle"
             ) from None
     username = r.string("username", required=True)
@@ -284,7 +296,8 @@ def _account(data: Any, path: str, base: Path | None = None) -> AccountConfig:
             f"{r.key('password_command')}: give exactly one of password_command, password_env or "
             f"password (found {', '.join(sources) or 'none'})"
         )
-    password_command = r.optional_string("password_command")
+    # A shell command may span lines (a YAML block scalar ends in a line break); only a NUL cannot be run.
+    password_command = r.string("password_command", control=_NUL) if r.has("password_command") else None
     password_env = r.optional_string("password_env")
     password = r.get("password")
     if password is not None and (not isinstance(password, str) or not password):
@@ -428,8 +441,8 @@ def parse_config(data: Any, source: Path | None = None) -> Config:
     model = Path(model_value).expanduser() if model_value else None
     if model is not None and source is not None and not model.is_absolute():
         model = source.parent / model
-    if model is not None and not model.is_dir():
-        raise ConfigError(f"model: {model_value!r} is not a directory; expected a model bundle folder or null")
+    if model is not None and not _is(model, Path.is_dir):
+        raise ConfigError(f"model: {_show(model_value)} is not a directory; expected a model bundle folder or null")
     if not state_path.is_absolute() and source is not None:
         state_path = source.parent / state_path
     config = Config(

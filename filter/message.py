@@ -950,16 +950,34 @@ _TAG_BODY = r"""[^<>=]*+(?:=++\s*+(?:"[^"<]*+"|'[^'<]*+')?+[^<>=]*+)*+"""
 _BROKEN_TAG = re.compile(r"<(?!!--)(?!" + _TAG_BODY + r">)")
 
 
-# A marked section ("<![CDATA[", Outlook's "<![if ...]>") runs to "]>", and html.parser looks for that end
-# from each one: those after the last "]>" outside comments (every comment closes by then) are made text,
+# A marked section runs to its end, which html.parser looks for from each one: "]]>" for "<![CDATA[" (and
+# temp, ignore, include, rcdata), "]>" for Outlook's "<![if", "<![else", "<![endif", whitespace allowed
+# between. Those with no such end after them (outside comments, which all close by then) are made text,
 # which is what html.parser would make of them, so that the whole stays linear.
-_MARKUP_MARKS = re.compile(r"<!--.*?-->|<!\[|\][ \t\r\n]*>", re.S)
+_MARKUP_MARKS = re.compile(r"<!--.*?-->|<!\[([a-zA-Z][-_.a-zA-Z0-9]*)?|(\]\s*\]\s*>)|\]\s*>", re.S)
+_DOUBLE_END_SECTIONS = frozenset({"temp", "cdata", "ignore", "include", "rcdata"})
+_SINGLE_END_SECTIONS = frozenset({"if", "else", "endif"})
 
 
 def _defuse_marked_sections(html: str) -> str:
-    marks = [(found.start(), found.group()) for found in _MARKUP_MARKS.finditer(html) if found.group()[:4] != "<!--"]
-    last_end = max((start for start, mark in marks if mark[0] == "]"), default=-1)
-    unclosed = [start for start, mark in marks if mark == "<![" and start > last_end]
+    sections: list[tuple[int, str]] = []
+    last_single = last_double = -1  # where the last end of each kind starts
+    for found in _MARKUP_MARKS.finditer(html):
+        mark = found.group()
+        if mark.startswith("<!--"):
+            continue
+        if mark.startswith("<!["):
+            sections.append((found.start(), (found.group(1) or "").lower()))
+            continue
+        last_single = found.start()  # "]]>" ends an "<![if" too: its last "]" and ">" are "]>"
+        if found.group(2):
+            last_double = found.start()
+    unclosed = [
+        start
+        for start, name in sections
+        if (name in _DOUBLE_END_SECTIONS and start > last_double)
+        or (name in _SINGLE_END_SECTIONS and start > last_single)
+    ]
     if not unclosed:
         return html
     pieces, position = [], 0

@@ -81,6 +81,20 @@ def test_x_ploy_fields_the_message_came_with_are_dropped_and_nothing_else() -> N
     )
 
 
+@pytest.mark.parametrize(
+    "header, body",
+    [
+        (b"From: a@example.org\nSubject: hi\n", b"\rX-Ploy-Labels: in the body\n"),  # a CR blank line after LFs
+        (b"A: 1\r\n", b"\rX-Ploy-Labels: in the body\r\n"),
+        (b"A: 1\r", b"\r\nX-Ploy-Labels: in the body\n"),  # a CRLF blank line after a CR
+        (b"", b"\rX-Ploy-Labels: in the body\rmore\r"),  # no header at all
+    ],
+)
+def test_the_header_ends_at_its_first_blank_line_whatever_its_line_ending(header: bytes, body: bytes) -> None:
+    out = with_headers(header + body, SCORES, THRESHOLDS)
+    assert out.endswith(header + body)
+
+
 def test_no_label_says_none() -> None:
     out = with_headers(b"Subject: x\n\n", {"article_share": 0.1, "favour_request": 0.1}, THRESHOLDS)
     assert b"X-Ploy-Labels: none\nX-Ploy-Keywords: none\n" in out

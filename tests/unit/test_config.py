@@ -625,3 +625,21 @@ def test_a_password_command_that_prints_no_utf8_says_so() -> None:
     account = parse_config(minimal(password_env=None, password_command="printf 'secr\\351t'")).accounts[0]
     with pytest.raises(AuthError, match="not UTF-8"):
         read_password(account)
+
+
+def test_a_password_command_may_span_lines_as_a_yaml_block_writes_it(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "accounts:\n  - name: a\n    host: imap.example.org\n    username: u\n"
+        "    password_command: |\n      printf 'line one'\n      printf ' and two'\n"
+    )
+    assert read_password(load_config(path).accounts[0]) == "line one and two"
+
+
+@pytest.mark.parametrize("key", ["ca_file", "model"])
+def test_a_path_too_long_to_look_at_is_a_config_error(key: str) -> None:
+    data = minimal(**({"ca_file": "x" * 300} if key == "ca_file" else {}))
+    if key == "model":
+        data["model"] = "x" * 300
+    message = error_of(data)
+    assert key in message and len(message) < 400

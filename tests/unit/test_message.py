@@ -609,6 +609,10 @@ def test_a_flood_of_empty_parts_is_cut_before_the_parser_builds_them() -> None:
         ('<a href="https://x.example/a>b">', '<a href="https://x.example/a>b">'),
         ('<a title="a<b">', '&lt;a title="a<b">'),  # a "<" in a quoted value: read as text
         ("<!--[if mso]><p>x</p><![endif]-->", "<!--[if mso]><p>x</p><![endif]-->"),
+        # marked sections with no end of their kind after them (html.parser would look for one from each)
+        ("<p><![CDATA[x><![CDATA[y>]>", "<p>&lt;![CDATA[x>&lt;![CDATA[y>]>"),
+        ("<p><![CDATA[x>]]><![if y]\f>z", "<p><![CDATA[x>]]><![if y]\f>z"),
+        ("<p><![if x]>a<![endif]", "<p><![if x]>a&lt;![endif]"),
     ],
 )
 def test_html_tags_that_never_close_become_text_and_others_stay(html: str, shown: str) -> None:
