@@ -731,7 +731,7 @@ class ImapMailbox:
             time.sleep(min(_IDLE_STEP, remaining))
         return False
 
-    def _read_ahead(self) -> list[Any]:
+    def _read_ahead(self, deadline: float | None = None) -> list[Any]:
         """The response lines the server has begun to send, parsed; returns at once when there are none.
 
         imaplib reads the socket through a buffer, and TLS decrypts whole
@@ -740,8 +740,12 @@ class ImapMailbox:
         where polling the socket never looks: IDLE would not learn of that
         message until the server next wrote something, a keepalive minutes
         later. What is buffered is looked at without waiting; a line that
-        has begun is read to its end as imaplib reads any reply (within the
-        session's timeout), so a line that comes in pieces is never cut.
+        has begun is read to its end as imaplib reads any reply, so a line
+        that comes in pieces is never cut, within the session's timeout or
+        until ``deadline`` (a monotonic time, at least a second away): a
+        line that stops half-way past that means a session gone wrong, and
+        ``ConnectionLost`` is raised, as for a reply IDLE cannot read (a
+        literal, a tagged line).
         """
         client = self._session._client
         reader = getattr(getattr(client, "_imap", None), "file", None)
@@ -760,7 +764,16 @@ class ImapMailbox:
                 if not begun:
                     self._at_end = begun is not None
                     return responses
-                responses.append(_parse_untagged_response(client._imap._get_line()))
+                if deadline is not None:
+                    sock.settimeout(min(self.account.timeout, max(deadline - time.monotonic(), 1.0)))
+                try:
+                    line = client._imap._get_line()
+                finally:
+                    client._set_read_timeout()
+                try:
+                    responses.append(_parse_untagged_response(line))
+                except Exception as exc:  # a literal or a tagged line: the session's state is no longer known
+                    raise ConnectionLost(f"{self._where}: a reply IDLE cannot read ({exc})", by_server=True) from exc
 
     def _readable(self, timeout: float) -> bool:
         """Whether the socket has something to read (TLS's own buffer included) within ``timeout`` seconds."""
@@ -799,9 +812,9 @@ class ImapMailbox:
         changed = self._announced_new_mail()  # announced before the server's "+ idling"
         try:
             while not changed and not should_stop() and (remaining := deadline - time.monotonic()) > 0:
-                responses = self._read_ahead()
+                responses = self._read_ahead(deadline)
                 if not responses and self._readable(min(_IDLE_STEP, remaining)):
-                    responses = self._read_ahead()
+                    responses = self._read_ahead(deadline)
                     if not responses and self._at_end:
                         break  # readable, yet nothing came: the end of the connection, which DONE finds out
                 changed = _reports_change(responses)

@@ -438,6 +438,30 @@ def test_untagged_responses_before_the_idle_go_ahead_do_not_break_idle(
         relay.close()
 
 
+@pytest.mark.parametrize(
+    "added, reason",
+    [
+        (b"* OK Still h", "timed out"),  # half a line, then nothing: the wait must not outlast its deadline
+        (b"* 1 FETCH (FLAGS () X-GM-LABELS {7}\r\nab\r\ncde)\r\n", "a reply IDLE cannot read"),  # a literal
+    ],
+)
+def test_a_reply_idle_cannot_finish_or_read_ends_the_session_by_the_deadline(
+    dovecot: LocalDovecot, open_mailbox: OpenMailbox, added: bytes, reason: str
+) -> None:
+    relay = _RewritingRelay(
+        dovecot.host, dovecot.port, to_client=lambda data: data.replace(b"+ idling\r\n", b"+ idling\r\n" + added)
+    )
+    try:
+        mailbox = open_mailbox(dovecot, port=relay.port, timeout=60)
+        mailbox.select("INBOX")
+        started = time.monotonic()
+        with pytest.raises(ConnectionLost, match=reason):
+            mailbox.wait_for_change(3, lambda: False)
+        assert time.monotonic() - started < 30  # the session's 60 s timeout did not apply
+    finally:
+        relay.close()
+
+
 def test_a_starttls_the_server_refuses_is_a_tls_failure(dovecot_tls: LocalDovecot, open_mailbox: OpenMailbox) -> None:
     def spoil(data: bytes) -> bytes:  # the server sees a command it does not know, and answers BAD
         return data.replace(b" STARTTLS\r\n", b" STARTTLX\r\n")
