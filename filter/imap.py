@@ -103,7 +103,6 @@ class ImapMailbox:
         self._permanent_flags: frozenset[str] = frozenset()
         self._warned_no_uidplus = False
         self._idle_refused = False
-        self._at_end = False  # the last look ahead found the socket readable with nothing in it
 
     def connect(self) -> None:
         """Open the session, secure it as configured and log in.
@@ -402,17 +401,16 @@ class ImapMailbox:
         previous, previous_uidvalidity = self._selected, self._uidvalidity
         try:
             self._examine(folder)
-            alike: list[int] = []
-            if fingerprint.message_id:
-                candidates = self._search_message_id(fingerprint.message_id)
-                alike = [uid for uid, other in self.fingerprints(candidates).items() if _same(fingerprint, other)]
-            if not alike:
-                # Also for a Message-ID the server's search cannot match: Dovecot decodes RFC 2047 encoded
-                # words in it before comparing, so the raw text is never found.
-                size = fingerprint.size
-                candidates = self._session.search(["LARGER", max(size - 1, 0), "SMALLER", size + 1])
-                alike = [uid for uid, other in self.fingerprints(candidates).items() if _same(fingerprint, other)]
-            found = any(digest is None or self._digest(uid, fingerprint.size) == digest for uid in alike)
+
+            def alike(candidates: Sequence[int]) -> list[int]:
+                return [uid for uid, other in self.fingerprints(candidates).items() if _same(fingerprint, other)]
+
+            found_by_id = alike(self._search_message_id(fingerprint.message_id)) if fingerprint.message_id else []
+            # Also by size for a Message-ID the server's search cannot match: Dovecot decodes RFC 2047 encoded
+            # words in it before comparing, so the raw text is never found.
+            size = fingerprint.size
+            same = found_by_id or alike(self._session.search(["LARGER", max(size - 1, 0), "SMALLER", size + 1]))
+            found = any(digest is None or self._digest(uid, fingerprint.size) == digest for uid in same)
         finally:
             if previous is not None:
                 status = self.select(previous)
@@ -731,8 +729,12 @@ class ImapMailbox:
             time.sleep(min(_IDLE_STEP, remaining))
         return False
 
-    def _read_ahead(self, deadline: float | None = None) -> list[Any]:
-        """The response lines the server has begun to send, parsed; returns at once when there are none.
+    def _read_ahead(self, deadline: float | None = None) -> tuple[list[Any], bool]:
+        """The response lines the server has begun to send, parsed, and whether the socket showed its end.
+
+        Returns at once when there are none. The end is b"" from a plain
+        socket, which is also what one with nothing to read gives: it means
+        the end only once the socket was found readable.
 
         imaplib reads the socket through a buffer, and TLS decrypts whole
         records, so a line the server wrote together with the one imaplib
@@ -750,7 +752,7 @@ class ImapMailbox:
         client = self._session._client
         reader = getattr(getattr(client, "_imap", None), "file", None)
         if not hasattr(reader, "peek"):
-            return []
+            return [], False
         responses: list[Any] = []
         with _translated(self._where):
             sock = client.socket()
@@ -762,8 +764,7 @@ class ImapMailbox:
                     sock.setblocking(True)
                     client._set_read_timeout()
                 if not begun:
-                    self._at_end = begun is not None
-                    return responses
+                    return responses, begun is not None
                 if deadline is not None:
                     sock.settimeout(min(self.account.timeout, max(deadline - time.monotonic(), 1.0)))
                 try:
@@ -799,8 +800,9 @@ class ImapMailbox:
         ``poll_interval``, and returns False; the caller polls.
         """
         deadline = time.monotonic() + timeout
+        poll_until = min(deadline, time.monotonic() + self._poll_interval)
         if not (self._idle_enabled and "IDLE" in self._capabilities) or self._idle_refused:
-            return self._sleep(min(deadline, time.monotonic() + self._poll_interval), should_stop)
+            return self._sleep(poll_until, should_stop)
         imap = self._session
         if should_stop():
             return False
@@ -808,14 +810,14 @@ class ImapMailbox:
             log.debug("%s: new mail announced since the last search; no IDLE", self._where)
             return True
         if not self._start_idle():
-            return self._sleep(min(deadline, time.monotonic() + self._poll_interval), should_stop)
+            return self._sleep(poll_until, should_stop)
         changed = self._announced_new_mail()  # announced before the server's "+ idling"
         try:
             while not changed and not should_stop() and (remaining := deadline - time.monotonic()) > 0:
-                responses = self._read_ahead(deadline)
+                responses, _ = self._read_ahead(deadline)
                 if not responses and self._readable(min(_IDLE_STEP, remaining)):
-                    responses = self._read_ahead(deadline)
-                    if not responses and self._at_end:
+                    responses, at_end = self._read_ahead(deadline)
+                    if not responses and at_end:
                         break  # readable, yet nothing came: the end of the connection, which DONE finds out
                 changed = _reports_change(responses)
         except ConnectionLost:
