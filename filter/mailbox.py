@@ -154,8 +154,9 @@ class Mailbox(Protocol):
         """Finish an interrupted COPY-based move: \\Deleted + UID EXPUNGE of exactly these UIDs.
 
         Called only for a move whose COPY the server confirmed, after
-        ``contains`` found the copy in the target (RFC 4315 section 2.1). Without UIDPLUS the messages are only marked
-        \\Deleted, never expunged with a bare EXPUNGE.
+        ``contains`` found the copy in the target (RFC 4315 section 2.1).
+        Without UIDPLUS the messages are only marked \\Deleted, never
+        expunged with a bare EXPUNGE.
         """
 
     def add_keywords(self, uids: Sequence[int], keywords: Sequence[str]) -> None:

@@ -598,10 +598,14 @@ class State:
 
     def _drop_intent(self, account: str, mailbox: str, uidvalidity: int, uid: int) -> None:
         for table in ("intents", "copied"):
-            self._db.execute(
-                f"DELETE FROM {table} WHERE account=? AND mailbox=? AND uidvalidity=? AND uid=?",
-                (account, mailbox, uidvalidity, uid),
-            )
+            self._delete_uids(table, account, mailbox, uidvalidity, [uid])
+
+    def _delete_uids(self, table: str, account: str, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> None:
+        """Delete these UIDs' rows from ``table``, one of the tables keyed by account, folder, epoch and UID."""
+        self._db.executemany(
+            f"DELETE FROM {table} WHERE account=? AND mailbox=? AND uidvalidity=? AND uid=?",
+            [(account, mailbox, uidvalidity, uid) for uid in uids],
+        )
 
     # Messages the server failed to return ----------------------------------------
 
@@ -644,10 +648,7 @@ class State:
     def fetch_settled(self, account: str, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> None:
         """Forget the failures of these UIDs: fetched at last, or given up and recorded."""
         with self._transaction():
-            self._db.executemany(
-                "DELETE FROM fetch_failures WHERE account=? AND mailbox=? AND uidvalidity=? AND uid=?",
-                [(account, mailbox, uidvalidity, uid) for uid in uids],
-            )
+            self._delete_uids("fetch_failures", account, mailbox, uidvalidity, uids)
 
     # Reading the log ------------------------------------------------------------
 
