@@ -224,6 +224,15 @@ class _Reader:
             raise ConfigError(f"{self.key(unknown[0])}: unknown key{hint}; valid keys here are {', '.join(known)}")
 
 
+def _beside(path: Path, base: Path | None) -> Path:
+    """``path`` with ~ expanded and, when relative, taken from ``base`` (the config file's folder, when known).
+
+    So a relative state_path, model or ca_file means the same wherever the daemon is started from.
+    """
+    path = path.expanduser()
+    return base / path if base is not None and not path.is_absolute() else path
+
+
 def _is(path: Path, test: Callable[[Path], bool]) -> bool:
     """``test(path)``, False when the path cannot even be looked at (a name too long, a folder not searchable)."""
     try:
@@ -276,9 +285,7 @@ def _account(data: Any, path: str, base: Path | None = None) -> AccountConfig:
             f"{host!r}; use tls or starttls (plain is allowed only to localhost or 127.0.0.1/::1)"
         )
     ca_file = r.optional_string("ca_file")
-    ca_path = Path(ca_file).expanduser() if ca_file else None
-    if ca_path is not None and base is not None and not ca_path.is_absolute():
-        ca_path = base / ca_path  # as state_path and model: beside the config, wherever the daemon starts
+    ca_path = _beside(Path(ca_file), base) if ca_file else None
     if ca_path is not None and not _is(ca_path, Path.is_file):
         raise ConfigError(f"{r.key('ca_file')}: {_show(ca_file)} is not a readable file; expected a PEM CA bundle")
     if ca_path is not None:
@@ -436,15 +443,11 @@ def parse_config(data: Any, source: Path | None = None) -> Config:
                 thresholds[label] = tr.number(label, 0.5, 0.0, 1.0)
         tr.finish(LABELS)
     action = r.choice("action", ACTIONS, "move")
-    state_path = Path(r.string("state_path", DEFAULT_STATE_PATH)).expanduser()
+    state_path = _beside(Path(r.string("state_path", DEFAULT_STATE_PATH)), base)
     model_value = r.optional_string("model")
-    model = Path(model_value).expanduser() if model_value else None
-    if model is not None and source is not None and not model.is_absolute():
-        model = source.parent / model
+    model = _beside(Path(model_value), base) if model_value else None
     if model is not None and not _is(model, Path.is_dir):
         raise ConfigError(f"model: {_show(model_value)} is not a directory; expected a model bundle folder or null")
-    if not state_path.is_absolute() and source is not None:
-        state_path = source.parent / state_path
     config = Config(
         accounts=accounts,
         thresholds=thresholds,
