@@ -67,6 +67,13 @@ class Stopping(ImapMailbox):
         super().remove_copied(uids)
 
 
+def killed_at(point: str, runner_for: Callable[..., AccountRunner], server: LocalDovecot, **settings: Any) -> None:
+    """A pass whose process is killed at ``point`` of its move ("move" or "remove"; see Stopping)."""
+    Stopping.point = point
+    with pytest.raises(Killed):
+        runner_for(server, Stopping, **settings).pass_once()
+
+
 @pytest.fixture
 def runner_for(tmp_path: Path) -> Iterator[Callable[..., AccountRunner]]:
     """Make a connected, prepared runner on one state file (the same for every runner of a test)."""
@@ -130,9 +137,7 @@ def test_messages_sharing_a_fingerprint_are_never_taken_for_each_other(
     server = dovecot_factory(capabilities=capabilities)
     for data in (first, second):
         server.append(DEFAULT_USER, "INBOX", data, internaldate='"02-Mar-2026 10:00:00 +0000"')
-    Stopping.point = point
-    with pytest.raises(Killed):
-        runner_for(server, Stopping).pass_once()
+    killed_at(point, runner_for, server)
 
     runner_for(server).pass_once()
 
@@ -192,9 +197,7 @@ def test_a_message_id_with_any_characters_is_searched_for_after_a_crash(
     data = f"From: s@example.org\r\nSubject: an article\r\nMessage-ID: {message_id}\r\n\r\nBody.\r\n".encode()
     dovecot = dovecot_factory(capabilities=capabilities)
     dovecot.append(DEFAULT_USER, "INBOX", data)
-    Stopping.point = point
-    with pytest.raises(Killed):
-        runner_for(dovecot, Stopping).pass_once()
+    killed_at(point, runner_for, dovecot)
 
     assert runner_for(dovecot).pass_once().recovered == 1
 
@@ -212,9 +215,7 @@ def test_a_copy_already_in_the_target_is_not_taken_for_the_one_an_interrupted_mo
     server.append(DEFAULT_USER, "INBOX", data, internaldate='"02-Mar-2026 10:00:00 +0000"')
     server.create(DEFAULT_USER, ARTICLES)
     server.append(DEFAULT_USER, ARTICLES, data, internaldate='"02-Mar-2026 10:00:00 +0000"')
-    Stopping.point = "move"
-    with pytest.raises(Killed):
-        runner_for(server, Stopping).pass_once()
+    killed_at("move", runner_for, server)
 
     assert runner_for(server).pass_once().recovered == 1
 
@@ -230,9 +231,7 @@ def test_twins_in_the_inbox_both_reach_the_target_after_an_interrupted_move(
     server = dovecot_factory(capabilities=capabilities)
     for _ in range(2):
         server.append(DEFAULT_USER, "INBOX", data, internaldate='"02-Mar-2026 10:00:00 +0000"')
-    Stopping.point = "move"
-    with pytest.raises(Killed):
-        runner_for(server, Stopping).pass_once()
+    killed_at("move", runner_for, server)
 
     runner_for(server).pass_once()
 
@@ -251,9 +250,7 @@ def test_a_message_id_beyond_the_fetch_cap_still_identifies_the_message(
     assert data.index(b"Message-ID") > 4096
     server = dovecot_factory(capabilities=capabilities)
     server.append(DEFAULT_USER, "INBOX", data)
-    Stopping.point = point
-    with pytest.raises(Killed):
-        runner_for(server, Stopping, max_message_bytes=4096).pass_once()
+    killed_at(point, runner_for, server, max_message_bytes=4096)
 
     runner = runner_for(server, max_message_bytes=4096)
     assert runner.pass_once().recovered == 1
@@ -291,9 +288,7 @@ def test_a_move_redone_after_a_crash_recreates_a_folder_deleted_meanwhile(
     dovecot: LocalDovecot, runner_for: Callable[..., AccountRunner]
 ) -> None:
     dovecot.append(DEFAULT_USER, "INBOX", message(1, "an article"))
-    Stopping.point = "move"
-    with pytest.raises(Killed):
-        runner_for(dovecot, Stopping).pass_once()
+    killed_at("move", runner_for, dovecot)
     # While it is down, the owner renames the folders in the config and deletes the old, empty one.
     dovecot.doveadm("mailbox", "delete", "-u", DEFAULT_USER, ARTICLES)
     dovecot.append(DEFAULT_USER, "INBOX", message(2, "a favour"))
