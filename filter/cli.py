@@ -404,20 +404,48 @@ def _connect(mailbox: ImapMailbox, account: AccountConfig) -> None:
         raise ConnectError(f"account {account.name}: cannot reach {account.host}:{account.port} ({exc})") from exc
 
 
+# How often one ``once`` connects again after the server itself ended the session. Dovecot ends it over a
+# message it cannot read; each such message costs FETCH_TRIES sessions before it is skipped.
+ONCE_RECONNECTS = 10
+
+
 def one_pass(config: Config, account: AccountConfig, model: ModelBundle, state: State) -> PassReport:
-    """Connect to one account, run one pass over its watched folder, log out."""
-    from filter.runner import AccountRunner
+    """Connect to one account, run one pass over its watched folder, log out.
+
+    When the server ends the session (not the network), the pass connects
+    again at once and goes on from its state, up to ONCE_RECONNECTS times,
+    so that a message the server cannot return is tried and skipped within
+    one run rather than one try per run. What the interrupted tries did is
+    counted in the report.
+    """
+    from filter.runner import AccountRunner, PassReport
 
     mailbox = _mailbox(config, account)
-    _connect(mailbox, account)
-    try:
-        runner = AccountRunner(config, account, mailbox, model, thresholds_for(config, model), state)
-        runner.prepare()
-        return runner.pass_once()
-    except ConnectionLost as exc:
-        raise ConnectError(f"account {account.name}: connection lost during the pass ({exc})") from exc
-    finally:
-        mailbox.close()
+    runner = AccountRunner(config, account, mailbox, model, thresholds_for(config, model), state)
+    done = PassReport(account.name)
+    started = time.monotonic()
+    for attempt in range(ONCE_RECONNECTS + 1):
+        _connect(mailbox, account)
+        try:
+            runner.prepare()
+            report = runner.pass_once()
+            report.outcomes[:0] = done.outcomes
+            report.carried_over += done.carried_over
+            report.recovered += done.recovered
+            report.seconds = time.monotonic() - started
+            return report
+        except ConnectionLost as exc:
+            partial = runner.report
+            if partial is not None:
+                done.outcomes += partial.outcomes
+                done.carried_over += partial.carried_over
+                done.recovered += partial.recovered
+            if not exc.by_server or attempt == ONCE_RECONNECTS:
+                raise ConnectError(f"account {account.name}: connection lost during the pass ({exc})") from exc
+            log.warning("%s: the server ended the session (%s); connecting again", account.name, exc)
+        finally:
+            mailbox.close()
+    raise AssertionError("unreachable")
 
 
 def _once(config: Config) -> int:

@@ -45,6 +45,7 @@ from filter.mailbox import (
     MailboxStatus,
     RawMessage,
     SentMessage,
+    TargetMark,
     header_date,
     header_fields,
 )
@@ -369,7 +370,9 @@ class ImapMailbox:
                 )
         return messages
 
-    def contains(self, folder: str, fingerprint: Fingerprint, original: int | None = None) -> bool:
+    def contains(
+        self, folder: str, fingerprint: Fingerprint, original: int | None = None, since: TargetMark | None = None
+    ) -> bool:
         """Whether ``folder`` holds a message with this fingerprint.
 
         Used after a crash between COPY and EXPUNGE, to tell a message that
@@ -392,6 +395,11 @@ class ImapMailbox:
         be expunged, and two messages can share a fingerprint (no
         Message-ID, same size, same second), so the fingerprint alone
         must not decide it.
+
+        With ``since``, the folder as it stood before an interrupted COPY,
+        only a candidate with a UID at or above its UIDNEXT counts: one
+        below was there before the COPY. Under another UIDVALIDITY no UID
+        can be placed, and nothing counts.
         """
         if not self._folder_exists(folder):
             return False
@@ -400,9 +408,13 @@ class ImapMailbox:
             return False
         previous, previous_uidvalidity = self._selected, self._uidvalidity
         try:
-            self._examine(folder)
+            status = self._examine(folder)
 
             def alike(candidates: Sequence[int]) -> list[int]:
+                if since is not None:
+                    candidates = [uid for uid in candidates if uid >= since.uidnext]
+                    if status.uidvalidity != since.uidvalidity:
+                        candidates = []
                 return [uid for uid, other in self.fingerprints(candidates).items() if _same(fingerprint, other)]
 
             found_by_id = alike(self._search_message_id(fingerprint.message_id)) if fingerprint.message_id else []
@@ -610,7 +622,13 @@ class ImapMailbox:
         """Whether LIST shows ``folder`` as a folder that can hold mail."""
         return any(name == folder and _selectable(flags) for flags, _, name in self._session.list_folders("", folder))
 
-    def move(self, uids: Sequence[int], folder: str, copied: Callable[[], None] | None = None) -> None:
+    def move(
+        self,
+        uids: Sequence[int],
+        folder: str,
+        copied: Callable[[], None] | None = None,
+        copying: Callable[[TargetMark], None] | None = None,
+    ) -> None:
         """Move exactly these UIDs of the selected folder to ``folder``.
 
         * MOVE advertised: UID MOVE (RFC 6851 section 3.2).
@@ -619,8 +637,12 @@ class ImapMailbox:
           messages the owner had marked \\Deleted stay.
         * Neither: UID COPY and \\Deleted only (see ``remove_copied``).
 
-        A failed COPY raises before anything is flagged; ``copied`` is
-        called after a confirmed COPY, before the originals are flagged.
+        A failed COPY raises before anything is flagged. ``copying`` is
+        called just before the COPY with the target's UIDVALIDITY and
+        UIDNEXT from STATUS (RFC 9051 section 6.3.11), so that a copy the
+        COPY made can be told from one that was there before even when its
+        answer never arrives; ``copied`` is called after a confirmed COPY,
+        before the originals are flagged.
         """
         if not uids:
             return
@@ -630,11 +652,21 @@ class ImapMailbox:
             imap.move(uid_set, folder)
             log.info("%s: moved UIDs %s to %s (MOVE)", self._where, uid_set, folder)
             return
+        if copying is not None:
+            copying(self._mark_of(folder))
         imap.copy(uid_set, folder)
         log.info("%s: copied UIDs %s to %s", self._where, uid_set, folder)
         if copied is not None:
             copied()
         self.remove_copied(uids)
+
+    def _mark_of(self, folder: str) -> TargetMark:
+        """``folder``'s UIDVALIDITY and UIDNEXT, by STATUS: the selected folder stays selected."""
+        response = self._session.folder_status(folder, [b"UIDVALIDITY", b"UIDNEXT"])
+        try:
+            return TargetMark(int(response[b"UIDVALIDITY"]), int(response[b"UIDNEXT"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MailboxError(f"{self._where}: STATUS of {folder!r} lacks UIDVALIDITY or UIDNEXT") from exc
 
     def remove_copied(self, uids: Sequence[int]) -> None:
         """Remove exactly these UIDs, whose copies are already in their target folder.

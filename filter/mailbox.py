@@ -42,6 +42,20 @@ class MailboxStatus:
 
 
 @dataclass(frozen=True)
+class TargetMark:
+    """A folder as it stood just before a COPY into it (STATUS, RFC 9051 section 6.3.11).
+
+    A copy made by that COPY has a UID at or above ``uidnext`` under this
+    ``uidvalidity`` (UIDs only grow, RFC 9051 section 2.3.1.1), so a
+    byte-identical message found there afterwards is the COPY's own, and one
+    below it was there before.
+    """
+
+    uidvalidity: int
+    uidnext: int
+
+
+@dataclass(frozen=True)
 class Fingerprint:
     """What identifies one message across folders and UIDVALIDITY epochs.
 
@@ -132,22 +146,32 @@ class Mailbox(Protocol):
     def fetch(self, uids: Sequence[int], max_bytes: int) -> list[RawMessage]:
         """The messages with these UIDs, each cut at ``max_bytes``; \\Seen is left untouched."""
 
-    def contains(self, folder: str, fingerprint: Fingerprint, original: int | None = None) -> bool:
+    def contains(
+        self, folder: str, fingerprint: Fingerprint, original: int | None = None, since: TargetMark | None = None
+    ) -> bool:
         """Whether ``folder`` holds a message with this fingerprint (for crash recovery).
 
         With ``original`` (a UID of the selected folder), the message found
         must also have the same bytes as that one: only then may the
-        original be removed.
+        original be removed. With ``since``, only a message that arrived
+        after that mark counts (none when the folder's UIDVALIDITY changed).
         """
 
     def ensure_folder(self, folder: str) -> None:
         """CREATE ``folder`` when it does not exist yet, and subscribe to it."""
 
-    def move(self, uids: Sequence[int], folder: str, copied: Callable[[], None] | None = None) -> None:
+    def move(
+        self,
+        uids: Sequence[int],
+        folder: str,
+        copied: Callable[[], None] | None = None,
+        copying: Callable[[TargetMark], None] | None = None,
+    ) -> None:
         """Move these UIDs of the selected folder to ``folder``, deleting nothing else.
 
-        A move made of COPY and then removal calls ``copied`` between the
-        two, once the server has confirmed the COPY; MOVE never calls it.
+        A move made of COPY and then removal calls ``copying`` with the
+        target's mark just before the COPY, and ``copied`` between the two,
+        once the server has confirmed the COPY; MOVE calls neither.
         """
 
     def remove_copied(self, uids: Sequence[int]) -> None:

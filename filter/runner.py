@@ -29,7 +29,15 @@ from typing import Protocol
 
 from filter.config import LABELS, WEEKDAYS, AccountConfig, Config
 from filter.errors import AuthError, ConnectError, FolderError, MailboxError, PloyError
-from filter.mailbox import ConnectionLost, Fingerprint, Mailbox, RawMessage, header_date, header_fields
+from filter.mailbox import (
+    ConnectionLost,
+    Fingerprint,
+    Mailbox,
+    RawMessage,
+    TargetMark,
+    header_date,
+    header_fields,
+)
 from filter.message import ParsedMessage, parse_message
 from filter.model import Scores
 from filter.policy import KEYWORDS, REVIEW_KEYWORD, Decision, SenderHistory, decide, normalise_address, skip
@@ -161,6 +169,7 @@ class AccountRunner:
         self.state = state
         self.clock = clock
         self.dry_run = config.action == "dry-run"
+        self.report: PassReport | None = None  # the pass under way, or the last one
         self._sent_folder: str | None = None
         self._sent_looked_up = False
         self._pending: tuple[Config, AccountConfig, dict[str, float]] | None = None
@@ -192,6 +201,7 @@ class AccountRunner:
 
     def pass_once(self, should_stop: Callable[[], bool] = lambda: False) -> PassReport:
         """Handle every message of the watched folder not handled yet."""
+        self.report = None
         self._apply_pending()
         name, watch = self.account.name, self.account.watch
         started = time.monotonic()
@@ -200,7 +210,7 @@ class AccountRunner:
         self._digest_if_due()
         status = self.mailbox.select(watch)
         uv = status.uidvalidity
-        report = PassReport(name, uv)
+        report = self.report = PassReport(name, uv)
         known = self.state.known_uidvalidities(name, watch)
         current: dict[str, int] | None = None
         if known and uv not in known:
@@ -267,7 +277,7 @@ class AccountRunner:
                 # Keywords first: MOVE and COPY carry a message's flags along (RFC 6851, RFC 9051 6.4.7).
                 self.mailbox.add_keywords(group_uids, keywords)
                 if action == "move" and target is not None:
-                    self.mailbox.move(group_uids, target, self._marking_copied(uv, group_uids))
+                    self.mailbox.move(group_uids, target, *self._marking(uv, group_uids))
             outcomes.extend(self._finish(uv, group))
         return sorted(outcomes, key=lambda o: o.uid)
 
@@ -558,10 +568,13 @@ class AccountRunner:
         log.info("%s: %d messages carried over to UIDVALIDITY %d", name, len(rows), uv)
         return len(rows)
 
-    def _marking_copied(self, uv: int, uids: Sequence[int]) -> Callable[[], None]:
-        """What ``move`` calls once the server confirmed a COPY: the intents of ``uids`` are marked copied."""
+    def _marking(self, uv: int, uids: Sequence[int]) -> tuple[Callable[[], None], Callable[[TargetMark], None]]:
+        """What ``move`` calls once the server confirmed a COPY, and just before it: both are noted in the state."""
         name, watch = self.account.name, self.account.watch
-        return lambda: self.state.mark_copied(name, watch, uv, uids)
+        return (
+            lambda: self.state.mark_copied(name, watch, uv, uids),
+            lambda mark: self.state.mark_copying(name, watch, uv, uids, mark),
+        )
 
     def _recover_intents(self, uv: int, current: Mapping[str, int] | None) -> int:
         """Resolve moves and flags that were started but not confirmed before a crash."""
@@ -579,20 +592,16 @@ class AccountRunner:
                 uid = current.get(key)
             decision = intent.decision
             if decision.action == "move":
-                # With the original still here, it is removed only when the server confirmed this move's COPY
-                # and the target holds a byte-identical copy: the same mail may have been there already (a
-                # Sieve "fileinto :copy", a twin delivered twice), and that one is not this move's.
-                in_target = self.mailbox.contains(intent.target, fp, uid)
-                if uid is not None and in_target and intent.copied:
+                if uid is not None and self._own_copy_in_target(intent, uid):
                     self.mailbox.remove_copied([uid])
                     note = "copy found in the target after an interruption; original removed"
                 elif uid is not None:
                     # The folder may be gone by now (renamed in the config, deleted by the owner).
                     self.mailbox.ensure_folder(intent.target)
                     self.mailbox.add_keywords([uid], decision.keywords)
-                    self.mailbox.move([uid], intent.target, self._marking_copied(intent_uv, [intent.uid]))
+                    self.mailbox.move([uid], intent.target, *self._marking(intent_uv, [intent.uid]))
                     note = "move redone after an interruption"
-                elif in_target:
+                elif self.mailbox.contains(intent.target, fp):
                     note = "move confirmed after an interruption"
                 else:
                     note = "message left the folder by other means before the move was confirmed"
@@ -606,6 +615,22 @@ class AccountRunner:
             # Only after the record is safe: under a new UIDVALIDITY it went to the message's new UID.
             self.state.drop_intent(name, watch, intent_uv, intent.uid)
         return len(intents)
+
+    def _own_copy_in_target(self, intent: Intent, uid: int) -> bool:
+        """Whether the target holds the copy this interrupted move made of ``uid``, byte for byte.
+
+        The same mail may have been there already (a Sieve "fileinto :copy",
+        a twin delivered twice), and that one is not this move's: a copy
+        counts when the server confirmed the COPY, or when it arrived after
+        the COPY was sent (its UID at or above the target's UIDNEXT noted
+        just before). Otherwise the move is redone, and at worst the target
+        holds a second copy; the original is never removed on a guess.
+        """
+        if intent.copied:
+            return self.mailbox.contains(intent.target, intent.fingerprint, uid)
+        if intent.copy_start is not None:
+            return self.mailbox.contains(intent.target, intent.fingerprint, uid, since=intent.copy_start)
+        return False
 
     # The daemon ---------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import IO, ParamSpec, TypeVar
 
 from filter.errors import StateError
-from filter.mailbox import Fingerprint
+from filter.mailbox import Fingerprint, TargetMark
 from filter.policy import SenderHistory, normalise_address
 from filter.senders import SenderRow
 
@@ -80,6 +80,13 @@ CREATE TABLE IF NOT EXISTS fetch_failures (
 -- Moves by COPY whose COPY the server confirmed: the copy in the target is this move's own.
 CREATE TABLE IF NOT EXISTS copied (
     account TEXT NOT NULL, mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,
+    PRIMARY KEY (account, mailbox, uidvalidity, uid)
+);
+-- Moves by COPY about to send their COPY: the target's UIDVALIDITY and UIDNEXT just before it. A copy found
+-- there later at or above that UIDNEXT is this move's own, even when the server's answer never arrived.
+CREATE TABLE IF NOT EXISTS copy_starts (
+    account TEXT NOT NULL, mailbox TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uid INTEGER NOT NULL,
+    target_uidvalidity INTEGER NOT NULL, target_uidnext INTEGER NOT NULL,
     PRIMARY KEY (account, mailbox, uidvalidity, uid)
 );
 CREATE TABLE IF NOT EXISTS decisions (
@@ -179,6 +186,7 @@ class Intent:
     target: str
     decision: DecisionRecord
     copied: bool = False  # the server confirmed this move's COPY: a copy in the target is its own
+    copy_start: TargetMark | None = None  # the target just before this move's COPY was sent
 
 
 _P = ParamSpec("_P")
@@ -566,16 +574,34 @@ class State:
         """Unconfirmed moves for this folder, in every epoch, as (uidvalidity, intent)."""
         rows = self._db.execute(
             "SELECT i.uidvalidity, i.uid, i.message_id, i.size, i.internaldate, i.target, i.decision, "
-            "c.uid IS NOT NULL FROM intents i LEFT JOIN copied c ON c.account=i.account AND c.mailbox=i.mailbox "
-            "AND c.uidvalidity=i.uidvalidity AND c.uid=i.uid WHERE i.account=? AND i.mailbox=? "
+            "c.uid IS NOT NULL, s.target_uidvalidity, s.target_uidnext FROM intents i "
+            "LEFT JOIN copied c ON c.account=i.account AND c.mailbox=i.mailbox "
+            "AND c.uidvalidity=i.uidvalidity AND c.uid=i.uid "
+            "LEFT JOIN copy_starts s ON s.account=i.account AND s.mailbox=i.mailbox "
+            "AND s.uidvalidity=i.uidvalidity AND s.uid=i.uid WHERE i.account=? AND i.mailbox=? "
             "ORDER BY i.uidvalidity, i.uid",
             (account, mailbox),
         ).fetchall()
         out = []
-        for uidvalidity, uid, message_id, size, internaldate, target, decision, copied in rows:
+        for uidvalidity, uid, message_id, size, internaldate, target, decision, copied, start_uv, start_next in rows:
             fp = Fingerprint(message_id, size, datetime.fromisoformat(internaldate) if internaldate else None)
-            out.append((uidvalidity, Intent(uid, fp, target, _load_decision(decision), bool(copied))))
+            start = TargetMark(start_uv, start_next) if start_uv is not None else None
+            out.append((uidvalidity, Intent(uid, fp, target, _load_decision(decision), bool(copied), start)))
         return out
+
+    @_serialised
+    def mark_copying(self, account: str, mailbox: str, uidvalidity: int, uids: Sequence[int], mark: TargetMark) -> None:
+        """Note the target's UIDVALIDITY and UIDNEXT just before the COPY of these UIDs' moves is sent.
+
+        Should the COPY's answer be lost (a dropped connection, a crash), a
+        byte-identical copy at or above that UIDNEXT is still known for the
+        move's own, and the original is removed instead of copied twice.
+        """
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO copy_starts VALUES (?, ?, ?, ?, ?, ?)",
+                [(account, mailbox, uidvalidity, uid, mark.uidvalidity, mark.uidnext) for uid in uids],
+            )
 
     @_serialised
     def mark_copied(self, account: str, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> None:
@@ -597,7 +623,7 @@ class State:
             self._drop_intent(account, mailbox, uidvalidity, uid)
 
     def _drop_intent(self, account: str, mailbox: str, uidvalidity: int, uid: int) -> None:
-        for table in ("intents", "copied"):
+        for table in ("intents", "copied", "copy_starts"):
             self._delete_uids(table, account, mailbox, uidvalidity, [uid])
 
     def _delete_uids(self, table: str, account: str, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> None:

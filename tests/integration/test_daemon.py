@@ -339,6 +339,25 @@ def test_dry_run_touches_nothing_on_the_server(server: LocalDovecot, tmp_path: P
     assert not (tmp_path / "state.sqlite3").exists()
 
 
+@pytest.mark.parametrize("action", ["move", "dry-run"])
+def test_once_gets_past_a_message_the_server_cannot_read_in_one_run(
+    server: LocalDovecot, tmp_path: Path, action: str
+) -> None:
+    """Dovecot ends the session over it; ``once`` connects again until the message is skipped."""
+    seed(server, [numbered(i) for i in range(4)])
+    (broken,) = [p for p in server.runtime.glob(f"mail/{DEFAULT_USER}/*/*") if b"number 2." in p.read_bytes()]
+    broken.chmod(0)
+    result = ployfilter("once", "-c", str(write_config(tmp_path, server, thresholds=ALL_ARTICLES, action=action)))
+    for path in server.runtime.glob(f"mail/{DEFAULT_USER}/*/{broken.name.split(':')[0]}*"):
+        path.chmod(0o600)
+    assert result.returncode == 0, result.stderr
+    assert "the server ended the session" in result.stderr
+    verb = "moved" if action == "move" else "would move"
+    assert "home: 4 new messages in" in result.stdout and f"3 {verb} to {ARTICLES}, 1 skip" in result.stdout
+    kept = [numbered(2)] if action == "move" else [numbered(i) for i in range(4)]
+    assert norms(server.messages(DEFAULT_USER, "INBOX")) == norms(kept)
+
+
 def test_flag_mode_adds_keywords_and_moves_nothing(server: LocalDovecot, tmp_path: Path) -> None:
     seed(server, [numbered(1), numbered(2)])
     config = write_config(tmp_path, server, action="flag", thresholds=ALL_ARTICLES)

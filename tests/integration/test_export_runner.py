@@ -18,6 +18,7 @@ from test_recovery import ARTICLES, Killed, runner_for  # noqa: F401
 from filter.dovecot import DEFAULT_USER, LocalDovecot
 from filter.export import LABEL_DIRS, export_account
 from filter.imap import ImapMailbox
+from filter.mailbox import TargetMark
 from filter.runner import AccountRunner
 
 REQUESTS = "Networking/Requests"
@@ -124,8 +125,14 @@ def test_review_mail_the_owner_sorted_is_a_verdict(
 
 
 class MovedThenKilled(ImapMailbox):
-    def move(self, uids: Sequence[int], folder: str, copied: Callable[[], None] | None = None) -> None:
-        super().move(uids, folder, copied)
+    def move(
+        self,
+        uids: Sequence[int],
+        folder: str,
+        copied: Callable[[], None] | None = None,
+        copying: Callable[[TargetMark], None] | None = None,
+    ) -> None:
+        super().move(uids, folder, copied, copying)
         raise Killed("after MOVE, before the record")
 
 

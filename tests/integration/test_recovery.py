@@ -19,7 +19,7 @@ import filter.imap
 from filter.config import parse_config
 from filter.dovecot import CAPABILITIES_NO_MOVE, DEFAULT_USER, LocalDovecot, unavailable_reason
 from filter.imap import ImapMailbox
-from filter.mailbox import ConnectionLost
+from filter.mailbox import ConnectionLost, TargetMark
 from filter.message import ParsedMessage
 from filter.model import Scores
 from filter.runner import FETCH_TRIES, AccountRunner
@@ -52,14 +52,27 @@ _WORDS = {"article_share": "article", "favour_request": "favour"}
 
 
 class Stopping(ImapMailbox):
-    """An ImapMailbox that stops at ``point``: "move" (before MOVE or COPY) or "remove" (after COPY)."""
+    """An ImapMailbox that stops at ``point``.
+
+    "move": before MOVE or COPY; "copy": once the server made the COPY,
+    before its answer was noted (as a connection lost during COPY leaves
+    it); "remove": after COPY and its note, before the original is removed.
+    """
 
     point = "move"
 
-    def move(self, uids: Sequence[int], folder: str, copied: Callable[[], None] | None = None) -> None:
+    def move(
+        self,
+        uids: Sequence[int],
+        folder: str,
+        copied: Callable[[], None] | None = None,
+        copying: Callable[[TargetMark], None] | None = None,
+    ) -> None:
         if self.point == "move":
             raise Killed("before MOVE")
-        super().move(uids, folder, copied)
+        if self.point == "copy":
+            copied = _answer_lost
+        super().move(uids, folder, copied, copying)
 
     def remove_copied(self, uids: Sequence[int]) -> None:
         if self.point == "remove":
@@ -67,8 +80,12 @@ class Stopping(ImapMailbox):
         super().remove_copied(uids)
 
 
+def _answer_lost() -> None:
+    raise Killed("after COPY, before its answer was noted")
+
+
 def killed_at(point: str, runner_for: Callable[..., AccountRunner], server: LocalDovecot, **settings: Any) -> None:
-    """A pass whose process is killed at ``point`` of its move ("move" or "remove"; see Stopping)."""
+    """A pass whose process is killed at ``point`` of its move ("move", "copy" or "remove"; see Stopping)."""
     Stopping.point = point
     with pytest.raises(Killed):
         runner_for(server, Stopping, **settings).pass_once()
@@ -221,6 +238,27 @@ def test_a_copy_already_in_the_target_is_not_taken_for_the_one_an_interrupted_mo
 
     assert server.messages(DEFAULT_USER, "INBOX") == []
     assert server.messages(DEFAULT_USER, ARTICLES) == [data, data]
+
+
+@pytest.mark.parametrize("filed_before", [False, True])
+def test_a_copy_whose_answer_was_lost_is_taken_for_the_move_s_own(
+    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], filed_before: bool
+) -> None:
+    """Without MOVE: the COPY was made but never confirmed; the copy is known by its UID, not made twice."""
+    data = message(1, "an article")
+    server = dovecot_factory(capabilities=CAPABILITIES_NO_MOVE)
+    server.append(DEFAULT_USER, "INBOX", data, internaldate='"02-Mar-2026 10:00:00 +0000"')
+    server.create(DEFAULT_USER, ARTICLES)
+    if filed_before:  # the same mail already there, below the UIDNEXT noted before the COPY
+        server.append(DEFAULT_USER, ARTICLES, data, internaldate='"02-Mar-2026 10:00:00 +0000"')
+    killed_at("copy", runner_for, server)
+    assert len(server.messages(DEFAULT_USER, ARTICLES)) == 1 + filed_before
+
+    report = runner_for(server).pass_once()
+
+    assert report.recovered == 1
+    assert server.messages(DEFAULT_USER, "INBOX") == []
+    assert server.messages(DEFAULT_USER, ARTICLES) == [data] * (1 + filed_before)
 
 
 @pytest.mark.parametrize("capabilities", [None, CAPABILITIES_NO_MOVE])

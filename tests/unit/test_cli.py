@@ -17,7 +17,9 @@ import pytest
 import filter.cli
 from filter.cli import main, with_headers
 from filter.config import load_config
-from filter.errors import UsageError
+from filter.errors import ConnectError, UsageError
+from filter.mailbox import ConnectionLost
+from filter.runner import Outcome, PassReport
 
 SCORES = {"article_share": 0.912, "favour_request": 0.05}
 THRESHOLDS = {"article_share": 0.8, "favour_request": 0.8}
@@ -534,3 +536,60 @@ def test_labels_given_before_data_are_explained(tmp_path: Path, caplog: pytest.L
     caplog.clear()
     assert main(["evaluate", str(hard_cases), "--labels", labels, str(hard_cases)]) == 2
     assert "a folder, not a label file; --labels takes every path after it, so give DATA first" in caplog.text
+
+
+class _Box:
+    connects = 0
+
+    def connect(self) -> None:
+        _Box.connects += 1
+
+    def close(self) -> None:
+        pass
+
+
+def _losing_runner(losses: list[ConnectionLost]) -> type:
+    """An AccountRunner stand-in whose passes each settle one message, then lose the session while any are left."""
+
+    class Runner:
+        def __init__(self, *args: Any) -> None:
+            self.report: PassReport | None = None
+            self.uid = 0
+
+        def prepare(self) -> None:
+            pass
+
+        def pass_once(self) -> PassReport:
+            self.uid += 1
+            self.report = PassReport("home", 1, [Outcome(self.uid, "", "skip", None, {}, ())], recovered=1)
+            if losses:
+                raise losses.pop(0)
+            return self.report
+
+    return Runner
+
+
+@pytest.mark.parametrize(
+    ("by_server", "passes"), [([True, True], 3), ([False], 1), ([True] * (filter.cli.ONCE_RECONNECTS + 1), None)]
+)
+def test_once_connects_again_only_when_the_server_ended_the_session(
+    monkeypatch: pytest.MonkeyPatch, by_server: list[bool], passes: int | None
+) -> None:
+    import filter.runner
+
+    _Box.connects = 0
+    losses = [ConnectionLost("BYE" if flag else "reset", by_server=flag) for flag in by_server]
+    monkeypatch.setattr(filter.cli, "_mailbox", lambda config, account: _Box())
+    monkeypatch.setattr(filter.runner, "AccountRunner", _losing_runner(losses))
+    config = None  # read only by the stand-ins
+    account = SimpleNamespace(name="home")
+    model = SimpleNamespace(thresholds={"article_share": 0.5, "favour_request": 0.5})
+    if passes is None or not all(by_server):
+        with pytest.raises(ConnectError, match="connection lost during the pass"):
+            filter.cli.one_pass(config, account, model, None)  # type: ignore[arg-type]
+        assert _Box.connects == len(by_server)
+        return
+    report = filter.cli.one_pass(config, account, model, None)  # type: ignore[arg-type]
+    assert _Box.connects == passes
+    assert [o.uid for o in report.outcomes] == list(range(1, passes + 1))  # the interrupted passes' work counts
+    assert report.recovered == passes

@@ -19,7 +19,7 @@ import pytest
 from filter.config import Config, parse_config
 from filter.errors import FolderError, MailboxError
 from filter.imap import sent_message_of
-from filter.mailbox import ConnectionLost, Fingerprint, MailboxStatus, RawMessage, SentMessage
+from filter.mailbox import ConnectionLost, Fingerprint, MailboxStatus, RawMessage, SentMessage, TargetMark
 from filter.message import ParsedMessage
 from filter.model import Scores
 from filter.runner import FETCH_TRIES, AccountRunner, Backoff
@@ -116,17 +116,29 @@ class FakeMailbox:
                 )
         return out
 
-    def contains(self, folder: str, fingerprint: Fingerprint, original: int | None = None) -> bool:
+    def contains(
+        self, folder: str, fingerprint: Fingerprint, original: int | None = None, since: TargetMark | None = None
+    ) -> bool:
         target = self.server.folders.get(folder)
-        if target is None:
+        if target is None or (since is not None and since.uidvalidity != target.uidvalidity):
             return False
         same = None if original is None else self._folder().messages.get(original, (None,))[0]
-        return any(_fp(d) == fingerprint and (original is None or d == same) for d, _ in target.messages.values())
+        first = 1 if since is None else since.uidnext
+        return any(
+            uid >= first and _fp(d) == fingerprint and (original is None or d == same)
+            for uid, (d, _) in target.messages.items()
+        )
 
     def ensure_folder(self, folder: str) -> None:
         self.server.folders.setdefault(folder, Folder())
 
-    def move(self, uids: Sequence[int], folder: str, copied: Callable[[], None] | None = None) -> None:
+    def move(
+        self,
+        uids: Sequence[int],
+        folder: str,
+        copied: Callable[[], None] | None = None,
+        copying: Callable[[TargetMark], None] | None = None,
+    ) -> None:
         f, target = self._folder(), self.server.folders[folder]
         self.commands.append(f"MOVE {list(uids)} {folder}")
         if self.server.has_move:
@@ -134,8 +146,11 @@ class FakeMailbox:
                 target.add(*f.messages.pop(uid))
                 self._point("after-copy")
         else:
+            if copying is not None:
+                copying(TargetMark(target.uidvalidity, target.uidnext))
             for uid in uids:
                 target.add(*f.messages[uid])
+            self._point("copy-unanswered")  # the COPY was made, and its answer lost
             if copied is not None:
                 copied()
             self._point("after-copy")
@@ -307,7 +322,14 @@ def test_flag_mode_adds_keywords_in_place() -> None:
 
 @pytest.mark.parametrize(
     ("move", "crash_at"),
-    [(True, "after-copy"), (True, "after-move"), (False, "after-copy"), (False, "after-store"), (False, "after-move")],
+    [
+        (True, "after-copy"),
+        (True, "after-move"),
+        (False, "copy-unanswered"),
+        (False, "after-copy"),
+        (False, "after-store"),
+        (False, "after-move"),
+    ],
 )
 def test_crash_mid_move_then_restart_handles_each_message_once(move: bool, crash_at: str) -> None:
     server, state = Server(move=move), State.in_memory()
@@ -319,6 +341,23 @@ def test_crash_mid_move_then_restart_handles_each_message_once(move: bool, crash
     assert folder_ids(server, ARTICLES) == ["<m0@example.org>", "<m6@example.org>"]
     assert folder_ids(server, REQUESTS) == ["<m2@example.org>", "<m4@example.org>"]
     assert runner(server, state).pass_once().outcomes == []
+
+
+def test_a_copy_in_a_target_recreated_since_the_copy_is_not_taken_for_the_move_s_own() -> None:
+    """Under another UIDVALIDITY no UID places a copy before or after the COPY: the move is redone."""
+    server, state = Server(move=False), State.in_memory()
+    data = mail(1, "an article")
+    server.folders["INBOX"].add(data)
+    server.folders[ARTICLES] = Folder()
+    with pytest.raises(Crash):
+        runner(server, state, crash_at="copy-unanswered").pass_once()
+    recreated = Folder(uidvalidity=2)
+    for kept, flags in server.folders[ARTICLES].messages.values():
+        recreated.add(kept, flags)
+    server.folders[ARTICLES] = recreated
+    assert runner(server, state).pass_once().recovered == 1
+    assert server.folders["INBOX"].messages == {}
+    assert [d for d, _ in server.folders[ARTICLES].messages.values()] == [data, data]
 
 
 def test_crash_after_flagging_then_restart_records_once() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from filter.errors import StateError
-from filter.mailbox import Fingerprint
+from filter.mailbox import Fingerprint, TargetMark
 from filter.senders import SenderRow
 from filter.state import SCHEMA_VERSION, DecisionRecord, Intent, State, fingerprint_key, ledger_key, message_id_hash
 
@@ -93,6 +93,18 @@ def test_an_intent_marked_copied_says_so_until_it_is_settled(tmp_path: Path) -> 
     state.drop_intent("home", "INBOX", 7, 6)
     state.add_intents("home", "INBOX", 7, intents, now=3.0)  # the same UIDs again: nothing copied yet
     assert [(i.uid, i.copied) for _, i in state.intents("home", "INBOX")] == [(5, False), (6, False)]
+
+
+def test_an_intent_keeps_the_target_s_mark_from_before_its_copy_until_it_is_settled(tmp_path: Path) -> None:
+    state = State.open(tmp_path / "s.sqlite3")
+    intents = [Intent(uid, FP, "Articles", record(uid, "move")) for uid in (5, 6)]
+    state.add_intents("home", "INBOX", 7, intents, now=1.0)
+    state.mark_copying("home", "INBOX", 7, [5], TargetMark(3, 40))
+    state.mark_copying("home", "INBOX", 7, [5], TargetMark(3, 41))  # the move redone: the later mark holds
+    assert [(i.uid, i.copy_start) for _, i in state.intents("home", "INBOX")] == [(5, TargetMark(3, 41)), (6, None)]
+    state.drop_intent("home", "INBOX", 7, 5)
+    state.add_intents("home", "INBOX", 7, intents, now=2.0)
+    assert [(i.uid, i.copy_start) for _, i in state.intents("home", "INBOX")] == [(5, None), (6, None)]
 
 
 def test_earlier_action_is_found_across_epochs(tmp_path: Path) -> None:
