@@ -290,20 +290,42 @@ class ImapMailbox:
         thousand messages would make that line longer than imaplib accepts.
         A folder that held at most _SEARCH_WINDOW messages when it was
         opened gets one SEARCH, whatever its UIDs; a bigger one is searched
-        in windows of _SEARCH_WINDOW UIDs up to the UIDNEXT it had then.
-        Either way a last, open window ``UID n:*`` finds what arrived since.
-        ``UID n:*`` also matches the highest UID when ``n`` is above it (RFC
-        9051 section 6.4.4: ``*`` is the largest UID in use, and ``n:m`` is
-        the same as ``m:n``), so the result is filtered.
+        in windows of about _SEARCH_WINDOW messages each, between the UIDs
+        of every _SEARCH_WINDOW-th message (``_window_ends``), so that
+        sparse UIDs cost no more SEARCHes than dense ones. Either way a
+        last, open window ``UID n:*`` finds what arrived since. The windows
+        are ranges of UIDs, which no expunge can shift: together they cover
+        every UID from ``first_uid`` up. ``UID n:*`` also matches the highest
+        UID when ``n`` is above it (RFC 9051 section 6.4.4: ``*`` is the
+        largest UID in use, and ``n:m`` is the same as ``m:n``), so the
+        result is filtered.
         """
         self._announced_new_mail()  # what came before this SEARCH, the SEARCH sees
         low = max(first_uid, 1)
         found: set[int] = set()
-        while self._exists > _SEARCH_WINDOW and low + _SEARCH_WINDOW < self._uidnext:
-            found.update(self._session.search(["UID", f"{low}:{low + _SEARCH_WINDOW - 1}"]))
-            low += _SEARCH_WINDOW
+        for high in self._window_ends(low):
+            found.update(self._session.search(["UID", f"{low}:{high}"]))
+            low = high + 1
         found.update(self._session.search(["UID", f"{low}:*"]))
         return sorted(uid for uid in found if uid >= first_uid)
+
+    def _window_ends(self, low: int) -> list[int]:
+        """The last UID of each closed search window from ``low`` on; none for a folder of one window.
+
+        One SEARCH by message sequence numbers (RFC 9051 section 6.4.4)
+        returns the UIDs of messages _SEARCH_WINDOW, 2 x _SEARCH_WINDOW ...
+        as the folder was when opened. A server that refuses a number past
+        its messages (the folder shrank since) gets windows of
+        _SEARCH_WINDOW UIDs instead, up to the UIDNEXT it had then.
+        """
+        if self._exists <= _SEARCH_WINDOW:
+            return []
+        positions = ",".join(str(n) for n in range(_SEARCH_WINDOW, self._exists, _SEARCH_WINDOW))
+        try:
+            ends = self._session.search([positions])
+        except MailboxError:
+            ends = range(low + _SEARCH_WINDOW - 1, self._uidnext - 1, _SEARCH_WINDOW)
+        return sorted(uid for uid in ends if uid >= low)
 
     def _announced_new_mail(self) -> bool:
         """Whether an EXISTS or RECENT came in the reply to an earlier command; forgets it.

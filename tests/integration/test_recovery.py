@@ -391,7 +391,37 @@ def test_search_goes_in_windows_and_misses_nothing(
     assert mailbox.search_uids(uids[5]) == [*uids[5:], late]
     assert mailbox.search_uids(late + 1) == []
     searches = [c for c in imap_commands() if c.startswith("UID SEARCH")]
-    assert searches[:3] == ["UID SEARCH UID 1:4", "UID SEARCH UID 5:8", "UID SEARCH UID 9:*"]
+    assert searches[:4] == ["UID SEARCH 4,8", "UID SEARCH UID 1:4", "UID SEARCH UID 5:8", "UID SEARCH UID 9:*"]
+    assert searches[4:7] == ["UID SEARCH 4,8", "UID SEARCH UID 6:8", "UID SEARCH UID 9:*"]
+
+
+def test_a_big_folder_with_sparse_uids_costs_no_more_searches_than_a_dense_one(
+    dovecot: LocalDovecot,
+    open_mailbox: Callable[..., ImapMailbox],
+    imap_commands: Callable[[], list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Windows of UIDs alone would take 2.5 million SEARCHes here: one per 4 UIDs up to 10 million."""
+    monkeypatch.setattr(filter.imap, "_SEARCH_WINDOW", 4)
+    uids = []
+    for n in range(10):
+        dovecot.doveadm("mailbox", "update", "-u", DEFAULT_USER, "--min-next-uid", str((n + 1) * 1_000_000), "INBOX")
+        uids.append(dovecot.append(DEFAULT_USER, "INBOX", message(n, "note")))
+    mailbox = open_mailbox(dovecot)
+    mailbox.select("INBOX")
+
+    assert mailbox.search_uids(1) == uids
+    assert mailbox.search_uids(uids[5]) == uids[5:]
+    searches = [c for c in imap_commands() if c.startswith("UID SEARCH")]
+    assert searches == [
+        "UID SEARCH 4,8",
+        f"UID SEARCH UID 1:{uids[3]}",
+        f"UID SEARCH UID {uids[3] + 1}:{uids[7]}",
+        f"UID SEARCH UID {uids[7] + 1}:*",
+        "UID SEARCH 4,8",
+        f"UID SEARCH UID {uids[5]}:{uids[7]}",
+        f"UID SEARCH UID {uids[7] + 1}:*",
+    ]
 
 
 def test_a_small_folder_with_high_uids_is_searched_once(

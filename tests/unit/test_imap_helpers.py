@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+import filter.imap
 from filter.config import parse_config
-from filter.errors import AuthError
+from filter.errors import AuthError, MailboxError
 from filter.imap import ImapMailbox, _peek, message_id_of, recipients_of, sent_message_of, uid_set_of
 from filter.mailbox import Fingerprint
 from filter.state import fingerprint_key
@@ -164,3 +165,25 @@ def test_peek_shows_what_a_reader_holds_without_waiting_for_more() -> None:
         assert reader.readline() == b"* 3 EXISTS\r\n"
         theirs.sendall(b"* 4 EXI")
         assert _peek(reader) == b"* 4 EXI"
+
+
+def test_a_server_refusing_message_numbers_gets_windows_of_uids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Some servers answer BAD to a message number past the last: the windows are then counted in UIDs."""
+    monkeypatch.setattr(filter.imap, "_SEARCH_WINDOW", 4)
+    account = parse_config(
+        {"accounts": [{"name": "a", "host": "127.0.0.1", "security": "plain", "username": "u", "password_env": "P"}]}
+    ).accounts[0]
+    mailbox = ImapMailbox(account, "pw")
+    searched: list[list[str]] = []
+
+    class Session:
+        def search(self, criteria: list[str]) -> list[int]:
+            searched.append(criteria)
+            if criteria[0] != "UID":
+                raise MailboxError("SEARCH => BAD invalid message number")
+            return []
+
+    mailbox._imap = Session()  # type: ignore[assignment]
+    mailbox._exists, mailbox._uidnext = 9, 14
+    assert mailbox.search_uids(2) == []
+    assert searched == [["4,8"], ["UID", "2:5"], ["UID", "6:9"], ["UID", "10:*"]]
