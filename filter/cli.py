@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from filter import __version__
 from filter.config import DEFAULT_MAX_MESSAGE_BYTES, LABELS, AccountConfig, Config, load_config, read_password
-from filter.errors import ConnectError, ModelError, PloyError, StateError, UsageError
+from filter.errors import ConnectError, MailboxError, ModelError, PloyError, StateError, UsageError
 from filter.mailbox import ConnectionLost
 
 if TYPE_CHECKING:
@@ -450,11 +450,16 @@ def one_pass(config: Config, account: AccountConfig, model: ModelBundle, state: 
 
 def _once(config: Config) -> int:
     model = load_model(config)
+    refused = False
 
     def one(account: AccountConfig, state: State) -> str:
-        return summary(one_pass(config, account, model, state))
+        nonlocal refused
+        report = one_pass(config, account, model, state)
+        refused = refused or report.refused > 0
+        return summary(report)
 
-    return _each_account(config, _open_state(config), one)
+    code = _each_account(config, _open_state(config), one)
+    return max(code, MailboxError.exit_code if refused else 0)
 
 
 def _each_account(config: Config, state: State, work: Callable[[AccountConfig, State], str]) -> int:
@@ -492,6 +497,8 @@ def summary(report: PassReport) -> str:
         parts.append(f"{report.carried_over} carried over after a UIDVALIDITY change")
     if report.recovered:
         parts.append(f"{report.recovered} interrupted actions completed")
+    if report.refused:
+        parts.append(f"{report.refused} refused by the server and left in place (tried again next pass)")
     head = f"{report.account}: {len(report.outcomes)} new messages in {report.seconds:.1f} s"
     return head + (": " + ", ".join(parts) if parts else "")
 

@@ -142,7 +142,9 @@ class LocalDovecot:
     ``capabilities_without``). ``users`` maps user names to passwords.
     ``special_use`` maps folder names to an RFC 6154 attribute ("\\Sent"):
     Dovecot takes these from its configuration only, and advertises
-    SPECIAL-USE when there is one.
+    SPECIAL-USE when there is one. ``quota_kib`` gives each user a storage
+    quota of that many KiB (Dovecot's quota plugin, no grace), to make a
+    full mailbox refuse COPY and APPEND.
     """
 
     def __init__(
@@ -153,8 +155,10 @@ class LocalDovecot:
         tls: bool = False,
         capabilities: str | None = None,
         special_use: Mapping[str, str] | None = None,
+        quota_kib: int | None = None,
     ) -> None:
         self.special_use = dict(special_use or {})
+        self.quota_kib = quota_kib
         self.users = dict(users) if users is not None else {DEFAULT_USER: DEFAULT_PASSWORD}
         for user, password in self.users.items():
             if not re.fullmatch(r"[A-Za-z0-9_.@-]+", user):
@@ -420,6 +424,13 @@ class LocalDovecot:
         else:
             ssl = "ssl = no\n"
         capability = f"imap_capability = {self.capabilities}\n" if self.capabilities is not None else ""
+        quota = (
+            "mail_plugins = $mail_plugins quota\n"
+            f"plugin {{\n  quota = count:User quota\n  quota_rule = *:storage={self.quota_kib}K\n"
+            "  quota_grace = 0\n  quota_vsizes = yes\n}\n"
+            if self.quota_kib is not None
+            else ""
+        )
         mailboxes = "".join(
             f'  mailbox "{folder}" {{\n    special_use = {attribute}\n  }}\n'
             for folder, attribute in self.special_use.items()
@@ -447,7 +458,7 @@ auth_mechanisms = plain login
 disable_plaintext_auth = no
 auth_failure_delay = 0
 mailbox_idle_check_interval = 1 secs
-{capability}mail_location = maildir:{runtime / "mail"}/%u:LAYOUT=fs
+{capability}{quota}mail_location = maildir:{runtime / "mail"}/%u:LAYOUT=fs
 namespace inbox {{
   inbox = yes
   separator = /

@@ -74,6 +74,7 @@ class PassReport:
     outcomes: list[Outcome] = field(default_factory=list)
     carried_over: int = 0
     recovered: int = 0
+    refused: int = 0  # messages whose move or keywords the server refused: left in place, tried again next pass
     seconds: float = 0.0
 
     def count(self, action: str) -> int:
@@ -212,7 +213,7 @@ class AccountRunner:
         uv = status.uidvalidity
         report = self.report = PassReport(name, uv)
         known = self.state.known_uidvalidities(name, watch)
-        current: dict[str, int] | None = None
+        current: dict[str, list[int]] | None = None
         if known and uv not in known:
             log.warning(
                 "%s: UIDVALIDITY of %s changed from %s to %d; matching messages to earlier decisions",
@@ -226,11 +227,13 @@ class AccountRunner:
         # Only once the carry-over is committed: one cut short is done again in full next time.
         self.state.start_epoch(name, watch, uv, self.clock())
         report.recovered = self._recover_intents(uv, current)
+        # Messages whose action the server refused wait for the next pass's recovery, not for a second judgement.
+        waiting = {intent.uid for intent_uv, intent in self.state.intents(name, watch) if intent_uv == uv}
         while not should_stop():
             start = self.state.scanned_to(name, watch, uv)
             found = self.mailbox.search_uids(start)
             handled = self.state.handled_uids(name, watch, uv, found)
-            todo = [uid for uid in found if uid not in handled]
+            todo = [uid for uid in found if uid not in handled and uid not in waiting]
             if not todo:
                 if found:
                     self.state.advance(name, watch, uv, max(found) + 1)
@@ -274,12 +277,31 @@ class AccountRunner:
         for (action, target, keywords), group in groups.items():
             group_uids = [raw.uid for raw, _ in group]
             if not self.dry_run:
-                # Keywords first: MOVE and COPY carry a message's flags along (RFC 6851, RFC 9051 6.4.7).
-                self.mailbox.add_keywords(group_uids, keywords)
-                if action == "move" and target is not None:
-                    self.mailbox.move(group_uids, target, *self._marking(uv, group_uids))
+                try:
+                    # Keywords first: MOVE and COPY carry a message's flags along (RFC 6851, RFC 9051 6.4.7).
+                    self.mailbox.add_keywords(group_uids, keywords)
+                    if action == "move" and target is not None:
+                        self.mailbox.move(group_uids, target, *self._marking(uv, group_uids))
+                except MailboxError as exc:  # a lost connection still ends the pass
+                    self._refused(group_uids, exc)
+                    continue
             outcomes.extend(self._finish(uv, group))
         return sorted(outcomes, key=lambda o: o.uid)
+
+    def _refused(self, uids: Sequence[int], exc: MailboxError) -> None:
+        """The server refused to act on these UIDs (a full quota, a read-only folder): say so, and go on.
+
+        Their intents stay, so each pass's recovery tries again; meanwhile
+        the messages stay where they are, and the rest of the mail is judged.
+        """
+        log.error(
+            "%s: the server refused to act on UIDs %s (%s); they stay in place, tried again each pass",
+            self.account.name,
+            ",".join(str(uid) for uid in uids),
+            exc,
+        )
+        if self.report is not None:
+            self.report.refused += len(uids)
 
     def _twin_still_moved(self, raw: RawMessage, key: str) -> bool:
         """Whether the message moved earlier with this one's fingerprint is still where it went, and is another.
@@ -543,21 +565,25 @@ class AccountRunner:
 
     # Recovery -------------------------------------------------------------------
 
-    def _current_fingerprints(self) -> dict[str, int]:
-        """fingerprint key -> UID for every message now in the watched folder."""
+    def _current_fingerprints(self) -> dict[str, list[int]]:
+        """fingerprint key -> UIDs, ascending, of every message now in the watched folder.
+
+        Twins (one Message-ID and size, or no Message-ID and one size and
+        arrival second) share a key, and each keeps its UID.
+        """
         uids = self.mailbox.search_uids(1)
-        out: dict[str, int] = {}
+        out: dict[str, list[int]] = {}
         for i in range(0, len(uids), 1000):
-            for uid, fp in self.mailbox.fingerprints(uids[i : i + 1000]).items():
-                out.setdefault(fingerprint_key(fp), uid)
+            for uid, fp in sorted(self.mailbox.fingerprints(uids[i : i + 1000]).items()):
+                out.setdefault(fingerprint_key(fp), []).append(uid)
         return out
 
-    def _carry_over(self, uv: int, current: Mapping[str, int]) -> int:
+    def _carry_over(self, uv: int, current: Mapping[str, Sequence[int]]) -> int:
         """After a UIDVALIDITY change: mark messages judged in an earlier epoch as handled."""
         name, watch = self.account.name, self.account.watch
-        done = self.state.handled_uids(name, watch, uv, current.values())
+        done = self.state.handled_uids(name, watch, uv, [uid for uids in current.values() for uid in uids])
         rows = []
-        for key, uid in sorted(current.items(), key=lambda kv: kv[1]):
+        for key, uid in sorted(((key, uid) for key, uids in current.items() for uid in uids), key=lambda kv: kv[1]):
             if uid in done:
                 continue
             earlier = self.state.earlier_action(name, watch, key)
@@ -576,45 +602,65 @@ class AccountRunner:
             lambda mark: self.state.mark_copying(name, watch, uv, uids, mark),
         )
 
-    def _recover_intents(self, uv: int, current: Mapping[str, int] | None) -> int:
-        """Resolve moves and flags that were started but not confirmed before a crash."""
+    def _recover_intents(self, uv: int, current: Mapping[str, Sequence[int]] | None) -> int:
+        """Resolve moves and flags that were started but not confirmed before a crash.
+
+        Under a new UIDVALIDITY each intent is given its own message among
+        those with its fingerprint key, so that twins are each resolved. An
+        action the server refuses leaves its intent for the next pass.
+        """
         name, watch = self.account.name, self.account.watch
         intents = self.state.intents(name, watch)
+        taken: set[int] = set()
+        recovered = 0
         for intent_uv, intent in intents:
-            fp = intent.fingerprint
-            key = fingerprint_key(fp)
+            key = fingerprint_key(intent.fingerprint)
+            uid: int | None
             if intent_uv == uv:
                 present = self.mailbox.fingerprints([intent.uid]).get(intent.uid)
-                uid: int | None = intent.uid if present and fingerprint_key(present) == key else None
+                uid = intent.uid if present and fingerprint_key(present) == key else None
             else:
                 if current is None:
                     current = self._current_fingerprints()
-                uid = current.get(key)
-            decision = intent.decision
-            if decision.action == "move":
-                if uid is not None and self._own_copy_in_target(intent, uid):
-                    self.mailbox.remove_copied([uid])
-                    note = "copy found in the target after an interruption; original removed"
-                elif uid is not None:
-                    # The folder may be gone by now (renamed in the config, deleted by the owner).
-                    self.mailbox.ensure_folder(intent.target)
-                    self.mailbox.add_keywords([uid], decision.keywords)
-                    self.mailbox.move([uid], intent.target, *self._marking(intent_uv, [intent.uid]))
-                    note = "move redone after an interruption"
-                elif self.mailbox.contains(intent.target, fp):
-                    note = "move confirmed after an interruption"
-                else:
-                    note = "message left the folder by other means before the move was confirmed"
-            else:
+                uid = next((u for u in current.get(key, ()) if u not in taken), None)
                 if uid is not None:
-                    self.mailbox.add_keywords([uid], decision.keywords)
-                note = "keywords set after an interruption" if uid is not None else "message left the folder"
-            log.info("%s: uid=%d recovered: %s", name, intent.uid, note)
-            record = replace(decision, uid=uid if uid is not None else intent.uid, reasons=(*decision.reasons, note))
-            self.state.record(name, watch, uv if uid is not None else intent_uv, key, record, self.clock())
-            # Only after the record is safe: under a new UIDVALIDITY it went to the message's new UID.
-            self.state.drop_intent(name, watch, intent_uv, intent.uid)
-        return len(intents)
+                    taken.add(uid)
+            try:
+                self._recover_intent(uv, intent_uv, intent, uid)
+            except MailboxError as exc:
+                self._refused([intent.uid], exc)
+                continue
+            recovered += 1
+        return recovered
+
+    def _recover_intent(self, uv: int, intent_uv: int, intent: Intent, uid: int | None) -> None:
+        """Finish, redo or confirm one interrupted action on ``uid`` (None: the message is no longer here)."""
+        name, watch = self.account.name, self.account.watch
+        fp = intent.fingerprint
+        decision = intent.decision
+        if decision.action == "move":
+            if uid is not None and self._own_copy_in_target(intent, uid):
+                self.mailbox.remove_copied([uid])
+                note = "copy found in the target after an interruption; original removed"
+            elif uid is not None:
+                # The folder may be gone by now (renamed in the config, deleted by the owner).
+                self.mailbox.ensure_folder(intent.target)
+                self.mailbox.add_keywords([uid], decision.keywords)
+                self.mailbox.move([uid], intent.target, *self._marking(intent_uv, [intent.uid]))
+                note = "move redone after an interruption"
+            elif self.mailbox.contains(intent.target, fp):
+                note = "move confirmed after an interruption"
+            else:
+                note = "message left the folder by other means before the move was confirmed"
+        else:
+            if uid is not None:
+                self.mailbox.add_keywords([uid], decision.keywords)
+            note = "keywords set after an interruption" if uid is not None else "message left the folder"
+        log.info("%s: uid=%d recovered: %s", name, intent.uid, note)
+        record = replace(decision, uid=uid if uid is not None else intent.uid, reasons=(*decision.reasons, note))
+        self.state.record(name, watch, uv if uid is not None else intent_uv, fingerprint_key(fp), record, self.clock())
+        # Only after the record is safe: under a new UIDVALIDITY it went to the message's new UID.
+        self.state.drop_intent(name, watch, intent_uv, intent.uid)
 
     def _own_copy_in_target(self, intent: Intent, uid: int) -> bool:
         """Whether the target holds the copy this interrupted move made of ``uid``, byte for byte.

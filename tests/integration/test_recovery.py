@@ -261,6 +261,56 @@ def test_a_copy_whose_answer_was_lost_is_taken_for_the_move_s_own(
     assert server.messages(DEFAULT_USER, ARTICLES) == [data] * (1 + filed_before)
 
 
+@pytest.mark.parametrize("point, capabilities", [("move", None), ("copy", CAPABILITIES_NO_MOVE)])
+def test_twins_whose_move_was_interrupted_are_each_resolved_after_a_uidvalidity_change(
+    dovecot_factory: Callable[..., LocalDovecot],
+    runner_for: Callable[..., AccountRunner],
+    point: str,
+    capabilities: Any,
+) -> None:
+    data = message(1, "an article")
+    server = dovecot_factory(capabilities=capabilities)
+    for _ in range(2):  # the same mail delivered twice
+        server.append(DEFAULT_USER, "INBOX", data, internaldate='"02-Mar-2026 10:00:00 +0000"')
+    killed_at(point, runner_for, server)
+    server.set_uidvalidity(DEFAULT_USER, "INBOX", 4242)
+
+    assert runner_for(server).pass_once().recovered == 2
+
+    assert server.messages(DEFAULT_USER, "INBOX") == []
+    assert server.messages(DEFAULT_USER, ARTICLES) == [data, data]
+
+
+def padded(n: int, subject: str, size: int) -> bytes:
+    return message(n, subject).replace(b"\r\n\r\n", b"\r\nX-Pad: " + b"x" * size + b"\r\n\r\n", 1)
+
+
+def test_a_move_the_server_refuses_is_tried_each_pass_while_other_mail_goes_on(
+    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner]
+) -> None:
+    """A mailbox near its quota: COPY needs room for a second copy, and the server answers NO [OVERQUOTA]."""
+    server = dovecot_factory(capabilities=CAPABILITIES_NO_MOVE, quota_kib=14)
+    article = padded(1, "an article", 6000)
+    server.append(DEFAULT_USER, "INBOX", article)
+    server.create(DEFAULT_USER, "Old")
+    server.append(DEFAULT_USER, "Old", padded(2, "old mail", 3000))
+
+    first = runner_for(server).pass_once()
+    assert (first.outcomes, first.refused) == ([], 1)
+
+    request = message(3, "a favour")
+    server.append(DEFAULT_USER, "INBOX", request)
+    second = runner_for(server).pass_once()
+    assert ([o.action for o in second.outcomes], second.refused) == (["move"], 1)  # judged once, not again
+
+    server.doveadm("expunge", "-u", DEFAULT_USER, "mailbox", "Old", "all")  # the owner makes room
+    third = runner_for(server).pass_once()
+    assert (third.outcomes, third.recovered, third.refused) == ([], 1, 0)
+    assert server.messages(DEFAULT_USER, "INBOX") == []
+    assert server.messages(DEFAULT_USER, ARTICLES) == [article]
+    assert runner_for(server).pass_once().outcomes == []
+
+
 @pytest.mark.parametrize("capabilities", [None, CAPABILITIES_NO_MOVE])
 def test_twins_in_the_inbox_both_reach_the_target_after_an_interrupted_move(
     dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], capabilities: Any

@@ -463,13 +463,27 @@ def test_once_goes_on_with_the_other_accounts_when_one_fails(
             raise AuthError("account work: login refused")
         done.append(account.name)
         return SimpleNamespace(
-            account=account.name, outcomes=[], count=lambda a: 0, carried_over=0, recovered=0, seconds=0.1
+            account=account.name, outcomes=[], count=lambda a: 0, carried_over=0, recovered=0, refused=0, seconds=0.1
         )
 
     monkeypatch.setattr(filter.cli, "one_pass", one_pass)
     assert main(["once", "-c", str(path)]) == 4
     assert done == ["home"]
     assert "home: 0 new messages" in capsys.readouterr().out
+
+
+def test_once_exits_8_when_the_server_refused_a_move(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "accounts:\n  - {name: home, host: 127.0.0.1, security: plain, username: u, password_env: PW}\n"
+        f"state_path: {tmp_path / 'state.sqlite3'}\n"
+    )
+    report = PassReport("home", 1, refused=2)
+    monkeypatch.setattr(filter.cli, "one_pass", lambda config, account, model, state: report)
+    assert main(["once", "-c", str(path)]) == 8
+    assert "2 refused by the server and left in place (tried again next pass)" in capsys.readouterr().out
 
 
 def test_train_grouped_by_sender_does_not_warn_about_one_kind_per_group(

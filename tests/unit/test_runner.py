@@ -389,6 +389,20 @@ def test_uidvalidity_change_judges_only_unseen_mail() -> None:
     assert "<m70@example.org>" in folder_ids(server, ARTICLES)
 
 
+def test_twins_judged_before_a_uidvalidity_change_are_both_carried_over() -> None:
+    server, state = Server(), State.in_memory()
+    twin = mail(1, "hello")
+    server.folders["INBOX"].add(twin)
+    server.folders["INBOX"].add(twin)
+    assert [o.action for o in runner(server, state).pass_once().outcomes] == ["keep", "keep"]
+    fresh = Folder(uidvalidity=99)
+    fresh.add(twin)
+    fresh.add(twin)
+    server.folders["INBOX"] = fresh
+    report = runner(server, state).pass_once()
+    assert (report.carried_over, report.outcomes) == (2, [])
+
+
 def test_message_returned_by_the_owner_stays() -> None:
     server, state = Server(), State.in_memory()
     seed(server, 1)
