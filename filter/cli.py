@@ -404,19 +404,22 @@ def _connect(mailbox: ImapMailbox, account: AccountConfig) -> None:
         raise ConnectError(f"account {account.name}: cannot reach {account.host}:{account.port} ({exc})") from exc
 
 
-# How often one ``once`` connects again after the server itself ended the session. Dovecot ends it over a
-# message it cannot read; each such message costs FETCH_TRIES sessions before it is skipped.
+# How often one ``once`` connects again after the server itself ended the session, when the session made
+# no progress. A session ended while a message the server failed to return before was tried again is
+# progress: such a message is tried a bounded number of times before it is skipped.
 ONCE_RECONNECTS = 10
 
 
 def one_pass(config: Config, account: AccountConfig, model: ModelBundle, state: State) -> PassReport:
     """Connect to one account, run one pass over its watched folder, log out.
 
-    When the server ends the session (not the network), the pass connects
-    again at once and goes on from its state, up to ONCE_RECONNECTS times,
-    so that a message the server cannot return is tried and skipped within
-    one run rather than one try per run. What the interrupted tries did is
-    counted in the report.
+    When the server ends the session, the pass connects again at once and
+    goes on from its state, up to ONCE_RECONNECTS times; and whatever
+    ended a session during which a message that failed before was tried
+    again, since those tries are counted and bounded. So a message the
+    server cannot return is tried and skipped within one run rather than
+    one try per run. What the interrupted tries did is counted in the
+    report.
     """
     from filter.runner import AccountRunner, PassReport
 
@@ -424,7 +427,9 @@ def one_pass(config: Config, account: AccountConfig, model: ModelBundle, state: 
     runner = AccountRunner(config, account, mailbox, model, thresholds_for(config, model), state)
     done = PassReport(account.name)
     started = time.monotonic()
-    for attempt in range(ONCE_RECONNECTS + 1):
+    attempts = 0
+    while True:
+        tried = runner.tries_counted
         _connect(mailbox, account)
         try:
             runner.prepare()
@@ -440,12 +445,13 @@ def one_pass(config: Config, account: AccountConfig, model: ModelBundle, state: 
                 done.outcomes += partial.outcomes
                 done.carried_over += partial.carried_over
                 done.recovered += partial.recovered
-            if not exc.by_server or attempt == ONCE_RECONNECTS:
-                raise ConnectError(f"account {account.name}: connection lost during the pass ({exc})") from exc
-            log.warning("%s: the server ended the session (%s); connecting again", account.name, exc)
+            if runner.tries_counted == tried:
+                if not exc.by_server or attempts == ONCE_RECONNECTS:
+                    raise ConnectError(f"account {account.name}: connection lost during the pass ({exc})") from exc
+                attempts += 1
+            log.warning("%s: the session ended (%s); connecting again", account.name, exc)
         finally:
             mailbox.close()
-    raise AssertionError("unreachable")
 
 
 def _once(config: Config) -> int:

@@ -106,8 +106,12 @@ def fingerprint_of(raw: RawMessage) -> Fingerprint:
 # Sent mail is read in pages of this many messages, so the first look at a large sent folder
 # is done in steps that each commit their progress.
 SENT_PAGE = 2000
-# One-by-one fetches of a message the server failed to return before, before it is skipped.
+# One-by-one fetches of a message the server failed to return before, before it is skipped: FETCH_TRIES
+# that the server ended (a BYE, an error), or NETWORK_TRIES that a lost connection ended (a server process
+# that dies over the message looks like that). Tries are counted in units, NETWORK_TRIES to a message.
 FETCH_TRIES = 3
+NETWORK_TRIES = 12
+_TRY_UNITS = NETWORK_TRIES // FETCH_TRIES
 _DAY = 86400.0
 WEEKDAY_NUMBERS = {name: number for number, name in enumerate(WEEKDAYS)}
 
@@ -171,6 +175,7 @@ class AccountRunner:
         self.clock = clock
         self.dry_run = config.action == "dry-run"
         self.report: PassReport | None = None  # the pass under way, or the last one
+        self.tries_counted = 0  # failed or one-by-one fetches counted in the state, ever: how ``once`` sees progress
         self._sent_folder: str | None = None
         self._sent_looked_up = False
         self._pending: tuple[Config, AccountConfig, dict[str, float]] | None = None
@@ -222,7 +227,7 @@ class AccountRunner:
                 known[-1],
                 uv,
             )
-            current = self._current_fingerprints()
+            current = self._current_fingerprints(uv)
             report.carried_over = self._carry_over(uv, current)
         # Only once the carry-over is committed: one cut short is done again in full next time.
         self.state.start_epoch(name, watch, uv, self.clock())
@@ -249,8 +254,31 @@ class AccountRunner:
         return report
 
     def _batch(self, uv: int, uids: Sequence[int]) -> list[Outcome]:
+        """Judge and act on these UIDs: together, but one at a time those whose fetch failed before.
+
+        A server may end the session over a message it cannot read (Dovecot
+        does), so a batch whose fetch failed is taken apart: the messages
+        not fetched alone yet go first, then each of the others, the least
+        tried first, so that every readable one is judged and acted on
+        before the one at fault ends the session again.
+        """
         name, watch = self.account.name, self.account.watch
-        raws, unreadable = self._fetch(uv, uids)
+        tries = self.state.fetch_tries(name, watch, uv, uids)
+        fresh = [uid for uid in uids if uid not in tries]
+        outcomes = self._judge(uv, fresh, None) if fresh else []
+        try:
+            for uid in sorted(tries, key=lambda uid: (tries[uid], uid)):
+                outcomes += self._judge(uv, [uid], tries[uid])
+        except Exception:
+            if self.report is not None:  # what was done before the session ended still counts in the report
+                self.report.outcomes.extend(outcomes)
+            raise
+        return sorted(outcomes, key=lambda o: o.uid)
+
+    def _judge(self, uv: int, uids: Sequence[int], tries: int | None) -> list[Outcome]:
+        """Fetch, judge and act on these UIDs (one UID tried ``tries`` times before, or a batch)."""
+        name, watch = self.account.name, self.account.watch
+        raws, unreadable = self._fetch(uv, uids, tries)
         fetched = {raw.uid for raw in raws} | set(unreadable)
         for uid in uids:
             if uid not in fetched:
@@ -286,7 +314,7 @@ class AccountRunner:
                     self._refused(group_uids, exc)
                     continue
             outcomes.extend(self._finish(uv, group))
-        return sorted(outcomes, key=lambda o: o.uid)
+        return outcomes
 
     def _refused(self, uids: Sequence[int], exc: MailboxError) -> None:
         """The server refused to act on these UIDs (a full quota, a read-only folder): say so, and go on.
@@ -307,8 +335,10 @@ class AccountRunner:
         """Whether the message moved earlier with this one's fingerprint is still where it went, and is another.
 
         Then this one is a look-alike (mail with no Message-ID, of one size,
-        arriving in one second), not the moved message brought back, and is
-        judged as new. A byte-identical copy there means the owner copied it
+        arriving in one second) or the same mail delivered again later (an
+        MTA's retry, a fetch repeated), not the moved message brought back,
+        and is judged as new. A byte-identical copy there with this one's
+        arrival time (which COPY and MOVE keep) means the owner copied it
         back (or the server shows one message in two folders, as Gmail's
         labels do): brought back, and left alone.
         """
@@ -317,53 +347,49 @@ class AccountRunner:
             return False
         fp = fingerprint_of(raw)
         try:
-            return self.mailbox.contains(target, fp) and not self.mailbox.contains(target, fp, raw.uid)
+            still_there = self.mailbox.contains(target, replace(fp, internaldate=None))
+            return still_there and not self.mailbox.contains(target, fp, raw.uid)
         except FolderError:
             return False  # the folder is gone: what was moved there is gone too
 
-    def _fetch(self, uv: int, uids: Sequence[int]) -> tuple[list[RawMessage], list[int]]:
-        """The messages of these UIDs, and the UIDs given up on after FETCH_TRIES failed tries one by one.
+    def _fetch(self, uv: int, uids: Sequence[int], tries: int | None) -> tuple[list[RawMessage], list[int]]:
+        """The messages of these UIDs, and those given up on: a batch, or one UID tried ``tries`` times.
 
-        A server may end the session over a message it cannot read (Dovecot
-        does), so one such message would fail every pass from then on. A
-        batch whose fetch fails is therefore fetched one message at a time
-        at the next try, each try counted in the state before it is made
-        (so that a try that ends the process counts) and uncounted when the
-        network, not the server, ended it; a message the server fails to
-        return FETCH_TRIES times is recorded as skipped, and left where it
-        is, so that the others go on.
+        A batch whose fetch fails has its UIDs noted, to be fetched one at
+        a time from then on (see ``_batch``). Each such try is counted in
+        the state before it is made, so that a try that ends the process
+        counts. A message is recorded as skipped, and left where it is, so
+        that the others go on, after FETCH_TRIES tries that the server
+        ended, or NETWORK_TRIES that a lost connection ended: a network
+        that drops now and then must not cost a readable message its
+        judgement, but a server process that dies over the message (a crash
+        looks like a lost connection) must not stop the passes for good.
         """
         name, watch = self.account.name, self.account.watch
         cap = self.config.max_message_bytes
-        tries = self.state.fetch_tries(name, watch, uv, uids)
-        batch = [uid for uid in uids if uid not in tries]
-        raws: list[RawMessage] = []
-        if batch:
+        if tries is None:
             try:
-                raws = self.mailbox.fetch(batch, cap)
+                return self.mailbox.fetch(uids, cap), []
             except (ConnectionLost, MailboxError):
-                self.state.fetch_failed(name, watch, uv, batch)
+                self.state.fetch_failed(name, watch, uv, uids)
+                self.tries_counted += 1
                 raise
-        unreadable = []
-        for uid in sorted(tries):
-            if tries[uid] >= FETCH_TRIES:
-                log.error(
-                    "%s: uid=%d: the server failed to return it %d times; skipped, and left in place",
-                    name,
-                    uid,
-                    tries[uid],
-                )
-                unreadable.append(uid)
-                continue
-            self.state.fetch_trying(name, watch, uv, uid)
-            try:
-                raws += self.mailbox.fetch([uid], cap)
-            except ConnectionLost as exc:
-                if not exc.by_server:  # the network failed, not this message: the try does not count
-                    self.state.fetch_trying(name, watch, uv, uid, -1)
-                raise
-            self.state.fetch_settled(name, watch, uv, [uid])
-        return sorted(raws, key=lambda raw: raw.uid), unreadable
+        (uid,) = uids
+        if tries >= NETWORK_TRIES:
+            log.error(
+                "%s: uid=%d: the server failed to return it, try after try; skipped, and left in place", name, uid
+            )
+            return [], [uid]
+        self.state.fetch_trying(name, watch, uv, uid, _TRY_UNITS)
+        self.tries_counted += 1
+        try:
+            raws = self.mailbox.fetch([uid], cap)
+        except ConnectionLost as exc:
+            if not exc.by_server:  # maybe the network, not this message: the try counts for less
+                self.state.fetch_trying(name, watch, uv, uid, 1 - _TRY_UNITS)
+            raise
+        self.state.fetch_settled(name, watch, uv, [uid])
+        return raws, []
 
     def _decide(self, raws: Sequence[RawMessage]) -> list[_Judged]:
         """Decisions for a batch, in UID order, each seeing the sender history left by the ones before it."""
@@ -565,17 +591,43 @@ class AccountRunner:
 
     # Recovery -------------------------------------------------------------------
 
-    def _current_fingerprints(self) -> dict[str, list[int]]:
+    def _current_fingerprints(self, uv: int) -> dict[str, list[int]]:
         """fingerprint key -> UIDs, ascending, of every message now in the watched folder.
 
         Twins (one Message-ID and size, or no Message-ID and one size and
-        arrival second) share a key, and each keeps its UID.
+        arrival second) share a key, and each keeps its UID. Reading a
+        message's Message-ID may end the session as fetching it does (see
+        ``_fetch``): the same counted tries apply, and a message given up
+        on is left out here and skipped by the scan.
         """
+        name, watch = self.account.name, self.account.watch
         uids = self.mailbox.search_uids(1)
+        tries = self.state.fetch_tries(name, watch, uv, uids)
+        found: dict[int, Fingerprint] = {}
+        fresh = [uid for uid in uids if uid not in tries]
+        for i in range(0, len(fresh), 1000):
+            chunk = fresh[i : i + 1000]
+            try:
+                found.update(self.mailbox.fingerprints(chunk))
+            except (ConnectionLost, MailboxError):
+                self.state.fetch_failed(name, watch, uv, chunk)
+                self.tries_counted += 1
+                raise
+        for uid in sorted(tries, key=lambda uid: (tries[uid], uid)):
+            if tries[uid] >= NETWORK_TRIES:
+                continue
+            self.state.fetch_trying(name, watch, uv, uid, _TRY_UNITS)
+            self.tries_counted += 1
+            try:
+                found.update(self.mailbox.fingerprints([uid]))
+            except ConnectionLost as exc:
+                if not exc.by_server:
+                    self.state.fetch_trying(name, watch, uv, uid, 1 - _TRY_UNITS)
+                raise
+            self.state.fetch_settled(name, watch, uv, [uid])
         out: dict[str, list[int]] = {}
-        for i in range(0, len(uids), 1000):
-            for uid, fp in sorted(self.mailbox.fingerprints(uids[i : i + 1000]).items()):
-                out.setdefault(fingerprint_key(fp), []).append(uid)
+        for uid, fp in sorted(found.items()):
+            out.setdefault(fingerprint_key(fp), []).append(uid)
         return out
 
     def _carry_over(self, uv: int, current: Mapping[str, Sequence[int]]) -> int:
@@ -621,7 +673,7 @@ class AccountRunner:
                 uid = intent.uid if present and fingerprint_key(present) == key else None
             else:
                 if current is None:
-                    current = self._current_fingerprints()
+                    current = self._current_fingerprints(uv)
                 uid = next((u for u in current.get(key, ()) if u not in taken), None)
                 if uid is not None:
                     taken.add(uid)
@@ -739,7 +791,7 @@ class Backoff:
 def _unreadable(uid: int, uv: int) -> tuple[RawMessage, DecisionRecord]:
     """A message the server would not return, as a skipped one: nothing of it is known but its UID."""
     raw = RawMessage(uid, uv, (), 0, None, b"", False, "")
-    reason = f"the server failed to return it {FETCH_TRIES} times; left in place"
+    reason = "the server failed to return it, try after try; left in place"
     return raw, DecisionRecord(uid, "", {}, "skip", None, (), (reason,))
 
 

@@ -637,7 +637,7 @@ class State:
 
     @_serialised
     def fetch_tries(self, account: str, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> dict[int, int]:
-        """Of these UIDs, those whose fetch failed before, with how many one-by-one tries they have had."""
+        """Of these UIDs, those whose fetch failed before, with the one-by-one tries they have had (in units)."""
         out: dict[int, int] = {}
         for chunk, marks in _chunked(list(uids)):
             rows = self._db.execute(
@@ -661,7 +661,8 @@ class State:
     def fetch_trying(self, account: str, mailbox: str, uidvalidity: int, uid: int, change: int = 1) -> None:
         """Count a try before it is made, so that a try that ends the session or the process still counts.
 
-        ``change`` -1 takes back a try that the network, not the message, ended.
+        ``change`` is in the runner's units; a negative one takes back part
+        of a try that the network, maybe not the message, ended.
         """
         with self._transaction():
             self._db.execute(

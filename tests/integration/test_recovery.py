@@ -9,6 +9,8 @@ or "favour"), so the tests are about mail handling, not the model.
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,10 +21,10 @@ import filter.imap
 from filter.config import parse_config
 from filter.dovecot import CAPABILITIES_NO_MOVE, DEFAULT_USER, LocalDovecot, unavailable_reason
 from filter.imap import ImapMailbox
-from filter.mailbox import ConnectionLost, TargetMark
+from filter.mailbox import ConnectionLost, RawMessage, TargetMark
 from filter.message import ParsedMessage
 from filter.model import Scores
-from filter.runner import FETCH_TRIES, AccountRunner
+from filter.runner import FETCH_TRIES, NETWORK_TRIES, AccountRunner
 from filter.state import State
 
 pytestmark = [
@@ -184,12 +186,101 @@ def test_a_message_the_server_cannot_read_is_skipped_and_the_others_go_on(
 
     assert failed >= 1
     skipped = [o for o in report.outcomes if o.action == "skip"]
-    assert [o.reasons for o in skipped] == [(f"the server failed to return it {FETCH_TRIES} times; left in place",)]
+    assert [o.reasons for o in skipped] == [("the server failed to return it, try after try; left in place",)]
     assert sorted(dovecot.messages(DEFAULT_USER, ARTICLES)) == sorted([datas[0], datas[4]])
     for path in inbox.glob(f"*/{broken.name.split(':')[0]}*"):  # Dovecot may have moved it from new/ to cur/
         path.chmod(0o600)
     assert sorted(dovecot.messages(DEFAULT_USER, "INBOX")) == sorted([datas[1], datas[2], datas[3]])
     assert runner_for(dovecot).pass_once().outcomes == []  # recorded: not tried again
+
+
+def test_a_message_the_server_cannot_read_does_not_stop_the_carry_over_after_a_uidvalidity_change(
+    dovecot: LocalDovecot, runner_for: Callable[..., AccountRunner]
+) -> None:
+    datas = [message(n, "hello") for n in range(3)]
+    for data in datas:
+        dovecot.append(DEFAULT_USER, "INBOX", data)
+    inbox = dovecot.runtime / "mail" / DEFAULT_USER
+    assert [o.action for o in runner_for(dovecot).pass_once().outcomes] == ["keep"] * 3
+    dovecot.set_uidvalidity(DEFAULT_USER, "INBOX", 4242)
+    (broken,) = [p for p in inbox.glob("*/*") if p.is_file() and b"Message number 1." in p.read_bytes()]
+    broken.chmod(0)  # unreadable from now on: its Message-ID cannot be read to match it
+    article = message(9, "an article")
+    dovecot.append(DEFAULT_USER, "INBOX", article)
+    for _ in range(2 + FETCH_TRIES):
+        try:
+            report = runner_for(dovecot).pass_once()
+            break
+        except ConnectionLost:
+            pass
+    else:
+        raise AssertionError("the unreadable message keeps stopping the carry-over")
+    for path in inbox.glob(f"*/{broken.name.split(':')[0]}*"):  # Dovecot may have moved it from new/ to cur/
+        path.chmod(0o600)
+    assert report.carried_over == 2
+    assert [o.action for o in report.outcomes] == ["skip", "move"]
+    assert dovecot.messages(DEFAULT_USER, ARTICLES) == [article]
+
+
+def test_the_same_mail_delivered_again_later_is_judged_not_taken_for_one_brought_back(
+    dovecot: LocalDovecot, runner_for: Callable[..., AccountRunner]
+) -> None:
+    data = message(1, "an article")
+    dovecot.append(DEFAULT_USER, "INBOX", data, internaldate='"02-Mar-2026 10:00:00 +0000"')
+    assert [o.action for o in runner_for(dovecot).pass_once().outcomes] == ["move"]
+    dovecot.append(DEFAULT_USER, "INBOX", data, internaldate='"02-Mar-2026 11:00:00 +0000"')  # an MTA's retry
+
+    assert [o.action for o in runner_for(dovecot).pass_once().outcomes] == ["move"]
+    assert dovecot.messages(DEFAULT_USER, "INBOX") == []
+    assert dovecot.messages(DEFAULT_USER, ARTICLES) == [data, data]
+
+
+def _imap_processes(server: LocalDovecot) -> list[int]:
+    """The pids of this Dovecot's imap processes (in the master's process group)."""
+    assert server._process is not None
+    master, pids = server._process.pid, []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if name == "imap" and int(fields[2]) == master:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+class Crashing(ImapMailbox):
+    """The server's imap process dies (a panic, an out-of-memory kill) whenever ``fatal`` is fetched."""
+
+    server: LocalDovecot
+    fatal = 0
+
+    def fetch(self, uids: Sequence[int], max_bytes: int) -> list[RawMessage]:
+        if self.fatal in uids:
+            for pid in _imap_processes(self.server):
+                os.kill(pid, signal.SIGKILL)
+        return super().fetch(uids, max_bytes)
+
+
+def test_a_message_that_kills_the_server_process_is_skipped_and_the_others_go_on(
+    dovecot: LocalDovecot, runner_for: Callable[..., AccountRunner]
+) -> None:
+    """To the client that looks like a lost connection, not a server's refusal: it must still end."""
+    datas = [message(n, "an article") for n in range(4)]
+    uids = [dovecot.append(DEFAULT_USER, "INBOX", data) for data in datas]
+    Crashing.server, Crashing.fatal = dovecot, uids[1]
+    for _ in range(2 + NETWORK_TRIES):
+        try:
+            report = runner_for(dovecot, Crashing).pass_once()
+            break
+        except ConnectionLost as exc:
+            assert not exc.by_server
+    else:
+        raise AssertionError("the message keeps stopping the passes")
+    assert [(o.uid, o.action) for o in report.outcomes] == [(uids[1], "skip")]
+    assert dovecot.messages(DEFAULT_USER, "INBOX") == [datas[1]]
+    assert sorted(dovecot.messages(DEFAULT_USER, ARTICLES)) == sorted(datas[:1] + datas[2:])
 
 
 @pytest.mark.parametrize(

@@ -562,13 +562,17 @@ class _Box:
         pass
 
 
-def _losing_runner(losses: list[ConnectionLost]) -> type:
-    """An AccountRunner stand-in whose passes each settle one message, then lose the session while any are left."""
+def _losing_runner(losses: list[tuple[ConnectionLost, bool]]) -> type:
+    """An AccountRunner stand-in: each pass settles one message, then loses the session while losses are left.
+
+    Each loss says whether the session counted a fetch try before it ended.
+    """
 
     class Runner:
         def __init__(self, *args: Any) -> None:
             self.report: PassReport | None = None
             self.uid = 0
+            self.tries_counted = 0
 
         def prepare(self) -> None:
             pass
@@ -577,31 +581,42 @@ def _losing_runner(losses: list[ConnectionLost]) -> type:
             self.uid += 1
             self.report = PassReport("home", 1, [Outcome(self.uid, "", "skip", None, {}, ())], recovered=1)
             if losses:
-                raise losses.pop(0)
+                loss, tried = losses.pop(0)
+                self.tries_counted += tried
+                raise loss
             return self.report
 
     return Runner
 
 
+_BYE, _RESET = ConnectionLost("BYE", by_server=True), ConnectionLost("reset")
+
+
 @pytest.mark.parametrize(
-    ("by_server", "passes"), [([True, True], 3), ([False], 1), ([True] * (filter.cli.ONCE_RECONNECTS + 1), None)]
+    ("losses", "passes"),
+    [
+        ([(_BYE, False), (_BYE, False)], 3),
+        ([(_RESET, False)], None),
+        ([(_BYE, False)] * (filter.cli.ONCE_RECONNECTS + 1), None),
+        ([(_RESET, True)] * 30 + [(_BYE, True)] * 30, 61),  # each session tried a failed message: bounded
+    ],
 )
-def test_once_connects_again_only_when_the_server_ended_the_session(
-    monkeypatch: pytest.MonkeyPatch, by_server: list[bool], passes: int | None
+def test_once_connects_again_when_the_server_ended_the_session_or_a_failed_message_was_tried(
+    monkeypatch: pytest.MonkeyPatch, losses: list[tuple[ConnectionLost, bool]], passes: int | None
 ) -> None:
     import filter.runner
 
     _Box.connects = 0
-    losses = [ConnectionLost("BYE" if flag else "reset", by_server=flag) for flag in by_server]
+    count = len(losses)
     monkeypatch.setattr(filter.cli, "_mailbox", lambda config, account: _Box())
-    monkeypatch.setattr(filter.runner, "AccountRunner", _losing_runner(losses))
+    monkeypatch.setattr(filter.runner, "AccountRunner", _losing_runner(list(losses)))
     config = None  # read only by the stand-ins
     account = SimpleNamespace(name="home")
     model = SimpleNamespace(thresholds={"article_share": 0.5, "favour_request": 0.5})
-    if passes is None or not all(by_server):
+    if passes is None:
         with pytest.raises(ConnectError, match="connection lost during the pass"):
             filter.cli.one_pass(config, account, model, None)  # type: ignore[arg-type]
-        assert _Box.connects == len(by_server)
+        assert _Box.connects == count
         return
     report = filter.cli.one_pass(config, account, model, None)  # type: ignore[arg-type]
     assert _Box.connects == passes
