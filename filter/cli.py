@@ -19,15 +19,15 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from filter import __version__
 from filter.config import DEFAULT_MAX_MESSAGE_BYTES, LABELS, AccountConfig, Config, load_config, read_password
-from filter.errors import ConnectError, MailboxError, ModelError, PloyError, StateError, UsageError
+from filter.errors import ConnectError, MailboxError, ModelError, OutputError, PloyError, StateError, UsageError
 from filter.mailbox import ConnectionLost
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ EXIT_CODES = """exit codes:
   7  state database unusable, or locked by another ployfilter process
   8  the server refused an operation the filter needs (SELECT, CREATE, MOVE)
   9  classify: some input files could not be read or scored
-  10 export: the labelled files could not be written
+  10 output could not be written: export's labelled files, or standard output
 """
 
 
@@ -309,44 +309,97 @@ def main(argv: Sequence[str] | None = None) -> int:
         return UsageError.exit_code
     # imapclient logs every server response at DEBUG, message bodies included: never let it.
     logging.getLogger("imapclient").setLevel(logging.WARNING)
+    stdout = sys.stdout
     try:
-        if args.command == "classify":
-            return _classify(args)
-        if args.command == "train":
-            _need_data(args)
-            return _train(args)
-        if args.command == "evaluate":
-            _need_data(args)
-            return _evaluate(args)
-        if args.command == "demo":
-            from filter.demo import run_demo
-
-            if not args.verbose:
-                logging.getLogger().setLevel(logging.WARNING)
-            return run_demo(args.keep)
-        config = load_config(args.config)
-        if not args.verbose:
-            logging.getLogger().setLevel(config.log_level.upper())
-        if args.command == "check-config":
-            return _check_config(config)
-        if args.command == "senders":
-            return _senders(config, args)
-        if args.command == "export":
-            return _export(config, args)
-        if args.command == "once":
-            return _once(config)
-        return _run(config, args.config, args.verbose)
+        if stdout is None and args.command != "run":
+            raise OutputError("standard output is closed: the results would be lost")
+        if stdout is not None:
+            sys.stdout = _GuardedOutput(stdout)
+        code = _command(args)
+        sys.stdout.flush()  # here, where a failure is reported, not at the interpreter's exit
+        return code
     except PloyError as exc:
         log.error("%s", exc)
+        if isinstance(exc, OutputError):
+            _discard_output()
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # The reader went away (`classify ... | head`): stop quietly, as other Unix tools do, and
-        # point stdout at /dev/null so that the interpreter's final flush cannot fail again.
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # The reader went away (`classify ... | head`): stop quietly, as other Unix tools do.
+        _discard_output()
         return 141
+    finally:
+        sys.stdout = stdout
+
+
+def _discard_output() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())  # type: ignore[union-attr]
+
+
+class _GuardedOutput:
+    """Standard output whose write errors (other than a reader gone away) end the command as OutputError."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: Any) -> int:
+        with _reported_as_output_error():
+            return int(self._stream.write(text))
+
+    def flush(self) -> None:
+        if self._stream is not None:
+            with _reported_as_output_error():
+                self._stream.flush()
+
+    @property
+    def buffer(self) -> _GuardedOutput:
+        return _GuardedOutput(self._stream.buffer)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _reported_as_output_error() -> Iterator[None]:
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"cannot write to standard output ({exc.strerror or exc})") from exc
+
+
+def _command(args: argparse.Namespace) -> int:
+    """Run the command ``args`` names; its exit code."""
+    if args.command == "classify":
+        return _classify(args)
+    if args.command == "train":
+        _need_data(args)
+        return _train(args)
+    if args.command == "evaluate":
+        _need_data(args)
+        return _evaluate(args)
+    if args.command == "demo":
+        from filter.demo import run_demo
+
+        if not args.verbose:
+            logging.getLogger().setLevel(logging.WARNING)
+        return run_demo(args.keep)
+    config = load_config(args.config)
+    if not args.verbose:
+        logging.getLogger().setLevel(config.log_level.upper())
+    if args.command == "check-config":
+        return _check_config(config)
+    if args.command == "senders":
+        return _senders(config, args)
+    if args.command == "export":
+        return _export(config, args)
+    if args.command == "once":
+        return _once(config)
+    return _run(config, args.config, args.verbose)
 
 
 def load_model(config: Config | None, override: Path | None = None) -> ModelBundle:
@@ -1057,6 +1110,14 @@ def _train(args: argparse.Namespace) -> int:
             "%d duplicate messages (same Message-ID, or same subject and text) left out",
             len(data.messages) - len(examples),
         )
+    if not examples:
+        raise UsageError("train: no labelled message could be read")
+    for label in LABELS:
+        if all(e.labels.get(label) for e in examples):
+            raise UsageError(
+                f"train: all {len(examples)} messages are labelled {label}: the model would flag every message; "
+                "give it mail without that label too (a folder named ham/, or 0 in a labels CSV)"
+            )
     groups = [e.group for e in examples]
     kind = "senders" if args.group_by == "sender" else "folders"
     if len(set(groups)) < 2:
@@ -1093,10 +1154,10 @@ def _train(args: argparse.Namespace) -> int:
             repeats=args.repeats,
         )
     except ValueError as exc:
-        if "no terms remain" in str(exc) or "empty vocabulary" in str(exc):
+        if any(words in str(exc) for words in ("no terms remain", "empty vocabulary", "max_df corresponds")):
             raise UsageError(
                 f"train: {len(examples)} messages hold too little text to learn from in each fold; "
-                "give more labelled mail, or fewer --folds"
+                "give more labelled mail" + (", or fewer --folds" if args.folds > 2 else "")
             ) from exc
         raise UsageError(f"train: cannot train on these {len(examples)} messages ({exc})") from exc
     metrics["cv"]["grouped_by"] = "sender address" if args.group_by == "sender" else "folder or mailbox"

@@ -69,3 +69,9 @@ class ExportError(PloyError):
     """``export`` could not write its files (a full disk, a folder it may not write)."""
 
     exit_code = 10
+
+
+class OutputError(PloyError):
+    """Standard output could not be written (a full disk, a closed descriptor): the results would be lost."""
+
+    exit_code = 10

@@ -115,18 +115,22 @@ class PerLabelClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 self.offset_[j] = 30.0 if positives else -30.0
                 continue
             folds = min(self.calibration_folds, positives, negatives)
-            if group_array is not None:
-                folds = min(folds, len(set(group_array[column == 1].tolist())))
-            if folds >= 2:
+            if group_array is not None:  # each side's groups bound the folds, or a split may hold one kind only
+                folds = min(folds, *(len(set(group_array[column == kind].tolist())) for kind in (0, 1)))
+            decision = np.zeros(len(column), dtype=np.float64) if folds >= 2 else None
+            if decision is not None:
                 splitter: Any = (
                     StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
                     if group_array is None
                     else StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=0)
                 )
-                decision = np.zeros(len(column), dtype=np.float64)
                 for train_idx, test_idx in splitter.split(x, column, group_array):
+                    if len(np.unique(column[train_idx])) < 2:  # uneven groups: no calibration for this label
+                        decision = None
+                        break
                     coef, intercept = self._fit_linear(x[train_idx], column[train_idx], _rows(weights, train_idx))
                     decision[test_idx] = np.asarray(x[test_idx] @ coef).ravel() + intercept
+            if decision is not None:
                 platt = LogisticRegression(C=1e6, solver="lbfgs").fit(decision.reshape(-1, 1), column)
                 self.scale_[j], self.offset_[j] = float(platt.coef_[0, 0]), float(platt.intercept_[0])
             else:

@@ -225,6 +225,55 @@ def test_train_needs_two_folds_and_labelled_mail(tmp_path: Path) -> None:
     assert not (tmp_path / "model").exists()
 
 
+def test_train_refuses_mail_that_all_carries_one_label(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _write_labelled_mail(tmp_path / "mail")
+    shutil.rmtree(tmp_path / "mail" / "ham")
+    shutil.rmtree(tmp_path / "mail" / "favours")
+    assert main(["train", str(tmp_path / "mail"), "--out", str(tmp_path / "model")]) == 2
+    assert "all 10 messages are labelled article_share: the model would flag every message" in caplog.text
+    assert not (tmp_path / "model").exists()
+    (tmp_path / "empty").mkdir()
+    assert main(["train", str(tmp_path / "empty"), "--out", str(tmp_path / "model")]) == 2
+    assert "no labelled message could be read" in caplog.text
+
+
+def test_train_copes_with_ordinary_mail_from_one_sender(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Calibration folds were bounded by the senders of positives only: a split could hold positives alone."""
+    _write_labelled_mail(tmp_path / "mail")
+    for path in (tmp_path / "mail" / "ham").iterdir():
+        text = path.read_text()
+        path.write_text(text.replace(text.split("\n")[0], "From: Boss <boss@example.org>"))
+    args = ["train", str(tmp_path / "mail"), "--out", str(tmp_path / "m"), "--folds", "2", "--repeats", "1"]
+    assert main(args) == 0
+    assert main([*args[:3], str(tmp_path / "m2"), *args[4:], "--group-by", "folder"]) == 0
+
+
+@pytest.mark.parametrize("args", [["classify", "--json"], ["classify", "--headers"], ["evaluate", "--labels"]])
+@pytest.mark.parametrize("stdout", ["full", "closed"])
+def test_output_that_cannot_be_written_is_an_error_not_a_traceback_or_a_silent_success(
+    args: list[str], stdout: str
+) -> None:
+    hard_cases = Path(__file__).resolve().parents[1] / "data" / "hard-cases"
+    message = str(next(iter(sorted(hard_cases.glob("*.eml")))))
+    argv = {"--json": [*args, message], "--headers": args, "--labels": [*args, str(hard_cases / "expected.csv")]}
+    argv["--labels"].insert(1, str(hard_cases))
+    code = "import sys; from filter.cli import main; sys.exit(main())"
+    with open(message, "rb") as stdin, open(os.devnull if stdout == "closed" else "/dev/full", "wb") as out:
+        result = subprocess.run(
+            [sys.executable, "-c", code, *argv[args[1]]],
+            stdin=stdin,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            check=False,
+            close_fds=True,
+            preexec_fn=(lambda: os.close(1)) if stdout == "closed" else None,  # noqa: PLW1509
+        )
+    assert result.returncode == 10, result.stderr
+    assert b"Traceback" not in result.stderr
+    wanted = b"standard output is closed" if stdout == "closed" else b"cannot write to standard output"
+    assert wanted in result.stderr
+
+
 def test_a_reader_that_goes_away_ends_classify_quietly() -> None:
     files = [str(p) for p in sorted((Path(__file__).resolve().parents[1] / "data").glob("*.eml"))] * 40
     code = "import sys; from filter.cli import main; sys.exit(main())"
