@@ -27,7 +27,16 @@ from typing import TYPE_CHECKING, Any
 
 from filter import __version__
 from filter.config import DEFAULT_MAX_MESSAGE_BYTES, LABELS, AccountConfig, Config, load_config, read_password
-from filter.errors import ConnectError, MailboxError, ModelError, OutputError, PloyError, StateError, UsageError
+from filter.errors import (
+    ConfigError,
+    ConnectError,
+    MailboxError,
+    ModelError,
+    OutputError,
+    PloyError,
+    StateError,
+    UsageError,
+)
 from filter.mailbox import ConnectionLost
 
 if TYPE_CHECKING:
@@ -773,23 +782,52 @@ def _reload(
     return replace(new, accounts=tuple(running))
 
 
+def _state_path_check(path: Path) -> str:
+    """How the state file stands ("exists" or "will be created"), or StateError when it cannot be used.
+
+    Nothing is opened or created: the daemon may hold the file's lock.
+    """
+    if path.exists():
+        if not path.is_file():
+            raise StateError(f"state_path: {path} is not a regular file")
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise StateError(f"state_path: {path} cannot be read and written by this user")
+        return "exists"
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise StateError(f"state_path: {path} cannot be created ({parent} is not a folder this user may write)")
+    return "will be created"
+
+
 def _check_config(config: Config) -> int:
     model = load_model(config)
     thresholds = thresholds_for(config, model)
     print(f"configuration: {config.source} is valid")
     print(f"model: {model.path} (sha256 verified)")
-    where = "in memory (dry-run)" if config.action == "dry-run" else config.state_path
+    if config.action == "dry-run":
+        where = "in memory (dry-run)"
+    else:
+        where = f"{config.state_path} ({_state_path_check(config.state_path)})"
     print(f"action: {config.action}; state: {where}")
     print("thresholds: " + ", ".join(f"{label} {value:.2f}" for label, value in thresholds.items()))
     for language, line in language_points(model, thresholds).items():
         print(f"  {language} mail is scored at its own point: {line}")
-    for account in config.accounts:
+    for index, account in enumerate(config.accounts):
         mailbox = _mailbox(config, account)
         _connect(mailbox, account)
         try:
             status = mailbox.select(account.watch)
             caps = mailbox.capabilities()
             sent = account.sent or mailbox.find_sent_folder()
+            targets = {f"folders.{label}": folder for label, folder in account.folders.items()}
+            if account.review_folder is not None:
+                targets["folders.review"] = account.review_folder
+            for key, folder in targets.items():
+                hint = mailbox.separator_hint(folder)
+                if hint is not None:
+                    raise ConfigError(f"accounts[{index}].{key}: {hint}")
         except ConnectionLost as exc:
             raise ConnectError(f"account {account.name}: connection lost ({exc})") from exc
         finally:
@@ -847,24 +885,33 @@ def _classify(args: argparse.Namespace) -> int:
         return 0
     if not args.files:
         raise UsageError("classify: give one or more FILEs, or '-' for stdin")
+    if args.files.count("-") > 1:
+        raise UsageError("classify: '-' (stdin) can be given once")
     failed = False
-    stdin_read: list[bool] = []
     for start in range(0, len(args.files), 256):
         names = args.files[start : start + 256]
         datas: list[bytes | None] = []
-        for name in names:
+        why: dict[int, str] = {}
+        for i, name in enumerate(names):
             try:
-                datas.append(_read_input(name, cap, stdin_read))
+                data = _read_input(name, cap)
             except OSError as exc:
-                print(f"ployfilter: {_shown(name)}: {exc.strerror or exc}", file=sys.stderr)
-                datas.append(None)
+                reason = exc.strerror or str(exc)
+                if isinstance(exc, IsADirectoryError):
+                    reason += "; classify reads message files (train and evaluate read folders)"
+                why[i], data = f"unreadable file: {reason}", None
+            if data is not None and _is_mbox(data):
+                why[i], data = "an mbox file of several messages: classify reads one message per file", None
+            if i in why:
+                print(f"ployfilter: {_shown(name)}: {why[i]}", file=sys.stderr)
                 failed = True
+            datas.append(data)
         parsed = [parse_message(d) if d is not None else None for d in datas]
         scorable = [p for p in parsed if p is not None and not p.error]
         scored = iter(score_each(model, scorable, "classify"))
-        for name, p in zip(names, parsed, strict=True):
+        for i, (name, p) in enumerate(zip(names, parsed, strict=True)):
             if p is None:
-                _emit(args.json, name, None, [], "unreadable file")
+                _emit(args.json, name, None, [], why[i])
                 continue
             result = None if p.error else next(scored)
             if result is None and not p.error:
@@ -885,8 +932,19 @@ def _classify(args: argparse.Namespace) -> int:
 _STDIN_DRAIN = 1 << 28
 
 
-def _read_input(name: str, cap: int, stdin_read: list[bool]) -> bytes:
-    """The first ``cap`` bytes of a file, or of stdin for "-" (the first "-" only: later ones read as empty).
+# The separator line of an mbox (RFC 4155): "From ", an address, then a ctime() date.
+_MBOX_FROM = re.compile(
+    rb"(?:^|\n\r?\n)From \S+ +(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+)
+
+
+def _is_mbox(data: bytes) -> bool:
+    """Whether ``data`` starts as an mbox and holds a second message after the first (so more than one)."""
+    return data.startswith(b"From ") and len(_MBOX_FROM.findall(data, 0, 1 << 24)) >= 2
+
+
+def _read_input(name: str, cap: int) -> bytes:
+    """The first ``cap`` bytes of a file, or of stdin for "-".
 
     A named pipe is opened without waiting for a writer (a pipe nobody
     writes to reads as empty), then read as any file, so that a FIFO among
@@ -896,9 +954,6 @@ def _read_input(name: str, cap: int, stdin_read: list[bool]) -> bytes:
     if name == "-":
         if sys.stdin is None:
             raise OSError("stdin is closed")
-        if stdin_read:
-            return b""
-        stdin_read.append(True)
         data = sys.stdin.buffer.read(cap)
         # The rest is read and dropped, so that a writer such as `cat big.eml |` ends cleanly rather than on a
         # broken pipe; up to a bound, so that an endless stdin (/dev/zero) cannot hold the command.

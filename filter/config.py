@@ -131,6 +131,13 @@ class Config:
         return self.thresholds.get(label, card_default)
 
 
+def _is_ipv6(host: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address)
+    except ValueError:
+        return False
+
+
 def is_loopback_host(host: str) -> bool:
     """True for "localhost" and literal loopback addresses (127.0.0.0/8, ::1).
 
@@ -277,12 +284,23 @@ def _account(data: Any, path: str, base: Path | None = None) -> AccountConfig:
     if not _NAME_RE.fullmatch(name):
         raise ConfigError(f"{r.key('name')}: {_show(name)} is not valid; use letters, digits, '.', '_' or '-'")
     host = r.string("host", required=True)
+    if "://" in host:
+        raise ConfigError(
+            f"{r.key('host')}: {_show(host)} is a URL; give the server's name alone, e.g. imap.example.org"
+        )
+    if ":" in host and not _is_ipv6(host):
+        raise ConfigError(
+            f"{r.key('host')}: {_show(host)} is not a host name; give the port under 'port' "
+            "(an IPv6 address is written bare, e.g. ::1)"
+        )
+    if any(c.isspace() or c in "/@" for c in host):
+        raise ConfigError(f"{r.key('host')}: {_show(host)} is not a host name; e.g. imap.example.org")
     security = r.choice("security", SECURITY_MODES, "tls")
     port = int(r.number("port", 993 if security == "tls" else 143, 1, 65535, integer=True))
     if security == "plain" and not is_loopback_host(host):
         raise ConfigError(
             f"{r.key('security')}: 'plain' sends the password unencrypted and is refused for host "
-            f"{host!r}; use tls or starttls (plain is allowed only to localhost or 127.0.0.1/::1)"
+            f"{host!r}; use tls or starttls (plain is allowed only to localhost, 127.0.0.0/8 or ::1)"
         )
     ca_file = r.optional_string("ca_file")
     ca_path = _beside(Path(ca_file), base) if ca_file else None

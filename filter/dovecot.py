@@ -144,7 +144,8 @@ class LocalDovecot:
     Dovecot takes these from its configuration only, and advertises
     SPECIAL-USE when there is one. ``quota_kib`` gives each user a storage
     quota of that many KiB (Dovecot's quota plugin, no grace), to make a
-    full mailbox refuse COPY and APPEND.
+    full mailbox refuse COPY and APPEND. ``separator`` is the hierarchy
+    separator LIST shows ("." as on servers with Maildir++ folders).
     """
 
     def __init__(
@@ -156,9 +157,11 @@ class LocalDovecot:
         capabilities: str | None = None,
         special_use: Mapping[str, str] | None = None,
         quota_kib: int | None = None,
+        separator: str = "/",
     ) -> None:
         self.special_use = dict(special_use or {})
         self.quota_kib = quota_kib
+        self.separator = separator
         self.users = dict(users) if users is not None else {DEFAULT_USER: DEFAULT_PASSWORD}
         for user, password in self.users.items():
             if not re.fullmatch(r"[A-Za-z0-9_.@-]+", user):
@@ -461,7 +464,7 @@ mailbox_idle_check_interval = 1 secs
 {capability}{quota}mail_location = maildir:{runtime / "mail"}/%u:LAYOUT=fs
 namespace inbox {{
   inbox = yes
-  separator = /
+  separator = {self.separator}
   prefix =
 {mailboxes}}}
 passdb {{

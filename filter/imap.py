@@ -635,10 +635,27 @@ class ImapMailbox:
             try:
                 imap.create_folder(folder)
                 log.info("%s: created folder %s", self._where, folder)
-            except MailboxError:
+            except MailboxError as exc:
                 if not self._folder_exists(folder):
-                    raise
+                    hint = self.separator_hint(folder)
+                    raise MailboxError(f"{exc}; {hint}" if hint else str(exc)) from exc
         imap.subscribe_folder(folder)
+
+    def separator_hint(self, folder: str) -> str | None:
+        """Advice when ``folder`` is written with '/' and this server separates folders with another character.
+
+        The server's separator is what LIST "" "" answers (RFC 9051 section
+        6.3.9); folder names in the configuration are the server's own.
+        """
+        if "/" not in folder:
+            return None
+        listed = self._session.list_folders("", "")
+        separator = next((_text(delimiter) for _, delimiter, _ in listed if delimiter), None)
+        if separator is None or separator == "/":
+            return None
+        return (
+            f"this server separates folders with {separator!r}: write {folder.replace('/', separator)!r} for {folder!r}"
+        )
 
     def _folder_exists(self, folder: str) -> bool:
         """Whether LIST shows ``folder`` as a folder that can hold mail."""

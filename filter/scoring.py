@@ -388,7 +388,9 @@ class LinearScorer:
             with np.load(path if content is None else io.BytesIO(content), allow_pickle=False) as data:
                 arrays = {key: data[key] for key in data.files}
         except (OSError, ValueError, EOFError) as exc:
-            raise ScorerFormatError(f"{path}: not a readable scorer file ({exc})") from exc
+            # numpy's own text for a file that is no .npz suggests unpickling it, which is never wanted here
+            why = "not an .npz archive of arrays" if "pickle" in str(exc) else str(exc)
+            raise ScorerFormatError(f"{path}: not a readable scorer file ({why})") from exc
         try:
             spec = json.loads(arrays["spec"].tobytes().decode("utf-8"))
             return cls._from_arrays(spec, arrays)

@@ -542,10 +542,13 @@ def read_label_file(path: Path, *, id_column: str = "id", source: str | None = N
         found = ", ".join(header) or "none"
         raise PloyError(f"{path}: missing column(s) {', '.join(sorted(missing))} (found: {found})")
     rows: list[LabelRow] = []
+    blank: list[int] = []
     for line, values in records[1:]:
         if len(values) > len(header) and any(v.strip() for v in values[len(header) :]):
             raise PloyError(f"{path}:{line}: more fields than the header names; quote a value that holds a comma")
         row = dict(zip(header, values, strict=False))
+        if any(not (row.get(label) or "").strip() for label in LABELS):
+            blank.append(line)
         where = f"{path}:{line}"
         flags = {label: parse_flag(row.get(label) or "", where) for label in LABELS}
         decided = None if any(v is None for v in flags.values()) else {k: bool(v) for k, v in flags.items()}
@@ -556,6 +559,14 @@ def read_label_file(path: Path, *, id_column: str = "id", source: str | None = N
                 labels=decided,
                 note=(row.get("note") or "").strip(),
             )
+        )
+    if blank:
+        log.warning(
+            "%s: %d rows leave a label empty (line %s%s): read as '?', undecided, and left out",
+            path,
+            len(blank),
+            ", ".join(map(str, blank[:3])),
+            ", ..." if len(blank) > 3 else "",
         )
     return rows
 

@@ -361,6 +361,50 @@ def test_once_gets_past_a_message_the_server_cannot_read_in_one_run(
     assert norms(server.messages(DEFAULT_USER, "INBOX")) == norms(kept)
 
 
+def test_folders_written_with_slashes_on_a_server_that_separates_with_dots_are_explained(tmp_path: Path) -> None:
+    with LocalDovecot(tmp_path / "server", separator=".") as dotted:
+        config = str(write_config(tmp_path, dotted))
+        checked = ployfilter("check-config", "-c", config)
+        assert checked.returncode == 3, checked.stderr
+        hint = "this server separates folders with '.': write 'Networking.Articles' for 'Networking/Articles'"
+        assert f"accounts[0].folders.article_share: {hint}" in checked.stderr
+        ran = ployfilter("once", "-c", config)
+        assert ran.returncode == 8 and hint in ran.stderr
+        assert (
+            ployfilter(
+                "check-config",
+                "-c",
+                str(
+                    write_config(
+                        tmp_path,
+                        dotted,
+                        **{
+                            "accounts": [
+                                {
+                                    **yaml.safe_load(Path(config).read_text())["accounts"][0],
+                                    "folders": {
+                                        "article_share": "Networking.Articles",
+                                        "favour_request": "Networking.Requests",
+                                    },
+                                }
+                            ]
+                        },
+                    )
+                ),
+            ).returncode
+            == 0
+        )
+
+
+def test_check_config_refuses_a_state_path_that_cannot_be_used(server: LocalDovecot, tmp_path: Path) -> None:
+    result = ployfilter("check-config", "-c", str(write_config(tmp_path, server, state_path=str(tmp_path))))
+    assert result.returncode == 7
+    assert f"state_path: {tmp_path} is not a regular file" in result.stderr
+    fresh = ployfilter("check-config", "-c", str(write_config(tmp_path, server)))
+    assert fresh.returncode == 0 and "state.sqlite3 (will be created)" in fresh.stdout
+    assert not (tmp_path / "state.sqlite3").exists()
+
+
 def test_flag_mode_adds_keywords_and_moves_nothing(server: LocalDovecot, tmp_path: Path) -> None:
     seed(server, [numbered(1), numbered(2)])
     config = write_config(tmp_path, server, action="flag", thresholds=ALL_ARTICLES)

@@ -448,6 +448,27 @@ def test_classify_of_files_works_with_stdin_closed(tmp_path: Path) -> None:
     assert len(result.stdout.splitlines()) == 2
 
 
+def test_classify_says_why_a_file_gives_no_scores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    one = b"From a@example.org Mon Mar  2 10:00:00 2026\nFrom: a@example.org\nSubject: hi\n\nSee you at noon.\n"
+    (tmp_path / "one.mbox").write_bytes(one)
+    (tmp_path / "two.mbox").write_bytes(one + b"\n" + one.replace(b"noon", b"one"))
+    (tmp_path / "folder").mkdir()
+    names = [str(tmp_path / n) for n in ("one.mbox", "two.mbox", "folder", "absent.eml")]
+    assert main(["classify", "--json", *names]) == 9
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["file"] for r in records] == names
+    assert "error" not in records[0]  # one message after its "From " line: a message file like any other
+    assert records[1]["error"] == "an mbox file of several messages: classify reads one message per file"
+    assert records[2]["error"].startswith("unreadable file: Is a directory; classify reads message files")
+    assert records[3]["error"] == "unreadable file: No such file or directory"
+    assert all(r["scores"] == {"article_share": 0.0, "favour_request": 0.0} for r in records[1:])
+
+
+def test_classify_takes_stdin_once(caplog: pytest.LogCaptureFixture) -> None:
+    assert main(["classify", "-", "-"]) == 2
+    assert "'-' (stdin) can be given once" in caplog.text
+
+
 def test_train_refuses_an_out_that_is_a_file_before_reading_any_mail(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -566,9 +566,29 @@ def test_a_password_command_whose_child_keeps_its_output_open_still_ends(monkeyp
         read_password(account)
 
 
-@pytest.mark.parametrize("host", ["localhost.", "[::1]", "localhost.localdomain"])
+@pytest.mark.parametrize("host", ["localhost.", "localhost.localdomain"])
 def test_plain_is_refused_to_a_name_dns_would_answer_for(host: str) -> None:
     assert "accounts[0].security" in error_of(minimal(security="plain", host=host))
+
+
+@pytest.mark.parametrize(
+    "host, says",
+    [
+        ("imap.example.org:993", "give the port under 'port'"),
+        ("[::1]", "give the port under 'port'"),
+        ("imaps://imap.example.org", "is a URL"),
+        ("imap example.org", "is not a host name"),
+        ("me@imap.example.org", "is not a host name"),
+    ],
+)
+def test_a_host_with_more_than_a_name_is_refused(host: str, says: str) -> None:
+    message = error_of(minimal(security="tls", host=host))
+    assert "accounts[0].host" in message and says in message
+
+
+@pytest.mark.parametrize("host", ["::1", "fe80::1%eth0", "2001:db8::5", "imap.example.org", "127.0.0.1"])
+def test_names_and_addresses_are_hosts(host: str) -> None:
+    assert parse_config(minimal(security="tls", host=host)).accounts[0].host == host
 
 
 @pytest.mark.parametrize(

@@ -309,6 +309,16 @@ def test_label_csv_rows_spreadsheets_write_are_read(tmp_path: Path, row: str, no
     assert (only.id, only.labels, only.note) == ("mail/x.eml", ARTICLE, note)
 
 
+def test_empty_label_cells_are_undecided_and_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from filter.train import read_label_file
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,article_share,favour_request\na.eml,1,0\nb.eml,1\nc.eml,,0\n")
+    rows = read_label_file(labels, id_column="path")
+    assert [r.labels for r in rows] == [ARTICLE, None, None]
+    assert "2 rows leave a label empty (line 3, 4): read as '?', undecided, and left out" in caplog.text
+
+
 def test_one_label_file_named_twice_is_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(tmp_path / "x.eml", mail())
     labels = write(tmp_path / "labels.csv", b"path,article_share,favour_request\nx.eml,1,0\n")

@@ -189,6 +189,13 @@ def test_a_pickle_inside_the_scorer_file_is_not_loaded(tmp_path: Path) -> None:
         LinearScorer.load(tmp_path / "scorer.npz")
 
 
+def test_a_scorer_file_that_is_no_archive_is_refused_without_advice_to_unpickle(tmp_path: Path) -> None:
+    (tmp_path / "scorer.npz").write_text("hello, not numpy")
+    with pytest.raises(ScorerFormatError, match="not an .npz archive of arrays") as info:
+        LinearScorer.load(tmp_path / "scorer.npz")
+    assert "pickle" not in str(info.value)
+
+
 def test_a_pipeline_of_another_shape_is_not_exported() -> None:
     with pytest.raises((ScorerFormatError, KeyError, AttributeError)):
         export(object(), ("article_share", "favour_request"))
