@@ -95,7 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     once = command(
         "once",
         "one pass over new mail, then exit",
-        "Handle every message of each watched folder not handled before, print a summary, exit 0.",
+        "Handle every message of each watched folder not handled before and print a summary per account. "
+        "Exit 0, or the highest exit code of the accounts that failed (the others still get their pass).",
     )
     once.add_argument("-c", "--config", required=True, type=Path, help="the YAML configuration file")
     senders = command(
@@ -155,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--headers",
         action="store_true",
-        help="read one message on stdin, write it back with X-Ploy-Scores and X-Ploy-Labels added "
+        help="read one message on stdin, write it back with X-Ploy-Scores, X-Ploy-Labels and X-Ploy-Keywords added "
         "(for Sieve's vnd.dovecot.filter, procmail or maildrop)",
     )
     classify.add_argument("-c", "--config", type=Path, help="take thresholds from this configuration")
@@ -450,6 +451,8 @@ def thresholds_for(config: Config | None, model: ModelBundle) -> dict[str, float
 def _mailbox(config: Config, account: AccountConfig, should_stop: Callable[[], bool] = lambda: False) -> ImapMailbox:
     from filter.imap import ImapMailbox
 
+    if account.auth == "xoauth2":  # an access token expires: its command runs again at every login
+        return ImapMailbox(account, lambda: read_password(account, should_stop), poll_interval=config.poll_interval)
     return ImapMailbox(account, read_password(account, should_stop), poll_interval=config.poll_interval)
 
 

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 LABELS = ("article_share", "favour_request")
 SECURITY_MODES = ("tls", "starttls", "plain")
+# How an account logs in: with a password (AUTH=PLAIN, else LOGIN), or with an OAuth 2.0 access token
+# (SASL XOAUTH2, as Gmail and Microsoft 365 take it), which password_command prints afresh at each login.
+AUTH_MODES = ("password", "xoauth2")
 ACTIONS = ("move", "flag", "dry-run")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_STATE_PATH = "~/.local/state/ployfilter/state.sqlite3"
@@ -101,6 +104,7 @@ class AccountConfig:
     timeout: float
     sent: str | None = None  # the owner's sent folder; None: the folder LIST marks \Sent (RFC 6154)
     review_folder: str | None = None  # where review-band mail goes; None: keyword $PloyReview in place
+    auth: str = "password"  # one of AUTH_MODES
 
     @property
     def is_loopback(self) -> bool:
@@ -315,7 +319,14 @@ def _account(data: Any, path: str, base: Path | None = None) -> AccountConfig:
                 "expected a PEM CA bundle"
             ) from None
     username = r.string("username", required=True)
+    auth = r.choice("auth", AUTH_MODES, "password")
     sources = [k for k in ("password_command", "password_env", "password") if r.has(k)]
+    if auth == "xoauth2" and sources != ["password_command"]:
+        raise ConfigError(
+            f"{r.key('auth')}: xoauth2 logs in with an access token, which expires within the hour: give "
+            "password_command, a command that prints a current token (it runs at every login), and neither "
+            "password_env nor password"
+        )
     if len(sources) != 1:
         raise ConfigError(
             f"{r.key('password_command')}: give exactly one of password_command, password_env or "
@@ -365,6 +376,7 @@ def _account(data: Any, path: str, base: Path | None = None) -> AccountConfig:
         timeout=timeout,
         sent=sent,
         review_folder=review_folder,
+        auth=auth,
     )
 
 
@@ -498,6 +510,7 @@ _RESTART_KEYS = (
     "password_command",
     "password_env",
     "password",
+    "auth",
     "timeout",
     "watch",
     "state_path",

@@ -18,7 +18,11 @@ can check what really happened on the server.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import imaplib
+import json
 import os
 import pwd
 import re
@@ -145,7 +149,9 @@ class LocalDovecot:
     SPECIAL-USE when there is one. ``quota_kib`` gives each user a storage
     quota of that many KiB (Dovecot's quota plugin, no grace), to make a
     full mailbox refuse COPY and APPEND. ``separator`` is the hierarchy
-    separator LIST shows ("." as on servers with Maildir++ folders).
+    separator LIST shows ("." as on servers with Maildir++ folders). With
+    ``oauth2`` the server also takes SASL XOAUTH2 and OAUTHBEARER logins,
+    with access tokens from ``oauth2_token`` (JWTs it validates itself).
     """
 
     def __init__(
@@ -158,10 +164,13 @@ class LocalDovecot:
         special_use: Mapping[str, str] | None = None,
         quota_kib: int | None = None,
         separator: str = "/",
+        oauth2: bool = False,
     ) -> None:
         self.special_use = dict(special_use or {})
         self.quota_kib = quota_kib
         self.separator = separator
+        self.oauth2 = oauth2
+        self._oauth2_secret = secrets.token_bytes(32)
         self.users = dict(users) if users is not None else {DEFAULT_USER: DEFAULT_PASSWORD}
         for user, password in self.users.items():
             if not re.fullmatch(r"[A-Za-z0-9_.@-]+", user):
@@ -186,6 +195,18 @@ class LocalDovecot:
         internal = pwd.getpwnam("dovecot")
         self._mail_uid = internal.pw_uid
         self._mail_gid = internal.pw_gid
+
+    def oauth2_token(self, user: str = DEFAULT_USER, lifetime: float = 600.0) -> str:
+        """An OAuth 2.0 access token for ``user`` that this server accepts (a JWT signed with HS256).
+
+        A negative ``lifetime`` gives a token that has expired already.
+        """
+        now = int(time.time())
+        header = {"alg": "HS256", "typ": "JWT", "kid": "default"}
+        claims = {"sub": user, "iat": min(now, now + int(lifetime)), "exp": now + int(lifetime)}
+        signed = b".".join(_base64url(json.dumps(part).encode()) for part in (header, claims))
+        signature = hmac.new(self._oauth2_secret, signed, hashlib.sha256).digest()
+        return (signed + b"." + _base64url(signature)).decode()
 
     def __enter__(self) -> LocalDovecot:
         self.start()
@@ -417,6 +438,17 @@ class LocalDovecot:
         passwd.chmod(0o640)
         if self.tls:
             self.ca_file = _make_certificates(self.root / "tls")
+        if self.oauth2:
+            # Dovecot's local validation reads the key for a token's (azp, alg, kid) from a dict: with the fs
+            # driver, the file default/HS256/default under the prefix, holding the key in base64.
+            keys = self.runtime / "oauth2-keys" / "default" / "HS256"
+            keys.mkdir(parents=True, exist_ok=True)
+            (keys / "default").write_text(base64.b64encode(self._oauth2_secret).decode())
+            (self.runtime / "oauth2.conf.ext").write_text(
+                "introspection_mode = local\n"
+                f"local_validation_key_dict = fs:posix:prefix={self.runtime / 'oauth2-keys'}/\n"
+                "username_attribute = sub\n"
+            )
         self._prepared = True
 
     def _write_config(self) -> None:
@@ -427,6 +459,12 @@ class LocalDovecot:
         else:
             ssl = "ssl = no\n"
         capability = f"imap_capability = {self.capabilities}\n" if self.capabilities is not None else ""
+        oauth2 = (
+            f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+            f"  args = {runtime / 'oauth2.conf.ext'}\n}}\n"
+            if self.oauth2
+            else ""
+        )
         quota = (
             "mail_plugins = $mail_plugins quota\n"
             f"plugin {{\n  quota = count:User quota\n  quota_rule = *:storage={self.quota_kib}K\n"
@@ -457,7 +495,7 @@ listen = {HOST}
 default_login_user = dovenull
 first_valid_uid = {self._mail_uid}
 last_valid_uid = {self._mail_uid}
-auth_mechanisms = plain login
+auth_mechanisms = plain login{" xoauth2 oauthbearer" if self.oauth2 else ""}
 disable_plaintext_auth = no
 auth_failure_delay = 0
 mailbox_idle_check_interval = 1 secs
@@ -471,7 +509,7 @@ passdb {{
   driver = passwd-file
   args = {runtime / "users"}
 }}
-userdb {{
+{oauth2}userdb {{
   driver = static
   args = uid={self._mail_uid} gid={self._mail_gid} home={runtime / "mail"}/%u
 }}
@@ -665,3 +703,8 @@ def _quote(folder: str) -> str:
 def _check(typ: str, response: list[Any], what: str) -> None:
     if typ != "OK":
         raise DovecotError(f"{what} failed: {typ} {response!r}")
+
+
+def _base64url(data: bytes) -> bytes:
+    """Base64 with the URL alphabet and no padding, as JWTs are written (RFC 7515 section 2)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=")

@@ -88,8 +88,14 @@ class ImapMailbox:
     """
 
     def __init__(
-        self, account: AccountConfig, password: str, *, idle: bool = True, poll_interval: float = 60.0
+        self,
+        account: AccountConfig,
+        password: str | Callable[[], str],
+        *,
+        idle: bool = True,
+        poll_interval: float = 60.0,
     ) -> None:
+        """``password`` is the password, or what gives it afresh at every login (an OAuth 2.0 access token)."""
         self.account = account
         self._password = password
         self._idle_enabled = idle
@@ -119,6 +125,8 @@ class ImapMailbox:
         if account.security == "plain" and not account.is_loopback:
             raise ConnectError(f"{self._where}: plain IMAP is allowed only to a loopback address")
         context = self._ssl_context() if account.security != "plain" else None
+        # Before connecting: a token command may take a while, and a server waits only so long for a login.
+        password = self._password() if callable(self._password) else self._password
         log.info("%s: connecting (%s)", self._where, account.security)
         try:
             with _translated(self._where):
@@ -140,16 +148,20 @@ class ImapMailbox:
                     imap.starttls(context)
                 except MailboxError as exc:
                     raise ConnectError(f"{self._where}: the server would not start TLS ({exc})") from exc
-            if imap.has_capability("AUTH=PLAIN"):
-                imap.plain_login(account.username, self._password)
-            elif not (account.username.isascii() and self._password.isascii()):
+            if account.auth == "xoauth2":
+                if not imap.has_capability("AUTH=XOAUTH2"):
+                    raise AuthError(f"{self._where}: the server does not offer AUTH=XOAUTH2 (auth: xoauth2)")
+                imap.oauth2_login(account.username, password)
+            elif imap.has_capability("AUTH=PLAIN"):
+                imap.plain_login(account.username, password)
+            elif not (account.username.isascii() and password.isascii()):
                 # LOGIN carries ASCII only (RFC 9051 section 6.2.3 needs a literal and UTF8=ACCEPT for more).
                 raise AuthError(
                     f"{self._where}: the username or password has non-ASCII characters and the server does "
                     "not offer AUTH=PLAIN, the only login here that can carry them"
                 )
             else:
-                imap.login(account.username, self._password)
+                imap.login(account.username, password)
             self._capabilities = frozenset(_text(cap).upper() for cap in imap.capabilities())
         except BaseException:
             self.close()

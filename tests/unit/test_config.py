@@ -566,6 +566,23 @@ def test_a_password_command_whose_child_keeps_its_output_open_still_ends(monkeyp
         read_password(account)
 
 
+@pytest.mark.parametrize("source", [{"password_env": "TOKEN"}, {"password": "a-token"}])
+def test_xoauth2_takes_its_token_from_a_command_only(source: dict[str, str]) -> None:
+    data = minimal(auth="xoauth2", password_env=None)
+    data["accounts"][0].pop("password_env")
+    data["accounts"][0].update(source)
+    message = error_of(data)
+    assert "accounts[0].auth: xoauth2" in message and "give password_command" in message
+    data["accounts"][0].pop(next(iter(source)))
+    data["accounts"][0]["password_command"] = "oama access me@example.org"
+    assert parse_config(data).accounts[0].auth == "xoauth2"
+
+
+def test_auth_is_password_or_xoauth2() -> None:
+    assert parse_config(minimal()).accounts[0].auth == "password"
+    assert "expected one of password, xoauth2" in error_of(minimal(auth="oauth"))
+
+
 @pytest.mark.parametrize("host", ["localhost.", "localhost.localdomain"])
 def test_plain_is_refused_to_a_name_dns_would_answer_for(host: str) -> None:
     assert "accounts[0].security" in error_of(minimal(security="plain", host=host))

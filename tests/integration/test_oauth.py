@@ -1,0 +1,91 @@
+"""Logging in with an OAuth 2.0 access token (SASL XOAUTH2), against a Dovecot that validates the tokens itself.
+
+Gmail and Microsoft 365 take XOAUTH2; Microsoft takes nothing else. The token
+comes from password_command, run again at every login, since tokens expire.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from filter.dovecot import DEFAULT_USER, LocalDovecot, unavailable_reason
+from filter.errors import AuthError
+from filter.imap import ImapMailbox
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(unavailable_reason() is not None, reason=unavailable_reason() or ""),
+]
+
+
+def xoauth2_account(account_for: Callable[..., Any], server: LocalDovecot) -> Any:
+    return account_for(server, auth="xoauth2", password=None, password_command="unused")
+
+
+def test_each_login_takes_a_fresh_token(
+    dovecot_factory: Callable[..., LocalDovecot], account_for: Callable[..., Any]
+) -> None:
+    server = dovecot_factory(oauth2=True)
+    tokens: list[str] = []
+
+    def token() -> str:
+        tokens.append(server.oauth2_token())
+        return tokens[-1]
+
+    mailbox = ImapMailbox(xoauth2_account(account_for, server), token)
+    for _ in range(2):
+        mailbox.connect()
+        assert mailbox.select("INBOX").exists == 0
+        mailbox.close()
+    assert len(tokens) == 2
+
+
+@pytest.mark.parametrize("oauth2", [True, False])
+def test_an_expired_token_or_a_server_without_xoauth2_is_an_auth_error(
+    dovecot_factory: Callable[..., LocalDovecot], account_for: Callable[..., Any], oauth2: bool
+) -> None:
+    server = dovecot_factory(oauth2=oauth2)
+    expired = server.oauth2_token(lifetime=-60)
+    mailbox = ImapMailbox(xoauth2_account(account_for, server), expired)
+    wanted = "refused the login" if oauth2 else "does not offer AUTH=XOAUTH2"
+    with pytest.raises(AuthError, match=wanted):
+        mailbox.connect()
+
+
+def test_once_logs_in_with_the_token_its_command_prints(
+    dovecot_factory: Callable[..., LocalDovecot], tmp_path: Path
+) -> None:
+    server = dovecot_factory(oauth2=True)
+    server.append(DEFAULT_USER, "INBOX", b"From: a@example.org\r\nSubject: hello\r\n\r\nLunch on Friday?\r\n")
+    token = tmp_path / "token"
+    token.write_text(server.oauth2_token() + "\n")
+    account = {
+        "name": "work",
+        "host": server.host,
+        "port": server.port,
+        "security": "plain",
+        "username": DEFAULT_USER,
+        "auth": "xoauth2",
+        "password_command": f"cat {token}",
+    }
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"accounts": [account], "state_path": str(tmp_path / "state.sqlite3")}))
+    result = subprocess.run(
+        [sys.executable, "-m", "filter", "once", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "work: 1 new messages" in result.stdout
+    assert token.read_text().strip() not in result.stderr + result.stdout  # a token is a password: never logged
