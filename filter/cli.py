@@ -839,7 +839,7 @@ def _check_config(config: Config) -> int:
         wait = "IDLE" if "IDLE" in caps else f"polling every {config.poll_interval:g} s"
         print(
             f"account {account.name}: logged in to {account.host}:{account.port} ({account.security}) "
-            f"as {account.username}"
+            f"as {account.username}" + (" with an OAuth 2.0 token" if account.auth == "xoauth2" else "")
         )
         print(
             f"  watches {account.watch}: {status.exists} messages, UIDVALIDITY {status.uidvalidity}; "
@@ -847,6 +847,9 @@ def _check_config(config: Config) -> int:
         )
         for label in LABELS:
             print(f"  {label} at or above {thresholds[label]:.2f} -> {account.folders[label]}")
+        if config.policy.review_band:
+            review = account.review_folder or "keyword $PloyReview, in place"
+            print(f"  within {config.policy.review_band:.2f} below a threshold -> {review}")
         if sent:
             print(f"  reads your sent mail from {sent}" + ("" if account.sent else " (the folder marked \\Sent)"))
         else:

@@ -107,7 +107,7 @@ def run_demo(keep: Path | None = None) -> int:
             model = load_model(config)
             thresholds = thresholds_for(config, model)
             account = config.accounts[0]
-            print(f"Dovecot on {server.host}:{server.port}; {len(samples)} sample messages appended to INBOX")
+            print(f"Dovecot on {server.host}:{server.port}; {len(samples)} sample messages put in INBOX")
             print(
                 f"model: {model.path}; thresholds: " + ", ".join(f"{k} {v:.2f}" for k, v in thresholds.items()) + "\n"
             )
@@ -125,7 +125,7 @@ def run_demo(keep: Path | None = None) -> int:
                 count = len(server.uids(DEFAULT_USER, folder))
                 total += count
                 print(f"  {folder:<22} {count:>3} messages")
-            print(f"  {'(total)':<22} {total:>3} of {len(samples)} appended: nothing lost")
+            print(f"  {'(total)':<22} {total:>3} of {len(samples)} put there: nothing lost")
             print("\nwho sent what (`ployfilter senders`; the ledger keeps addresses, dates and labels only):\n")
             print(format_table(senders, time.time(), config.policy.pattern_shares) if senders else NO_SENDERS)
             print(f"\nconfig used: {config_path}" if keep else "")
