@@ -967,7 +967,10 @@ def _translated(where: str) -> Iterator[None]:
         raise MailboxError(f"{where}: the server allows only read access: {exc}") from exc
     except imaplib.IMAP4.abort as exc:
         # imaplib says "socket error" for an end of file or a cut line; any other abort is the server's word.
-        raise ConnectionLost(f"{where}: connection lost: {exc}", by_server="socket error" not in str(exc)) from exc
+        # A server that is shutting down says so in its BYE: that is not about the command in flight either.
+        text = str(exc)
+        by_server = "socket error" not in text and "shutting down" not in text.lower()
+        raise ConnectionLost(f"{where}: connection lost: {text}", by_server=by_server) from exc
     except imaplib.IMAP4.error as exc:
         raise MailboxError(f"{where}: {exc}") from exc
     except (OSError, EOFError) as exc:

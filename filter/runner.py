@@ -351,6 +351,11 @@ class AccountRunner:
             return still_there and not self.mailbox.contains(target, fp, raw.uid)
         except FolderError:
             return False  # the folder is gone: what was moved there is gone too
+        except MailboxError as exc:  # the folder will not open: take it as brought back, and leave it
+            log.warning(
+                "%s: cannot look in %s (%s); a message moved there before stays", self.account.name, target, exc
+            )
+            return False
 
     def _fetch(self, uv: int, uids: Sequence[int], tries: int | None) -> tuple[list[RawMessage], list[int]]:
         """The messages of these UIDs, and those given up on: a batch, or one UID tried ``tries`` times.

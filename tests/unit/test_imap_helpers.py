@@ -187,3 +187,22 @@ def test_a_server_refusing_message_numbers_gets_windows_of_uids(monkeypatch: pyt
     mailbox._exists, mailbox._uidnext = 9, 14
     assert mailbox.search_uids(2) == []
     assert searched == [["4,8"], ["UID", "2:5"], ["UID", "6:9"], ["UID", "10:*"]]
+
+
+@pytest.mark.parametrize(
+    "text, by_server",
+    [
+        ("socket error: EOF", False),
+        ("Server shutting down.", False),  # a restart, not the message in flight
+        ("FETCH failed: Internal error occurred", True),
+    ],
+)
+def test_a_lost_session_says_whether_the_server_ended_it_over_the_command(text: str, by_server: bool) -> None:
+    import imaplib
+
+    from filter.imap import _translated
+    from filter.mailbox import ConnectionLost
+
+    with pytest.raises(ConnectionLost) as info, _translated("here"):
+        raise imaplib.IMAP4.abort(text)
+    assert info.value.by_server is by_server

@@ -422,6 +422,25 @@ def test_message_returned_by_the_owner_stays() -> None:
     assert len(server.folders["INBOX"].messages) == 1
 
 
+def test_a_target_folder_that_will_not_open_does_not_stop_the_pass() -> None:
+    server, state = Server(), State.in_memory()
+    seed(server, 1)
+    runner(server, state).pass_once()
+    ((data, _),) = server.folders[ARTICLES].messages.values()
+    server.folders["INBOX"].add(data)  # brought back, while the target cannot be examined
+
+    class Closed(FakeMailbox):
+        def contains(self, folder: str, *args: object, **kwargs: object) -> bool:
+            raise MailboxError(f"EXAMINE {folder} => NO [NOPERM]")
+
+    cfg = config()
+    r = AccountRunner(
+        cfg, cfg.accounts[0], Closed(server), SubjectScorer(), {"article_share": 0.8, "favour_request": 0.8}, state
+    )
+    r.prepare()
+    assert [o.action for o in r.pass_once().outcomes] == ["keep"]
+
+
 def test_unreadable_messages_are_skipped_and_others_go_on() -> None:
     server = Server()
     inbox = server.folders["INBOX"]
