@@ -175,7 +175,8 @@ class AccountRunner:
         self.clock = clock
         self.dry_run = config.action == "dry-run"
         self.report: PassReport | None = None  # the pass under way, or the last one
-        self.tries_counted = 0  # failed or one-by-one fetches counted in the state, ever: how ``once`` sees progress
+        self.tries_counted = 0  # sessions that ended charging a try to a message, ever: how ``once`` sees progress
+        self.held: set[int] = set()  # UIDs of this epoch whose earlier action waits for the next pass
         self._sent_folder: str | None = None
         self._sent_looked_up = False
         self._pending: tuple[Config, AccountConfig, dict[str, float]] | None = None
@@ -233,7 +234,7 @@ class AccountRunner:
         self.state.start_epoch(name, watch, uv, self.clock())
         report.recovered = self._recover_intents(uv, current)
         # Messages whose action the server refused wait for the next pass's recovery, not for a second judgement.
-        waiting = {intent.uid for intent_uv, intent in self.state.intents(name, watch) if intent_uv == uv}
+        waiting = {intent.uid for intent_uv, intent in self.state.intents(name, watch) if intent_uv == uv} | self.held
         while not should_stop():
             start = self.state.scanned_to(name, watch, uv)
             found = self.mailbox.search_uids(start)
@@ -386,12 +387,12 @@ class AccountRunner:
             )
             return [], [uid]
         self.state.fetch_trying(name, watch, uv, uid, _TRY_UNITS)
-        self.tries_counted += 1
         try:
             raws = self.mailbox.fetch([uid], cap)
         except ConnectionLost as exc:
             if not exc.by_server:  # maybe the network, not this message: the try counts for less
                 self.state.fetch_trying(name, watch, uv, uid, 1 - _TRY_UNITS)
+            self.tries_counted += 1
             raise
         self.state.fetch_settled(name, watch, uv, [uid])
         return raws, []
@@ -622,14 +623,15 @@ class AccountRunner:
             if tries[uid] >= NETWORK_TRIES:
                 continue
             self.state.fetch_trying(name, watch, uv, uid, _TRY_UNITS)
-            self.tries_counted += 1
             try:
                 found.update(self.mailbox.fingerprints([uid]))
             except ConnectionLost as exc:
                 if not exc.by_server:
                     self.state.fetch_trying(name, watch, uv, uid, 1 - _TRY_UNITS)
+                self.tries_counted += 1
                 raise
-            self.state.fetch_settled(name, watch, uv, [uid])
+            # A header read that works charges nothing, and leaves the row: the scan's own count stands.
+            self.state.fetch_trying(name, watch, uv, uid, -_TRY_UNITS)
         out: dict[str, list[int]] = {}
         for uid, fp in sorted(found.items()):
             out.setdefault(fingerprint_key(fp), []).append(uid)
@@ -664,31 +666,79 @@ class AccountRunner:
 
         Under a new UIDVALIDITY each intent is given its own message among
         those with its fingerprint key, so that twins are each resolved. An
-        action the server refuses leaves its intent for the next pass.
+        action the server refuses leaves its intent for the next pass, and
+        its message out of the scan (``self.held``). Reading the message to
+        finish its action may end the session as fetching it may: such
+        reads are counted as ``_fetch`` counts its tries, and a message
+        that cannot be read is at last recorded as skipped, left in place.
         """
         name, watch = self.account.name, self.account.watch
         intents = self.state.intents(name, watch)
         taken: set[int] = set()
+        self.held = set()
         recovered = 0
         for intent_uv, intent in intents:
             key = fingerprint_key(intent.fingerprint)
-            uid: int | None
-            if intent_uv == uv:
-                present = self.mailbox.fingerprints([intent.uid]).get(intent.uid)
-                uid = intent.uid if present and fingerprint_key(present) == key else None
-            else:
+            uid: int | None = intent.uid
+            if intent_uv != uv:
                 if current is None:
                     current = self._current_fingerprints(uv)
                 uid = next((u for u in current.get(key, ()) if u not in taken), None)
                 if uid is not None:
                     taken.add(uid)
+            if uid is not None:
+                tries = self.state.fetch_tries(name, watch, uv, [uid]).get(uid, 0)
+                if tries >= NETWORK_TRIES:
+                    self._give_up_intent(uv, intent_uv, intent, uid)
+                    continue
+                self.state.fetch_failed(name, watch, uv, [uid])  # a row to count in, if it has none
+                self.state.fetch_trying(name, watch, uv, uid, _TRY_UNITS)
             try:
-                self._recover_intent(uv, intent_uv, intent, uid)
+                if intent_uv == uv:
+                    present = self.mailbox.fingerprints([intent.uid]).get(intent.uid)
+                    found = intent.uid if present and fingerprint_key(present) == key else None
+                    self._recover_intent(uv, intent_uv, intent, found)
+                else:
+                    self._recover_intent(uv, intent_uv, intent, uid)
+            except ConnectionLost as exc:
+                if uid is not None:
+                    if not exc.by_server:
+                        self.state.fetch_trying(name, watch, uv, uid, 1 - _TRY_UNITS)
+                    self.tries_counted += 1
+                raise
             except MailboxError as exc:
+                if uid is not None:  # the server answered: the read was not at fault
+                    self.state.fetch_trying(name, watch, uv, uid, -_TRY_UNITS)
+                    self.held.add(uid)
                 self._refused([intent.uid], exc)
                 continue
+            if uid is not None:
+                self.state.fetch_settled(name, watch, uv, [uid])
             recovered += 1
         return recovered
+
+    def _give_up_intent(self, uv: int, intent_uv: int, intent: Intent, uid: int) -> None:
+        """Record as skipped, left where it is, a message whose interrupted action could not be finished."""
+        name, watch = self.account.name, self.account.watch
+        log.error(
+            "%s: uid=%d: the server failed to return it, try after try, to finish its interrupted %s; "
+            "skipped, and left in place",
+            name,
+            uid,
+            intent.decision.action,
+        )
+        reason = "the server failed to return it, try after try, to finish an interrupted action; left in place"
+        record = replace(
+            intent.decision,
+            uid=uid,
+            action="skip",
+            target=None,
+            keywords=(),
+            reasons=(*intent.decision.reasons, reason),
+        )
+        self.state.record(name, watch, uv, fingerprint_key(intent.fingerprint), record, self.clock())
+        self.state.drop_intent(name, watch, intent_uv, intent.uid)
+        self.state.fetch_settled(name, watch, uv, [uid])
 
     def _recover_intent(self, uv: int, intent_uv: int, intent: Intent, uid: int | None) -> None:
         """Finish, redo or confirm one interrupted action on ``uid`` (None: the message is no longer here)."""

@@ -339,7 +339,15 @@ class State:
 
     @_serialised
     def start_epoch(self, account: str, mailbox: str, uidvalidity: int, now: float) -> None:
-        self._db.execute("INSERT OR IGNORE INTO epochs VALUES (?, ?, ?, ?, 1)", (account, mailbox, uidvalidity, now))
+        """Note the folder's current epoch; the fetch tries of earlier epochs mean nothing any more."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR IGNORE INTO epochs VALUES (?, ?, ?, ?, 1)", (account, mailbox, uidvalidity, now)
+            )
+            self._db.execute(
+                "DELETE FROM fetch_failures WHERE account=? AND mailbox=? AND uidvalidity != ?",
+                (account, mailbox, uidvalidity),
+            )
 
     @_serialised
     def scanned_to(self, account: str, mailbox: str, uidvalidity: int) -> int:

@@ -402,6 +402,79 @@ def test_a_move_the_server_refuses_is_tried_each_pass_while_other_mail_goes_on(
     assert runner_for(server).pass_once().outcomes == []
 
 
+def full_mailbox(dovecot_factory: Callable[..., LocalDovecot]) -> tuple[LocalDovecot, bytes]:
+    """A server without MOVE whose quota leaves no room for a copy of the article in its INBOX."""
+    server = dovecot_factory(capabilities=CAPABILITIES_NO_MOVE, quota_kib=14)
+    article = padded(1, "an article", 6000)
+    server.append(DEFAULT_USER, "INBOX", article)
+    server.create(DEFAULT_USER, "Old")
+    server.append(DEFAULT_USER, "Old", padded(2, "old mail", 3000))
+    return server, article
+
+
+def make_room(server: LocalDovecot) -> None:
+    server.doveadm("expunge", "-u", DEFAULT_USER, "mailbox", "Old", "all")
+
+
+def passes_until_one_completes(make: Callable[[], AccountRunner], most: int) -> Any:
+    for _ in range(most):
+        try:
+            return make().pass_once()
+        except ConnectionLost:
+            pass
+    raise AssertionError(f"{most} passes in a row ended in a lost connection")
+
+
+def test_a_refused_move_across_a_uidvalidity_change_is_judged_once(
+    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner]
+) -> None:
+    server, article = full_mailbox(dovecot_factory)
+    assert runner_for(server).pass_once().refused == 1
+    server.set_uidvalidity(DEFAULT_USER, "INBOX", 4242)
+    again = runner_for(server).pass_once()
+    assert (again.outcomes, again.refused) == ([], 1)  # waiting for room, not judged a second time
+    make_room(server)
+    runner = runner_for(server)
+    assert runner.pass_once().recovered == 1
+    assert server.messages(DEFAULT_USER, ARTICLES) == [article]
+    assert [d["action"] for d in runner.state.decisions()] == ["move"]
+
+
+def test_a_waiting_move_across_a_uidvalidity_change_does_not_reset_the_tries_of_a_message_that_kills_the_server(
+    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner]
+) -> None:
+    server, _ = full_mailbox(dovecot_factory)
+    assert runner_for(server).pass_once().refused == 1
+    server.set_uidvalidity(DEFAULT_USER, "INBOX", 4242)
+    runner_for(server).pass_once()
+    fatal = server.append(DEFAULT_USER, "INBOX", message(5, "hello"))
+    request = message(6, "a favour")
+    server.append(DEFAULT_USER, "INBOX", request)
+    Crashing.server, Crashing.fatal = server, fatal
+    report = passes_until_one_completes(lambda: runner_for(server, Crashing), 4 + NETWORK_TRIES)
+    assert [o.action for o in report.outcomes if o.uid == fatal] == ["skip"]
+    assert request in server.messages(DEFAULT_USER, "Networking/Requests")
+
+
+def test_an_interrupted_move_whose_message_became_unreadable_is_given_up_and_the_rest_goes_on(
+    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner]
+) -> None:
+    server, article = full_mailbox(dovecot_factory)
+    assert runner_for(server).pass_once().refused == 1
+    inbox = server.runtime / "mail" / DEFAULT_USER
+    (broken,) = [p for p in inbox.glob("*/*") if p.is_file() and b"Message number 1." in p.read_bytes()]
+    broken.chmod(0)
+    make_room(server)
+    request = message(3, "a favour")
+    server.append(DEFAULT_USER, "INBOX", request)
+    report = passes_until_one_completes(lambda: runner_for(server), 2 + FETCH_TRIES)
+    for path in inbox.glob(f"*/{broken.name.split(':')[0]}*"):
+        path.chmod(0o600)
+    assert [o.action for o in report.outcomes] == ["move"]
+    assert server.messages(DEFAULT_USER, "INBOX") == [article]  # left where it was
+    assert server.messages(DEFAULT_USER, "Networking/Requests") == [request]
+
+
 @pytest.mark.parametrize("capabilities", [None, CAPABILITIES_NO_MOVE])
 def test_twins_in_the_inbox_both_reach_the_target_after_an_interrupted_move(
     dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], capabilities: Any
