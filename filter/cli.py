@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from filter import __version__
 from filter.config import DEFAULT_MAX_MESSAGE_BYTES, LABELS, AccountConfig, Config, load_config, read_password
 from filter.errors import (
+    AuthError,
     ConfigError,
     ConnectError,
     MailboxError,
@@ -37,7 +38,7 @@ from filter.errors import (
     StateError,
     UsageError,
 )
-from filter.mailbox import ConnectionLost
+from filter.mailbox import ConnectionLost, TokenUnavailable
 
 if TYPE_CHECKING:
     from filter.explain import Explanation
@@ -326,7 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if stdout is not None:
             sys.stdout = _GuardedOutput(stdout)
         code = _command(args)
-        sys.stdout.flush()  # here, where a failure is reported, not at the interpreter's exit
+        if sys.stdout is not None:
+            sys.stdout.flush()  # here, where a failure is reported, not at the interpreter's exit
         return code
     except PloyError as exc:
         log.error("%s", exc)
@@ -465,6 +467,8 @@ def _open_state(config: Config) -> State:
 def _connect(mailbox: ImapMailbox, account: AccountConfig) -> None:
     try:
         mailbox.connect()
+    except TokenUnavailable as exc:
+        raise AuthError(str(exc)) from exc
     except ConnectionLost as exc:
         raise ConnectError(f"account {account.name}: cannot reach {account.host}:{account.port} ({exc})") from exc
 
@@ -795,6 +799,10 @@ def _state_path_check(path: Path) -> str:
             raise StateError(f"state_path: {path} is not a regular file")
         if not os.access(path, os.R_OK | os.W_OK):
             raise StateError(f"state_path: {path} cannot be read and written by this user")
+        with path.open("rb") as f:
+            head = f.read(16)
+        if head and head != b"SQLite format 3\x00":
+            raise StateError(f"state_path: {path} is not a ployfilter state file (not an SQLite database)")
         return "exists"
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
@@ -821,16 +829,25 @@ def _check_config(config: Config) -> int:
         mailbox = _mailbox(config, account)
         _connect(mailbox, account)
         try:
-            status = mailbox.select(account.watch)
-            caps = mailbox.capabilities()
-            sent = account.sent or mailbox.find_sent_folder()
-            targets = {f"folders.{label}": folder for label, folder in account.folders.items()}
+            targets = {"watch": account.watch, **{f"folders.{k}": v for k, v in account.folders.items()}}
             if account.review_folder is not None:
                 targets["folders.review"] = account.review_folder
+            if account.sent is not None:
+                targets["sent"] = account.sent
             for key, folder in targets.items():
                 hint = mailbox.separator_hint(folder)
                 if hint is not None:
                     raise ConfigError(f"accounts[{index}].{key}: {hint}")
+            if config.digest is not None and (hint := mailbox.separator_hint(config.digest.folder)) is not None:
+                raise ConfigError(f"digest.folder: {hint}")
+            if account.sent is not None and not mailbox.folder_exists(account.sent):
+                raise ConfigError(
+                    f"accounts[{index}].sent: {account.sent!r} is not a folder on this server; without your sent "
+                    "mail, correspondents' mail is judged as a stranger's"
+                )
+            status = mailbox.select(account.watch)
+            caps = mailbox.capabilities()
+            sent = account.sent or mailbox.find_sent_folder()
         except ConnectionLost as exc:
             raise ConnectError(f"account {account.name}: connection lost ({exc})") from exc
         finally:
@@ -906,8 +923,13 @@ def _classify(args: argparse.Namespace) -> int:
                 if isinstance(exc, IsADirectoryError):
                     reason += "; classify reads message files (train and evaluate read folders)"
                 why[i], data = f"unreadable file: {reason}", None
-            if data is not None and _is_mbox(data):
-                why[i], data = "an mbox file of several messages: classify reads one message per file", None
+            if data is not None and _looks_like_mbox(data):
+                # Only a warning: a single message may hold such a line too (a patch attached as text).
+                print(
+                    f"ployfilter: {_shown(name)}: looks like an mbox of several messages; classify reads each file "
+                    "as one message (train and evaluate read mbox files message by message)",
+                    file=sys.stderr,
+                )
             if i in why:
                 print(f"ployfilter: {_shown(name)}: {why[i]}", file=sys.stderr)
                 failed = True
@@ -944,8 +966,8 @@ _MBOX_FROM = re.compile(
 )
 
 
-def _is_mbox(data: bytes) -> bool:
-    """Whether ``data`` starts as an mbox and holds a second message after the first (so more than one)."""
+def _looks_like_mbox(data: bytes) -> bool:
+    """Whether ``data`` starts as an mbox and holds what looks like a second message's separator line."""
     return data.startswith(b"From ") and len(_MBOX_FROM.findall(data, 0, 1 << 24)) >= 2
 
 

@@ -46,6 +46,7 @@ from filter.mailbox import (
     RawMessage,
     SentMessage,
     TargetMark,
+    TokenUnavailable,
     header_date,
     header_fields,
 )
@@ -126,7 +127,13 @@ class ImapMailbox:
             raise ConnectError(f"{self._where}: plain IMAP is allowed only to a loopback address")
         context = self._ssl_context() if account.security != "plain" else None
         # Before connecting: a token command may take a while, and a server waits only so long for a login.
-        password = self._password() if callable(self._password) else self._password
+        if callable(self._password):
+            try:
+                password = self._password()
+            except AuthError as exc:
+                raise TokenUnavailable(f"{self._where}: no access token: {exc}") from exc
+        else:
+            password = self._password
         log.info("%s: connecting (%s)", self._where, account.security)
         try:
             with _translated(self._where):
@@ -668,6 +675,10 @@ class ImapMailbox:
         return (
             f"this server separates folders with {separator!r}: write {folder.replace('/', separator)!r} for {folder!r}"
         )
+
+    def folder_exists(self, folder: str) -> bool:
+        """Whether LIST shows ``folder`` as a folder that can hold mail."""
+        return self._folder_exists(folder)
 
     def _folder_exists(self, folder: str) -> bool:
         """Whether LIST shows ``folder`` as a folder that can hold mail."""

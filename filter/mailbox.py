@@ -32,6 +32,14 @@ class ConnectionLost(Exception):
         self.by_server = by_server
 
 
+class TokenUnavailable(ConnectionLost):
+    """The command that prints an OAuth 2.0 access token failed: the daemon tries again, as for a server out of reach.
+
+    Refreshing a token needs the network, which at boot may not be up yet.
+    A one-off command reports it as an authentication failure.
+    """
+
+
 @dataclass(frozen=True)
 class MailboxStatus:
     """What SELECT tells about a folder (RFC 9051 section 6.3.2)."""

@@ -810,10 +810,10 @@ class AccountRunner:
                     self.mailbox.wait_for_change(timeout, stop.is_set)
             except ConnectionLost as exc:
                 log.warning("%s: connection lost (%s)", self.account.name, exc)
-            except (AuthError, ConnectError):
+            except (AuthError, ConnectError) as exc:
                 if not connected_once:
                     raise
-                log.exception("%s: the server refused the connection", self.account.name)
+                log.error("%s: %s; trying again", self.account.name, exc)
             except PloyError as exc:
                 log.error("%s: %s", self.account.name, exc)
             finally:

@@ -403,6 +403,24 @@ def test_check_config_refuses_a_state_path_that_cannot_be_used(server: LocalDove
     fresh = ployfilter("check-config", "-c", str(write_config(tmp_path, server)))
     assert fresh.returncode == 0 and "state.sqlite3 (will be created)" in fresh.stdout
     assert not (tmp_path / "state.sqlite3").exists()
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    other = ployfilter(
+        "check-config", "-c", str(write_config(tmp_path, server, state_path=str(tmp_path / "notes.txt")))
+    )
+    assert other.returncode == 7 and "is not a ployfilter state file" in other.stderr
+
+
+def test_check_config_names_a_sent_or_watched_folder_the_server_lacks_or_spells_otherwise(tmp_path: Path) -> None:
+    with LocalDovecot(tmp_path / "server", separator=".") as dotted:
+        base = yaml.safe_load(write_config(tmp_path, dotted).read_text())
+        folders = {"article_share": "Networking.Articles", "favour_request": "Networking.Requests"}
+        for extra, key, says in [
+            ({"sent": "Sent Items"}, "sent", "'Sent Items' is not a folder on this server"),
+            ({"watch": "Lists/Work"}, "watch", "write 'Lists.Work' for 'Lists/Work'"),
+        ]:
+            account = {**base["accounts"][0], "folders": folders, **extra}
+            result = ployfilter("check-config", "-c", str(write_config(tmp_path, dotted, accounts=[account])))
+            assert result.returncode == 3 and f"accounts[0].{key}: " in result.stderr and says in result.stderr
 
 
 def test_flag_mode_adds_keywords_and_moves_nothing(server: LocalDovecot, tmp_path: Path) -> None:

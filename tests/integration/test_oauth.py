@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -89,3 +90,45 @@ def test_once_logs_in_with_the_token_its_command_prints(
     assert result.returncode == 0, result.stderr
     assert "work: 1 new messages" in result.stdout
     assert token.read_text().strip() not in result.stderr + result.stdout  # a token is a password: never logged
+
+
+def test_a_token_command_that_fails_is_retried_by_the_daemon_and_final_for_once(
+    dovecot_factory: Callable[..., LocalDovecot], tmp_path: Path
+) -> None:
+    """At boot the network may not be up, and a token's refresh needs it: the daemon waits and tries again."""
+    server = dovecot_factory(oauth2=True)
+    server.append(DEFAULT_USER, "INBOX", b"From: a@example.org\r\nSubject: hello\r\n\r\nLunch on Friday?\r\n")
+    token = tmp_path / "token"
+    account = {
+        "name": "work",
+        "host": server.host,
+        "port": server.port,
+        "security": "plain",
+        "username": DEFAULT_USER,
+        "auth": "xoauth2",
+        "password_command": f"cat {token}",  # fails while the file is missing
+    }
+    config = tmp_path / "config.yaml"
+    settings = {"accounts": [account], "state_path": str(tmp_path / "state.sqlite3"), "reconnect_max": 2}
+    config.write_text(yaml.safe_dump(settings))
+    command = [sys.executable, "-m", "filter"]
+    once = subprocess.run([*command, "once", "-c", str(config)], capture_output=True, text=True, check=False)
+    assert once.returncode == 4 and "no access token" in once.stderr
+
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as err:
+        daemon = subprocess.Popen([*command, "run", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 60
+        while b"no access token" not in log.read_bytes():
+            assert daemon.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        token.write_text(server.oauth2_token() + "\n")
+        while b"1 new messages" not in log.read_bytes() and b"uid=1 keep" not in log.read_bytes():
+            assert daemon.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
