@@ -333,29 +333,38 @@ class AccountRunner:
             self.report.refused += len(uids)
 
     def _twin_still_moved(self, raw: RawMessage, key: str) -> bool:
-        """Whether the message moved earlier with this one's fingerprint is still where it went, and is another.
+        """Whether this message, like one moved earlier, is another message and not that one brought back.
 
-        Then this one is a look-alike (mail with no Message-ID, of one size,
-        arriving in one second) or the same mail delivered again later (an
-        MTA's retry, a fetch repeated), not the moved message brought back,
-        and is judged as new. A byte-identical copy there with this one's
-        arrival time (which COPY and MOVE keep) means the owner copied it
-        back (or the server shows one message in two folders, as Gmail's
-        labels do): brought back, and left alone.
+        A move or a copy keeps a message's arrival time (INTERNALDATE), so:
+
+        * arriving at a time no moved message with its key arrived at, it is
+          the same mail delivered again (an MTA's retry, a fetch repeated)
+          while the moved one is still where it went, and is judged as new;
+          gone from there, it was brought back by a client that copies by
+          APPEND;
+        * arriving when a moved one did, it is a look-alike (mail with no
+          Message-ID, of one size, arriving in one second) when the target
+          still holds one like it that is not byte-identical; a
+          byte-identical copy there means the owner copied it back (or the
+          server shows one message in two folders, as Gmail's labels do):
+          brought back, and left alone.
+
+        Moves recorded before arrival times were kept count as the second case.
         """
-        target = self.state.moved_to(self.account.name, self.account.watch, key)
+        name, watch = self.account.name, self.account.watch
+        target = self.state.moved_to(name, watch, key)
         if target is None:
             return False
         fp = fingerprint_of(raw)
+        arrivals = self.state.moved_arrivals(name, watch, key)
         try:
-            still_there = self.mailbox.contains(target, replace(fp, internaldate=None))
-            return still_there and not self.mailbox.contains(target, fp, raw.uid)
+            if arrivals and fp.internaldate is not None and fp.internaldate.isoformat() not in arrivals:
+                return self.mailbox.contains(target, replace(fp, internaldate=None))
+            return self.mailbox.contains(target, fp) and not self.mailbox.contains(target, fp, raw.uid)
         except FolderError:
             return False  # the folder is gone: what was moved there is gone too
         except MailboxError as exc:  # the folder will not open: take it as brought back, and leave it
-            log.warning(
-                "%s: cannot look in %s (%s); a message moved there before stays", self.account.name, target, exc
-            )
+            log.warning("%s: cannot look in %s (%s); a message moved there before stays", name, target, exc)
             return False
 
     def _fetch(self, uv: int, uids: Sequence[int], tries: int | None) -> tuple[list[RawMessage], list[int]]:
@@ -764,7 +773,10 @@ class AccountRunner:
                 self.mailbox.add_keywords([uid], decision.keywords)
             note = "keywords set after an interruption" if uid is not None else "message left the folder"
         log.info("%s: uid=%d recovered: %s", name, intent.uid, note)
-        record = replace(decision, uid=uid if uid is not None else intent.uid, reasons=(*decision.reasons, note))
+        arrived = decision.arrived or (fp.internaldate.isoformat() if fp.internaldate else None)
+        record = replace(
+            decision, uid=uid if uid is not None else intent.uid, reasons=(*decision.reasons, note), arrived=arrived
+        )
         self.state.record(name, watch, uv if uid is not None else intent_uv, fingerprint_key(fp), record, self.clock())
         # Only after the record is safe: under a new UIDVALIDITY it went to the message's new UID.
         self.state.drop_intent(name, watch, intent_uv, intent.uid)
@@ -864,4 +876,5 @@ def _record(raw: RawMessage, judged: _Judged) -> DecisionRecord:
         labels=d.labels,
         date=judged.time,
         ledger=judged.ledger,
+        arrived=raw.internaldate.isoformat() if raw.internaldate else None,
     )

@@ -89,6 +89,12 @@ CREATE TABLE IF NOT EXISTS copy_starts (
     target_uidvalidity INTEGER NOT NULL, target_uidnext INTEGER NOT NULL,
     PRIMARY KEY (account, mailbox, uidvalidity, uid)
 );
+-- The arrival time (INTERNALDATE, which COPY and MOVE keep) of each message moved, by fingerprint key: a
+-- message with the key that arrived at another time is the same mail delivered again, not one brought back.
+CREATE TABLE IF NOT EXISTS moved_arrivals (
+    account TEXT NOT NULL, mailbox TEXT NOT NULL, fp_key TEXT NOT NULL, arrived TEXT NOT NULL,
+    PRIMARY KEY (account, mailbox, fp_key, arrived)
+);
 CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     time REAL NOT NULL, account TEXT NOT NULL, mailbox TEXT NOT NULL,
@@ -175,6 +181,7 @@ class DecisionRecord:
     labels: tuple[str, ...] = ()
     date: float | None = None
     ledger: str = ""  # the message's ledger_key, when the runner knows its Date header
+    arrived: str | None = None  # the message's INTERNALDATE (ISO 8601), which a move keeps
 
 
 @dataclass(frozen=True)
@@ -474,6 +481,14 @@ class State:
         return None if row is None else str(row[0])
 
     @_serialised
+    def moved_arrivals(self, account: str, mailbox: str, fp_key: str) -> set[str]:
+        """The arrival times (ISO 8601) of the messages moved with this fingerprint key, as far as recorded."""
+        rows = self._db.execute(
+            "SELECT arrived FROM moved_arrivals WHERE account=? AND mailbox=? AND fp_key=?", (account, mailbox, fp_key)
+        )
+        return {str(row[0]) for row in rows}
+
+    @_serialised
     def moved_to(self, account: str, mailbox: str, fp_key: str) -> str | None:
         """The folder the latest message moved with this fingerprint key went to, in any epoch."""
         row = self._db.execute(
@@ -521,6 +536,11 @@ class State:
                     (account, mailbox, uidvalidity, decision.uid, fp_key, decision.action),
                 )
                 self._drop_intent(account, mailbox, uidvalidity, decision.uid)
+                if decision.action == "move" and decision.arrived:
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO moved_arrivals VALUES (?, ?, ?, ?)",
+                        (account, mailbox, fp_key, decision.arrived),
+                    )
                 self._db.execute(
                     "INSERT INTO decisions (time, account, mailbox, uidvalidity, uid, message_id_hash, scores, action,"
                     " target, reasons, labels, keywords) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -926,6 +946,7 @@ def _dump_decision(d: DecisionRecord) -> str:
             "labels": list(d.labels),
             "date": d.date,
             "ledger": d.ledger,
+            "arrived": d.arrived,
         }
     )
 
@@ -945,4 +966,5 @@ def _load_decision(text: str) -> DecisionRecord:
         tuple(d.get("labels", ())),
         d.get("date"),
         d.get("ledger", ""),
+        d.get("arrived"),
     )

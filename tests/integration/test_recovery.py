@@ -235,6 +235,34 @@ def test_the_same_mail_delivered_again_later_is_judged_not_taken_for_one_brought
     assert dovecot.messages(DEFAULT_USER, ARTICLES) == [data, data]
 
 
+def test_a_redelivered_copy_the_owner_brings_back_stays(
+    dovecot: LocalDovecot, runner_for: Callable[..., AccountRunner]
+) -> None:
+    data = message(1, "an article")
+    dovecot.append(DEFAULT_USER, "INBOX", data, internaldate='"02-Mar-2026 10:00:00 +0000"')
+    runner_for(dovecot).pass_once()
+    dovecot.append(DEFAULT_USER, "INBOX", data, internaldate='"02-Mar-2026 11:00:00 +0000"')
+    assert [o.action for o in runner_for(dovecot).pass_once().outcomes] == ["move"]
+    first, later = dovecot.uids(DEFAULT_USER, ARTICLES)  # moved at 10:00's and at 11:00's arrival
+    for uid in (later, first):  # the owner brings back one copy, then the other
+        dovecot.doveadm("move", "-u", DEFAULT_USER, "INBOX", "mailbox", ARTICLES, "uid", str(uid))
+        assert [o.action for o in runner_for(dovecot).pass_once().outcomes] == ["keep"]
+    assert dovecot.messages(DEFAULT_USER, "INBOX") == [data, data]
+
+
+def test_look_alikes_without_a_message_id_minutes_apart_stay_where_the_owner_puts_them(
+    dovecot: LocalDovecot, runner_for: Callable[..., AccountRunner]
+) -> None:
+    first = b"From: alerts@monitor.example\r\nSubject: an article on disk sda1 at 91%\r\n\r\nHost web1: 91% full.\r\n"
+    second = b"From: alerts@monitor.example\r\nSubject: an article on disk sdb1 at 92%\r\n\r\nHost db2:  92% full.\r\n"
+    dovecot.append(DEFAULT_USER, "INBOX", first, internaldate='"02-Mar-2026 10:00:00 +0000"')
+    dovecot.append(DEFAULT_USER, "INBOX", second, internaldate='"02-Mar-2026 10:05:00 +0000"')
+    assert [o.action for o in runner_for(dovecot).pass_once().outcomes] == ["move", "move"]
+    dovecot.doveadm("move", "-u", DEFAULT_USER, "INBOX", "mailbox", ARTICLES, "SUBJECT", "sda1")
+    assert [o.action for o in runner_for(dovecot).pass_once().outcomes] == ["keep"]
+    assert dovecot.messages(DEFAULT_USER, "INBOX") == [first]
+
+
 def _imap_processes(server: LocalDovecot) -> list[int]:
     """The pids of this Dovecot's imap processes (in the master's process group)."""
     assert server._process is not None

@@ -107,6 +107,18 @@ def test_an_intent_keeps_the_target_s_mark_from_before_its_copy_until_it_is_sett
     assert [(i.uid, i.copy_start) for _, i in state.intents("home", "INBOX")] == [(5, None), (6, None)]
 
 
+def test_the_arrival_times_of_moved_messages_are_kept_by_key(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    state = State.open(tmp_path / "s.sqlite3")
+    key = fingerprint_key(FP)
+    state.record("home", "INBOX", 7, key, replace(record(5, "move"), arrived="2026-03-02T10:00:00+00:00"), now=1.0)
+    state.record("home", "INBOX", 7, key, replace(record(6, "keep"), arrived="2026-03-02T12:00:00+00:00"), now=2.0)
+    state.record("home", "INBOX", 7, key, replace(record(8, "move"), arrived="2026-03-02T11:00:00+00:00"), now=3.0)
+    assert state.moved_arrivals("home", "INBOX", key) == {"2026-03-02T10:00:00+00:00", "2026-03-02T11:00:00+00:00"}
+    assert state.moved_arrivals("home", "Other", key) == set()
+
+
 def test_earlier_action_is_found_across_epochs(tmp_path: Path) -> None:
     state = State.open(tmp_path / "s.sqlite3")
     state.record("home", "INBOX", 7, fingerprint_key(FP), record(5, "move"), now=1.0)
