@@ -903,7 +903,9 @@ def _classify(args: argparse.Namespace) -> int:
         result = None if message.error else score_each(model, [message], "classify")[0]
         scores = result.values if result is not None else {}
         keywords = _filter_keywords(config, data[:cap], message.sender, scores, thresholds) if result else ()
-        sys.stdout.buffer.write(with_headers(data, scores, thresholds, keywords))
+        out = memoryview(with_headers(data, scores, thresholds, keywords))
+        while out:  # a pipe may take part of a large write: the rest is written, or its error raised
+            out = out[sys.stdout.buffer.write(out) :]
         sys.stdout.buffer.flush()
         return 0
     if not args.files:
@@ -1239,7 +1241,7 @@ def _train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         if any(words in str(exc) for words in ("no terms remain", "empty vocabulary", "max_df corresponds")):
             raise UsageError(
-                f"train: {len(examples)} messages hold too little text to learn from in each fold; "
+                f"train: {len(examples)} messages are too few, or hold too little text, to learn from in each fold; "
                 "give more labelled mail" + (", or fewer --folds" if args.folds > 2 else "")
             ) from exc
         raise UsageError(f"train: cannot train on these {len(examples)} messages ({exc})") from exc

@@ -292,6 +292,8 @@ def _account(data: Any, path: str, base: Path | None = None) -> AccountConfig:
         raise ConfigError(
             f"{r.key('host')}: {_show(host)} is a URL; give the server's name alone, e.g. imap.example.org"
         )
+    if host.startswith("[") and host.endswith("]") and _is_ipv6(host[1:-1]):
+        raise ConfigError(f"{r.key('host')}: {_show(host)}: write an IPv6 address without brackets ({host[1:-1]})")
     if ":" in host and not _is_ipv6(host):
         raise ConfigError(
             f"{r.key('host')}: {_show(host)} is not a host name; give the port under 'port' "

@@ -592,7 +592,7 @@ def test_plain_is_refused_to_a_name_dns_would_answer_for(host: str) -> None:
     "host, says",
     [
         ("imap.example.org:993", "give the port under 'port'"),
-        ("[::1]", "give the port under 'port'"),
+        ("[::1]", "write an IPv6 address without brackets (::1)"),
         ("imaps://imap.example.org", "is a URL"),
         ("imap example.org", "is not a host name"),
         ("me@imap.example.org", "is not a host name"),
