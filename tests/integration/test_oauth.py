@@ -61,13 +61,8 @@ def test_an_expired_token_or_a_server_without_xoauth2_is_an_auth_error(
         mailbox.connect()
 
 
-def test_once_logs_in_with_the_token_its_command_prints(
-    dovecot_factory: Callable[..., LocalDovecot], tmp_path: Path
-) -> None:
-    server = dovecot_factory(oauth2=True)
-    server.append(DEFAULT_USER, "INBOX", b"From: a@example.org\r\nSubject: hello\r\n\r\nLunch on Friday?\r\n")
-    token = tmp_path / "token"
-    token.write_text(server.oauth2_token() + "\n")
+def token_config(tmp_path: Path, server: LocalDovecot, token: Path, **settings: Any) -> Path:
+    """A config whose account logs in to ``server`` with the token the file ``token`` holds."""
     account = {
         "name": "work",
         "host": server.host,
@@ -75,10 +70,23 @@ def test_once_logs_in_with_the_token_its_command_prints(
         "security": "plain",
         "username": DEFAULT_USER,
         "auth": "xoauth2",
-        "password_command": f"cat {token}",
+        "password_command": f"cat {token}",  # fails while the file is missing
     }
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"accounts": [account], "state_path": str(tmp_path / "state.sqlite3")}))
+    config.write_text(
+        yaml.safe_dump({"accounts": [account], "state_path": str(tmp_path / "state.sqlite3"), **settings})
+    )
+    return config
+
+
+def test_once_logs_in_with_the_token_its_command_prints(
+    dovecot_factory: Callable[..., LocalDovecot], tmp_path: Path
+) -> None:
+    server = dovecot_factory(oauth2=True)
+    server.append(DEFAULT_USER, "INBOX", b"From: a@example.org\r\nSubject: hello\r\n\r\nLunch on Friday?\r\n")
+    token = tmp_path / "token"
+    token.write_text(server.oauth2_token() + "\n")
+    config = token_config(tmp_path, server, token)
     result = subprocess.run(
         [sys.executable, "-m", "filter", "once", "-c", str(config)],
         capture_output=True,
@@ -99,18 +107,7 @@ def test_a_token_command_that_fails_is_retried_by_the_daemon_and_final_for_once(
     server = dovecot_factory(oauth2=True)
     server.append(DEFAULT_USER, "INBOX", b"From: a@example.org\r\nSubject: hello\r\n\r\nLunch on Friday?\r\n")
     token = tmp_path / "token"
-    account = {
-        "name": "work",
-        "host": server.host,
-        "port": server.port,
-        "security": "plain",
-        "username": DEFAULT_USER,
-        "auth": "xoauth2",
-        "password_command": f"cat {token}",  # fails while the file is missing
-    }
-    config = tmp_path / "config.yaml"
-    settings = {"accounts": [account], "state_path": str(tmp_path / "state.sqlite3"), "reconnect_max": 2}
-    config.write_text(yaml.safe_dump(settings))
+    config = token_config(tmp_path, server, token, reconnect_max=2)
     command = [sys.executable, "-m", "filter"]
     once = subprocess.run([*command, "once", "-c", str(config)], capture_output=True, text=True, check=False)
     assert once.returncode == 4 and "no access token" in once.stderr

@@ -341,16 +341,23 @@ def test_a_message_id_with_any_characters_is_searched_for_after_a_crash(
     assert dovecot.messages(DEFAULT_USER, ARTICLES) == [data]
 
 
+def article_in_inbox(server: LocalDovecot, *, filed_before: bool) -> bytes:
+    """An article in the INBOX, and with ``filed_before`` the same mail already in the article folder."""
+    data = message(1, "an article")
+    server.append(DEFAULT_USER, "INBOX", data, internaldate='"02-Mar-2026 10:00:00 +0000"')
+    server.create(DEFAULT_USER, ARTICLES)
+    if filed_before:
+        server.append(DEFAULT_USER, ARTICLES, data, internaldate='"02-Mar-2026 10:00:00 +0000"')
+    return data
+
+
 @pytest.mark.parametrize("capabilities", [None, CAPABILITIES_NO_MOVE])
 def test_a_copy_already_in_the_target_is_not_taken_for_the_one_an_interrupted_move_made(
     dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], capabilities: Any
 ) -> None:
     """The same mail filed there before (a Sieve "fileinto :copy"): the inbox copy is moved, never expunged."""
-    data = message(1, "an article")
     server = dovecot_factory(capabilities=capabilities)
-    server.append(DEFAULT_USER, "INBOX", data, internaldate='"02-Mar-2026 10:00:00 +0000"')
-    server.create(DEFAULT_USER, ARTICLES)
-    server.append(DEFAULT_USER, ARTICLES, data, internaldate='"02-Mar-2026 10:00:00 +0000"')
+    data = article_in_inbox(server, filed_before=True)
     killed_at("move", runner_for, server)
 
     assert runner_for(server).pass_once().recovered == 1
@@ -364,12 +371,8 @@ def test_a_copy_whose_answer_was_lost_is_taken_for_the_move_s_own(
     dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], filed_before: bool
 ) -> None:
     """Without MOVE: the COPY was made but never confirmed; the copy is known by its UID, not made twice."""
-    data = message(1, "an article")
     server = dovecot_factory(capabilities=CAPABILITIES_NO_MOVE)
-    server.append(DEFAULT_USER, "INBOX", data, internaldate='"02-Mar-2026 10:00:00 +0000"')
-    server.create(DEFAULT_USER, ARTICLES)
-    if filed_before:  # the same mail already there, below the UIDNEXT noted before the COPY
-        server.append(DEFAULT_USER, ARTICLES, data, internaldate='"02-Mar-2026 10:00:00 +0000"')
+    data = article_in_inbox(server, filed_before=filed_before)  # one filed before is below the UIDNEXT noted
     killed_at("copy", runner_for, server)
     assert len(server.messages(DEFAULT_USER, ARTICLES)) == 1 + filed_before
 
