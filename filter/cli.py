@@ -845,7 +845,7 @@ def _check_config(config: Config) -> int:
                     f"accounts[{index}].sent: {account.sent!r} is not a folder on this server; without your sent "
                     "mail, correspondents' mail is judged as a stranger's"
                 )
-            status = mailbox.select(account.watch)
+            status = mailbox.examine(account.watch)
             caps = mailbox.capabilities()
             sent = account.sent or mailbox.find_sent_folder()
         except ConnectionLost as exc:

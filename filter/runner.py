@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from filter.config import LABELS, WEEKDAYS, AccountConfig, Config
@@ -219,7 +219,7 @@ class AccountRunner:
         uv = status.uidvalidity
         report = self.report = PassReport(name, uv)
         known = self.state.known_uidvalidities(name, watch)
-        current: dict[str, list[int]] | None = None
+        current: dict[str, list[tuple[int, str]]] | None = None
         if known and uv not in known:
             log.warning(
                 "%s: UIDVALIDITY of %s changed from %s to %d; matching messages to earlier decisions",
@@ -358,7 +358,7 @@ class AccountRunner:
         fp = fingerprint_of(raw)
         arrivals = self.state.moved_arrivals(name, watch, key)
         try:
-            if arrivals and fp.internaldate is not None and fp.internaldate.isoformat() not in arrivals:
+            if arrivals and fp.internaldate is not None and _arrived(fp) not in arrivals:
                 return self.mailbox.contains(target, replace(fp, internaldate=None))
             return self.mailbox.contains(target, fp) and not self.mailbox.contains(target, fp, raw.uid)
         except FolderError:
@@ -606,8 +606,8 @@ class AccountRunner:
 
     # Recovery -------------------------------------------------------------------
 
-    def _current_fingerprints(self, uv: int) -> dict[str, list[int]]:
-        """fingerprint key -> UIDs, ascending, of every message now in the watched folder.
+    def _current_fingerprints(self, uv: int) -> dict[str, list[tuple[int, str]]]:
+        """fingerprint key -> (UID, arrival time) of every message now in the watched folder, by UID.
 
         Twins (one Message-ID and size, or no Message-ID and one size and
         arrival second) share a key, and each keeps its UID. Reading a
@@ -641,18 +641,24 @@ class AccountRunner:
                 raise
             # A header read that works charges nothing, and leaves the row: the scan's own count stands.
             self.state.fetch_trying(name, watch, uv, uid, -_TRY_UNITS)
-        out: dict[str, list[int]] = {}
+        out: dict[str, list[tuple[int, str]]] = {}
         for uid, fp in sorted(found.items()):
-            out.setdefault(fingerprint_key(fp), []).append(uid)
+            out.setdefault(fingerprint_key(fp), []).append((uid, _arrived(fp) or ""))
         return out
 
-    def _carry_over(self, uv: int, current: Mapping[str, Sequence[int]]) -> int:
-        """After a UIDVALIDITY change: mark messages judged in an earlier epoch as handled."""
+    def _carry_over(self, uv: int, current: Mapping[str, Sequence[tuple[int, str]]]) -> int:
+        """After a UIDVALIDITY change: mark messages judged in an earlier epoch as handled.
+
+        A message an unconfirmed action of an earlier epoch will claim
+        (``_intent_uids``) is left to that action's recovery.
+        """
         name, watch = self.account.name, self.account.watch
-        done = self.state.handled_uids(name, watch, uv, [uid for uids in current.values() for uid in uids])
+        everything = sorted((uid, key) for key, entries in current.items() for uid, _ in entries)
+        done = self.state.handled_uids(name, watch, uv, [uid for uid, _ in everything])
+        claimed = set(self._intent_uids(uv, current).values())
         rows = []
-        for key, uid in sorted(((key, uid) for key, uids in current.items() for uid in uids), key=lambda kv: kv[1]):
-            if uid in done:
+        for uid, key in everything:
+            if uid in done or uid in claimed:
                 continue
             earlier = self.state.earlier_action(name, watch, key)
             if earlier is not None:
@@ -670,31 +676,55 @@ class AccountRunner:
             lambda mark: self.state.mark_copying(name, watch, uv, uids, mark),
         )
 
-    def _recover_intents(self, uv: int, current: Mapping[str, Sequence[int]] | None) -> int:
+    def _intent_uids(
+        self,
+        uv: int,
+        current: Mapping[str, Sequence[tuple[int, str]]],
+        intents: Sequence[tuple[int, Intent]] | None = None,
+    ) -> dict[tuple[int, int], int]:
+        """(epoch, UID) of each unconfirmed action of an earlier epoch -> its message's UID now, where found.
+
+        Each takes its own message among those with its fingerprint key: the
+        one that arrived when it did first (twins, or the same mail again),
+        else the first left.
+        """
+        if intents is None:
+            intents = self.state.intents(self.account.name, self.account.watch)
+        taken: set[int] = set()
+        out: dict[tuple[int, int], int] = {}
+        for intent_uv, intent in intents:
+            if intent_uv == uv:
+                continue
+            entries = [entry for entry in current.get(fingerprint_key(intent.fingerprint), ()) if entry[0] not in taken]
+            arrived = _arrived(intent.fingerprint)
+            chosen = next((uid for uid, when in entries if when == arrived), entries[0][0] if entries else None)
+            if chosen is not None:
+                taken.add(chosen)
+                out[(intent_uv, intent.uid)] = chosen
+        return out
+
+    def _recover_intents(self, uv: int, current: Mapping[str, Sequence[tuple[int, str]]] | None) -> int:
         """Resolve moves and flags that were started but not confirmed before a crash.
 
         Under a new UIDVALIDITY each intent is given its own message among
-        those with its fingerprint key, so that twins are each resolved. An
+        those with its fingerprint key, the one that arrived when it did
+        first, so that twins are each resolved. Each intent is read first
+        (is its message here, is its copy in the target?), then acted on.
+        The reads may end the session or be refused as fetching may: they
+        are counted as ``_fetch`` counts its tries, and a message that
+        cannot be read is at last given up on (``_give_up_intent``). An
         action the server refuses leaves its intent for the next pass, and
-        its message out of the scan (``self.held``). Reading the message to
-        finish its action may end the session as fetching it may: such
-        reads are counted as ``_fetch`` counts its tries, and a message
-        that cannot be read is at last recorded as skipped, left in place.
+        its message out of the scan (``self.held``).
         """
         name, watch = self.account.name, self.account.watch
         intents = self.state.intents(name, watch)
-        taken: set[int] = set()
+        if current is None and any(intent_uv != uv for intent_uv, _ in intents):
+            current = self._current_fingerprints(uv)
+        claims = self._intent_uids(uv, current or {}, intents)
         self.held = set()
         recovered = 0
         for intent_uv, intent in intents:
-            key = fingerprint_key(intent.fingerprint)
-            uid: int | None = intent.uid
-            if intent_uv != uv:
-                if current is None:
-                    current = self._current_fingerprints(uv)
-                uid = next((u for u in current.get(key, ()) if u not in taken), None)
-                if uid is not None:
-                    taken.add(uid)
+            uid = intent.uid if intent_uv == uv else claims.get((intent_uv, intent.uid))
             if uid is not None:
                 tries = self.state.fetch_tries(name, watch, uv, [uid]).get(uid, 0)
                 if tries >= NETWORK_TRIES:
@@ -703,21 +733,26 @@ class AccountRunner:
                 self.state.fetch_failed(name, watch, uv, [uid])  # a row to count in, if it has none
                 self.state.fetch_trying(name, watch, uv, uid, _TRY_UNITS)
             try:
-                if intent_uv == uv:
-                    present = self.mailbox.fingerprints([intent.uid]).get(intent.uid)
-                    found = intent.uid if present and fingerprint_key(present) == key else None
-                    self._recover_intent(uv, intent_uv, intent, found)
-                else:
-                    self._recover_intent(uv, intent_uv, intent, uid)
+                found, own_copy = self._recovery_reads(uv, intent_uv, intent, uid)
             except ConnectionLost as exc:
                 if uid is not None:
                     if not exc.by_server:
                         self.state.fetch_trying(name, watch, uv, uid, 1 - _TRY_UNITS)
                     self.tries_counted += 1
                 raise
+            except MailboxError as exc:  # the read was refused: the try counts, as for a fetch
+                log.warning(
+                    "%s: uid=%d: could not be read to finish its interrupted action (%s)", name, intent.uid, exc
+                )
+                if uid is not None:
+                    self.held.add(uid)
+                continue
+            if uid is not None:  # read: what the actions meet (a full quota, a dropped line) is not the message's
+                self.state.fetch_trying(name, watch, uv, uid, -_TRY_UNITS)
+            try:
+                self._recover_intent(uv, intent_uv, intent, found, own_copy)
             except MailboxError as exc:
-                if uid is not None:  # the server answered: the read was not at fault
-                    self.state.fetch_trying(name, watch, uv, uid, -_TRY_UNITS)
+                if uid is not None:
                     self.held.add(uid)
                 self._refused([intent.uid], exc)
                 continue
@@ -726,36 +761,57 @@ class AccountRunner:
             recovered += 1
         return recovered
 
+    def _recovery_reads(self, uv: int, intent_uv: int, intent: Intent, uid: int | None) -> tuple[int | None, bool]:
+        """(the intent's message here, or None; whether the target holds this move's own copy of it)."""
+        found = uid
+        if intent_uv == uv:
+            present = self.mailbox.fingerprints([intent.uid]).get(intent.uid)
+            found = intent.uid if present and fingerprint_key(present) == fingerprint_key(intent.fingerprint) else None
+        own_copy = intent.decision.action == "move" and found is not None and self._own_copy_in_target(intent, found)
+        return found, own_copy
+
     def _give_up_intent(self, uv: int, intent_uv: int, intent: Intent, uid: int) -> None:
-        """Record as skipped, left where it is, a message whose interrupted action could not be finished."""
+        """Settle, left where it is, a message whose interrupted action could not be finished for want of reading it.
+
+        A move whose COPY reached the target is recorded as a move (the
+        original stays beside the copy, a duplicate and never a loss), so
+        that the owner's later corrections count as for any move; anything
+        else as skipped.
+        """
         name, watch = self.account.name, self.account.watch
-        log.error(
-            "%s: uid=%d: the server failed to return it, try after try, to finish its interrupted %s; "
-            "skipped, and left in place",
-            name,
-            uid,
-            intent.decision.action,
-        )
-        reason = "the server failed to return it, try after try, to finish an interrupted action; left in place"
-        record = replace(
-            intent.decision,
-            uid=uid,
-            action="skip",
-            target=None,
-            keywords=(),
-            reasons=(*intent.decision.reasons, reason),
-        )
-        self.state.record(name, watch, uv, fingerprint_key(intent.fingerprint), record, self.clock())
+        fp = intent.fingerprint
+        copied = intent.decision.action == "move" and (intent.copied or intent.copy_start is not None)
+        try:
+            copied = copied and self.mailbox.contains(
+                intent.target, fp, since=None if intent.copied else intent.copy_start
+            )
+        except MailboxError:
+            copied = False
+        if copied:
+            reason = "copied to the target; the original could not be read to be removed, and stays"
+            record = replace(intent.decision, uid=uid, reasons=(*intent.decision.reasons, reason), arrived=_arrived(fp))
+        else:
+            reason = "the server failed to return it, try after try, to finish an interrupted action; left in place"
+            record = replace(
+                intent.decision,
+                uid=uid,
+                action="skip",
+                target=None,
+                keywords=(),
+                reasons=(*intent.decision.reasons, reason),
+            )
+        log.error("%s: uid=%d: %s", name, uid, reason)
+        self.state.record(name, watch, uv, fingerprint_key(fp), record, self.clock())
         self.state.drop_intent(name, watch, intent_uv, intent.uid)
         self.state.fetch_settled(name, watch, uv, [uid])
 
-    def _recover_intent(self, uv: int, intent_uv: int, intent: Intent, uid: int | None) -> None:
+    def _recover_intent(self, uv: int, intent_uv: int, intent: Intent, uid: int | None, own_copy: bool) -> None:
         """Finish, redo or confirm one interrupted action on ``uid`` (None: the message is no longer here)."""
         name, watch = self.account.name, self.account.watch
         fp = intent.fingerprint
         decision = intent.decision
         if decision.action == "move":
-            if uid is not None and self._own_copy_in_target(intent, uid):
+            if uid is not None and own_copy:
                 self.mailbox.remove_copied([uid])
                 note = "copy found in the target after an interruption; original removed"
             elif uid is not None:
@@ -773,9 +829,11 @@ class AccountRunner:
                 self.mailbox.add_keywords([uid], decision.keywords)
             note = "keywords set after an interruption" if uid is not None else "message left the folder"
         log.info("%s: uid=%d recovered: %s", name, intent.uid, note)
-        arrived = decision.arrived or (fp.internaldate.isoformat() if fp.internaldate else None)
         record = replace(
-            decision, uid=uid if uid is not None else intent.uid, reasons=(*decision.reasons, note), arrived=arrived
+            decision,
+            uid=uid if uid is not None else intent.uid,
+            reasons=(*decision.reasons, note),
+            arrived=decision.arrived or _arrived(fp),
         )
         self.state.record(name, watch, uv if uid is not None else intent_uv, fingerprint_key(fp), record, self.clock())
         # Only after the record is safe: under a new UIDVALIDITY it went to the message's new UID.
@@ -876,5 +934,11 @@ def _record(raw: RawMessage, judged: _Judged) -> DecisionRecord:
         labels=d.labels,
         date=judged.time,
         ledger=judged.ledger,
-        arrived=raw.internaldate.isoformat() if raw.internaldate else None,
+        arrived=_arrived(raw),
     )
+
+
+def _arrived(message: RawMessage | Fingerprint) -> str | None:
+    """A message's arrival time (INTERNALDATE) as a UTC instant in ISO 8601, whatever zone the server wrote."""
+    when = message.internaldate
+    return None if when is None else (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC).isoformat()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import filter.imap
 from filter.config import parse_config
 from filter.dovecot import CAPABILITIES_NO_MOVE, DEFAULT_USER, LocalDovecot, unavailable_reason
 from filter.imap import ImapMailbox
-from filter.mailbox import ConnectionLost, RawMessage, TargetMark
+from filter.mailbox import ConnectionLost, Fingerprint, RawMessage, TargetMark
 from filter.message import ParsedMessage
 from filter.model import Scores
 from filter.runner import FETCH_TRIES, NETWORK_TRIES, AccountRunner
@@ -261,6 +262,75 @@ def test_look_alikes_without_a_message_id_minutes_apart_stay_where_the_owner_put
     dovecot.doveadm("move", "-u", DEFAULT_USER, "INBOX", "mailbox", ARTICLES, "SUBJECT", "sda1")
     assert [o.action for o in runner_for(dovecot).pass_once().outcomes] == ["keep"]
     assert dovecot.messages(DEFAULT_USER, "INBOX") == [first]
+
+
+def test_mail_brought_back_stays_when_the_server_has_moved_to_another_time_zone(
+    dovecot: LocalDovecot, runner_for: Callable[..., AccountRunner]
+) -> None:
+    """Dovecot writes arrival times in its own zone: the same instant must still read as the same arrival."""
+    data = message(1, "an article")
+    dovecot.append(DEFAULT_USER, "INBOX", data, internaldate='"02-Mar-2026 10:00:00 +0000"')
+    runner_for(dovecot).pass_once()
+    zone = os.environ.get("TZ")
+    os.environ["TZ"] = "Europe/Paris"
+    try:
+        time.tzset()
+        dovecot.restart()
+        dovecot.doveadm("copy", "-u", DEFAULT_USER, "INBOX", "mailbox", ARTICLES, "all")  # a Gmail label put back
+        assert [o.action for o in runner_for(dovecot).pass_once().outcomes] == ["keep"]
+    finally:
+        if zone is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = zone
+        time.tzset()
+
+
+def test_after_a_uidvalidity_change_an_interrupted_move_takes_its_own_copy_not_one_brought_back(
+    dovecot: LocalDovecot, runner_for: Callable[..., AccountRunner]
+) -> None:
+    data = message(1, "an article")
+    dovecot.append(DEFAULT_USER, "INBOX", data, internaldate='"02-Mar-2026 10:00:00 +0000"')
+    runner_for(dovecot).pass_once()
+    dovecot.doveadm("copy", "-u", DEFAULT_USER, "INBOX", "mailbox", ARTICLES, "all")  # brought back, kept in both
+    assert [o.action for o in runner_for(dovecot).pass_once().outcomes] == ["keep"]
+    dovecot.append(DEFAULT_USER, "INBOX", data, internaldate='"02-Mar-2026 11:00:00 +0000"')  # delivered again
+    killed_at("move", runner_for, dovecot)
+    dovecot.set_uidvalidity(DEFAULT_USER, "INBOX", 4242)
+
+    assert runner_for(dovecot).pass_once().recovered == 1
+
+    arrivals = dovecot.doveadm("fetch", "-u", DEFAULT_USER, "date.received", "mailbox", "INBOX", "all")
+    assert arrivals.split() == ["date.received:", "2026-03-02", "10:00:00"]  # the owner's copy stayed, not the later
+
+
+def test_an_interrupted_move_whose_copy_was_made_stays_a_move_when_its_original_cannot_be_read(
+    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner]
+) -> None:
+    """The original stays beside the copy (never a loss); the owner's later correction counts as for any move."""
+    server = dovecot_factory(capabilities=CAPABILITIES_NO_MOVE)
+    data = article_in_inbox(server, filed_before=False)
+    killed_at("remove", runner_for, server)
+    # Dovecot's COPY links the file, so a file made unreadable would be unreadable in both folders: the
+    # server ends the session over a read of the original instead.
+    Unreadable.uids = set(server.uids(DEFAULT_USER, "INBOX"))
+    passes_until_one_completes(lambda: runner_for(server, Unreadable), 2 + FETCH_TRIES)
+    runner = runner_for(server)
+    assert [d["action"] for d in runner.state.decisions()] == ["move"]
+    server.doveadm("move", "-u", DEFAULT_USER, "INBOX", "mailbox", ARTICLES, "all")  # the owner takes it back
+    assert [o.action for o in runner.pass_once().outcomes] == ["keep"]
+    assert server.messages(DEFAULT_USER, "INBOX") == [data, data]
+
+
+class Unreadable(ImapMailbox):
+    """The server ends the session over any read of these UIDs of the INBOX, as over a file it cannot read."""
+
+    uids: set[int] = set()
+
+    def fingerprints(self, uids: Sequence[int]) -> dict[int, Fingerprint]:
+        if self._selected == "INBOX" and self.uids & set(uids):
+            raise ConnectionLost("FETCH failed: Internal error occurred", by_server=True)
+        return super().fingerprints(uids)
 
 
 def _imap_processes(server: LocalDovecot) -> list[int]:

@@ -441,6 +441,52 @@ def test_a_target_folder_that_will_not_open_does_not_stop_the_pass() -> None:
     assert [o.action for o in r.pass_once().outcomes] == ["keep"]
 
 
+def _runner_with(mailbox: FakeMailbox, state: State) -> AccountRunner:
+    cfg = config()
+    r = AccountRunner(
+        cfg, cfg.accounts[0], mailbox, SubjectScorer(), {"article_share": 0.8, "favour_request": 0.8}, state
+    )
+    r.prepare()
+    return r
+
+
+def test_an_interrupted_move_whose_message_the_server_will_not_read_is_given_up_in_the_end() -> None:
+    server, state = Server(move=False), State.in_memory()
+    seed(server, 1)
+    with pytest.raises(Crash):
+        runner(server, state, crash_at="after-copy").pass_once()  # copied, and noted so; the original stays
+
+    class Refusing(FakeMailbox):
+        def fingerprints(self, uids: Sequence[int]) -> dict[int, Fingerprint]:
+            if 1 in uids:
+                raise MailboxError("FETCH => NO Some messages could not be FETCHed")
+            return super().fingerprints(uids)
+
+    for _ in range(FETCH_TRIES):
+        _runner_with(Refusing(server), state).pass_once()
+        assert state.intents("home", "INBOX")  # still waiting, each refusal counted
+    _runner_with(Refusing(server), state).pass_once()
+    assert state.intents("home", "INBOX") == []
+    assert [d["action"] for d in state.decisions()] == ["move"]  # its copy is in the target: a move, kept beside
+    assert folder_ids(server, "INBOX") == folder_ids(server, ARTICLES) == ["<m0@example.org>"]
+
+
+def test_a_waiting_move_is_not_charged_for_connections_lost_while_moving() -> None:
+    server, state = Server(), State.in_memory()
+    seed(server, 1)
+
+    class Dropping(FakeMailbox):
+        def move(self, *args: object, **kwargs: object) -> None:
+            raise ConnectionLost("socket error: reset")
+
+    for _ in range(3 * NETWORK_TRIES):
+        with pytest.raises(ConnectionLost):
+            _runner_with(Dropping(server), state).pass_once()
+    assert state.intents("home", "INBOX")  # never given up: the message was read every time
+    _runner_with(FakeMailbox(server), state).pass_once()
+    assert folder_ids(server, ARTICLES) == ["<m0@example.org>"]
+
+
 def test_unreadable_messages_are_skipped_and_others_go_on() -> None:
     server = Server()
     inbox = server.folders["INBOX"]
