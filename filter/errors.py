@@ -65,6 +65,10 @@ class FolderError(MailboxError):
     """
 
 
+class TargetUnavailable(MailboxError):
+    """A folder mail was moved to would not be opened or searched: no fault of the message being looked up."""
+
+
 class ExportError(PloyError):
     """``export`` could not write its files (a full disk, a folder it may not write)."""
 

@@ -38,7 +38,7 @@ from imapclient.exceptions import LoginError
 from imapclient.imapclient import _parse_untagged_response
 
 from filter.config import AccountConfig
-from filter.errors import AuthError, ConnectError, FolderError, MailboxError, PloyError
+from filter.errors import AuthError, ConnectError, FolderError, MailboxError, PloyError, TargetUnavailable
 from filter.mailbox import (
     ConnectionLost,
     Fingerprint,
@@ -449,21 +449,10 @@ class ImapMailbox:
             return False
         previous, previous_uidvalidity = self._selected, self._uidvalidity
         try:
-            status = self._examine(folder)
-
-            def alike(candidates: Sequence[int]) -> list[int]:
-                if since is not None:
-                    candidates = [uid for uid in candidates if uid >= since.uidnext]
-                    if status.uidvalidity != since.uidvalidity:
-                        candidates = []
-                return [uid for uid, other in self.fingerprints(candidates).items() if _same(fingerprint, other)]
-
-            found_by_id = alike(self._search_message_id(fingerprint.message_id)) if fingerprint.message_id else []
-            # Also by size for a Message-ID the server's search cannot match: Dovecot decodes RFC 2047 encoded
-            # words in it before comparing, so the raw text is never found.
-            size = fingerprint.size
-            same = found_by_id or alike(self._session.search(["LARGER", max(size - 1, 0), "SMALLER", size + 1]))
-            found = any(digest is None or self._digest(uid, fingerprint.size) == digest for uid in same)
+            try:
+                found = self._holds(folder, fingerprint, digest, since)
+            except MailboxError as exc:  # the folder is there (LIST says so) but will not open or be read
+                raise TargetUnavailable(str(exc)) from exc
         finally:
             if previous is not None:
                 status = self.select(previous)
@@ -483,6 +472,24 @@ class ImapMailbox:
             message_id_hash(fingerprint.message_id)[:12] if fingerprint.message_id else "-",
         )
         return found
+
+    def _holds(self, folder: str, fingerprint: Fingerprint, digest: str | None, since: TargetMark | None) -> bool:
+        """The lookup of ``contains`` in ``folder``, which this EXAMINEs (the caller selects its own again)."""
+        status = self._examine(folder)
+
+        def alike(candidates: Sequence[int]) -> list[int]:
+            if since is not None:
+                candidates = [uid for uid in candidates if uid >= since.uidnext]
+                if status.uidvalidity != since.uidvalidity:
+                    candidates = []
+            return [uid for uid, other in self.fingerprints(candidates).items() if _same(fingerprint, other)]
+
+        found_by_id = alike(self._search_message_id(fingerprint.message_id)) if fingerprint.message_id else []
+        # Also by size for a Message-ID the server's search cannot match: Dovecot decodes RFC 2047 encoded
+        # words in it before comparing, so the raw text is never found.
+        size = fingerprint.size
+        same = found_by_id or alike(self._session.search(["LARGER", max(size - 1, 0), "SMALLER", size + 1]))
+        return any(digest is None or self._digest(uid, fingerprint.size) == digest for uid in same)
 
     def _digest(self, uid: int, size: int) -> str | None:
         """SHA-256 of the whole message ``uid`` of the selected folder, or None once it is gone.

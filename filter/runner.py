@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from filter.config import LABELS, WEEKDAYS, AccountConfig, Config
-from filter.errors import AuthError, ConnectError, FolderError, MailboxError, PloyError
+from filter.errors import AuthError, ConnectError, FolderError, MailboxError, PloyError, TargetUnavailable
 from filter.mailbox import (
     ConnectionLost,
     Fingerprint,
@@ -356,7 +356,7 @@ class AccountRunner:
         if target is None:
             return False
         fp = fingerprint_of(raw)
-        arrivals = self.state.moved_arrivals(name, watch, key)
+        arrivals = {_utc_text(when) for when in self.state.moved_arrivals(name, watch, key)}
         try:
             if arrivals and fp.internaldate is not None and _arrived(fp) not in arrivals:
                 return self.mailbox.contains(target, replace(fp, internaldate=None))
@@ -655,7 +655,9 @@ class AccountRunner:
         name, watch = self.account.name, self.account.watch
         everything = sorted((uid, key) for key, entries in current.items() for uid, _ in entries)
         done = self.state.handled_uids(name, watch, uv, [uid for uid, _ in everything])
-        claimed = set(self._intent_uids(uv, current).values())
+        intents = self.state.intents(name, watch)
+        claimed = set(self._intent_uids(uv, current, intents).values())
+        claimed |= {intent.uid for intent_uv, intent in intents if intent_uv == uv}
         rows = []
         for uid, key in everything:
             if uid in done or uid in claimed:
@@ -690,7 +692,7 @@ class AccountRunner:
         """
         if intents is None:
             intents = self.state.intents(self.account.name, self.account.watch)
-        taken: set[int] = set()
+        taken = {intent.uid for intent_uv, intent in intents if intent_uv == uv}
         out: dict[tuple[int, int], int] = {}
         for intent_uv, intent in intents:
             if intent_uv == uv:
@@ -718,13 +720,17 @@ class AccountRunner:
         """
         name, watch = self.account.name, self.account.watch
         intents = self.state.intents(name, watch)
-        if current is None and any(intent_uv != uv for intent_uv, _ in intents):
-            current = self._current_fingerprints(uv)
-        claims = self._intent_uids(uv, current or {}, intents)
+        if any(intent_uv != uv for intent_uv, _ in intents):
+            if current is None:
+                current = self._current_fingerprints(uv)
+            # An action that found its message belongs to that message's UID from now on, whatever happens next.
+            for (intent_uv, intent_uid), claimed in self._intent_uids(uv, current, intents).items():
+                self.state.rebase_intent(name, watch, (intent_uv, intent_uid), (uv, claimed))
+            intents = self.state.intents(name, watch)
         self.held = set()
         recovered = 0
         for intent_uv, intent in intents:
-            uid = intent.uid if intent_uv == uv else claims.get((intent_uv, intent.uid))
+            uid: int | None = intent.uid if intent_uv == uv else None  # None: an earlier epoch's, message gone
             if uid is not None:
                 tries = self.state.fetch_tries(name, watch, uv, [uid]).get(uid, 0)
                 if tries >= NETWORK_TRIES:
@@ -740,17 +746,30 @@ class AccountRunner:
                         self.state.fetch_trying(name, watch, uv, uid, 1 - _TRY_UNITS)
                     self.tries_counted += 1
                 raise
-            except MailboxError as exc:  # the read was refused: the try counts, as for a fetch
+            except TargetUnavailable as exc:  # the target would not open: no fault of the message
+                if uid is not None:
+                    self.state.fetch_trying(name, watch, uv, uid, -_TRY_UNITS)
+                    self.held.add(uid)
+                self._refused([intent.uid], exc)
+                continue
+            except MailboxError as exc:  # reading the message was refused: the try counts, as for a fetch
                 log.warning(
                     "%s: uid=%d: could not be read to finish its interrupted action (%s)", name, intent.uid, exc
                 )
                 if uid is not None:
                     self.held.add(uid)
+                    if self.state.fetch_tries(name, watch, uv, [uid]).get(uid, 0) >= NETWORK_TRIES:
+                        self._give_up_intent(uv, intent_uv, intent, uid)
                 continue
-            if uid is not None:  # read: what the actions meet (a full quota, a dropped line) is not the message's
+            if uid is not None:  # read: a refused action (a full quota) is not the message's doing
                 self.state.fetch_trying(name, watch, uv, uid, -_TRY_UNITS)
             try:
                 self._recover_intent(uv, intent_uv, intent, found, own_copy)
+            except ConnectionLost as exc:  # the action ended the session: it counts, less when maybe the network
+                if uid is not None:
+                    self.state.fetch_trying(name, watch, uv, uid, _TRY_UNITS if exc.by_server else 1)
+                    self.tries_counted += 1
+                raise
             except MailboxError as exc:
                 if uid is not None:
                     self.held.add(uid)
@@ -780,13 +799,12 @@ class AccountRunner:
         """
         name, watch = self.account.name, self.account.watch
         fp = intent.fingerprint
-        copied = intent.decision.action == "move" and (intent.copied or intent.copy_start is not None)
-        try:
-            copied = copied and self.mailbox.contains(
-                intent.target, fp, since=None if intent.copied else intent.copy_start
-            )
-        except MailboxError:
-            copied = False
+        copied = intent.decision.action == "move" and intent.copied
+        if intent.decision.action == "move" and not copied and intent.copy_start is not None:
+            try:
+                copied = self.mailbox.contains(intent.target, fp, since=intent.copy_start)
+            except MailboxError:
+                copied = False
         if copied:
             reason = "copied to the target; the original could not be read to be removed, and stays"
             record = replace(intent.decision, uid=uid, reasons=(*intent.decision.reasons, reason), arrived=_arrived(fp))
@@ -833,7 +851,7 @@ class AccountRunner:
             decision,
             uid=uid if uid is not None else intent.uid,
             reasons=(*decision.reasons, note),
-            arrived=decision.arrived or _arrived(fp),
+            arrived=_arrived(fp) or decision.arrived,
         )
         self.state.record(name, watch, uv if uid is not None else intent_uv, fingerprint_key(fp), record, self.clock())
         # Only after the record is safe: under a new UIDVALIDITY it went to the message's new UID.
@@ -936,6 +954,15 @@ def _record(raw: RawMessage, judged: _Judged) -> DecisionRecord:
         ledger=judged.ledger,
         arrived=_arrived(raw),
     )
+
+
+def _utc_text(when: str) -> str:
+    """An ISO 8601 time as the UTC instant ``_arrived`` writes (rows kept before it wrote UTC)."""
+    try:
+        parsed = datetime.fromisoformat(when)
+    except ValueError:
+        return when
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
 
 
 def _arrived(message: RawMessage | Fingerprint) -> str | None:

@@ -632,6 +632,21 @@ class State:
             )
 
     @_serialised
+    def rebase_intent(self, account: str, mailbox: str, old: tuple[int, int], new: tuple[int, int]) -> None:
+        """Carry an unconfirmed action, with its copy marks, from (epoch, UID) ``old`` to ``new``.
+
+        After a UIDVALIDITY change, once an action of the earlier epoch has
+        found its message, it belongs to that message's new UID.
+        """
+        with self._transaction():
+            for table in ("intents", "copied", "copy_starts"):
+                self._db.execute(
+                    f"UPDATE OR REPLACE {table} SET uidvalidity=?, uid=? "
+                    "WHERE account=? AND mailbox=? AND uidvalidity=? AND uid=?",
+                    (*new, account, mailbox, *old),
+                )
+
+    @_serialised
     def mark_copied(self, account: str, mailbox: str, uidvalidity: int, uids: Sequence[int]) -> None:
         """Note that the server confirmed the COPY of these UIDs' moves, before their originals are removed.
 

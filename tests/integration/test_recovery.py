@@ -21,6 +21,7 @@ import pytest
 import filter.imap
 from filter.config import parse_config
 from filter.dovecot import CAPABILITIES_NO_MOVE, DEFAULT_USER, LocalDovecot, unavailable_reason
+from filter.errors import TargetUnavailable
 from filter.imap import ImapMailbox
 from filter.mailbox import ConnectionLost, Fingerprint, RawMessage, TargetMark
 from filter.message import ParsedMessage
@@ -331,6 +332,58 @@ class Unreadable(ImapMailbox):
         if self._selected == "INBOX" and self.uids & set(uids):
             raise ConnectionLost("FETCH failed: Internal error occurred", by_server=True)
         return super().fingerprints(uids)
+
+
+class CrashingOnMove(ImapMailbox):
+    """The server's imap process dies whenever a move includes ``fatal`` (a plugin's crash, say)."""
+
+    server: LocalDovecot
+    fatal = 0
+
+    def move(self, uids: Sequence[int], folder: str, *args: Any) -> None:
+        if self.fatal in uids:
+            for pid in _imap_processes(self.server):
+                os.kill(pid, signal.SIGKILL)
+        super().move(uids, folder, *args)
+
+
+def test_a_message_whose_move_kills_the_server_is_given_up_and_the_others_go_on(
+    dovecot: LocalDovecot, runner_for: Callable[..., AccountRunner]
+) -> None:
+    article = message(1, "an article")
+    CrashingOnMove.server, CrashingOnMove.fatal = dovecot, dovecot.append(DEFAULT_USER, "INBOX", article)
+    with pytest.raises(ConnectionLost):
+        runner_for(dovecot, CrashingOnMove).pass_once()
+    request = message(2, "a favour")
+    dovecot.append(DEFAULT_USER, "INBOX", request)
+    passes_until_one_completes(lambda: runner_for(dovecot, CrashingOnMove), 2 + NETWORK_TRIES)
+    assert dovecot.messages(DEFAULT_USER, "INBOX") == [article]
+    assert dovecot.messages(DEFAULT_USER, "Networking/Requests") == [request]
+
+
+class TargetClosed(ImapMailbox):
+    """The article folder exists but will not open (its rights changed for a while)."""
+
+    def contains(self, folder: str, *args: Any, **kwargs: Any) -> bool:
+        if folder == ARTICLES:
+            raise TargetUnavailable(f"EXAMINE {folder} => NO [NOPERM] Permission denied")
+        return super().contains(folder, *args, **kwargs)
+
+
+@pytest.mark.parametrize("new_uidvalidity", [False, True])
+def test_a_target_that_will_not_open_for_a_while_delays_a_copied_move_and_costs_it_nothing(
+    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner], new_uidvalidity: bool
+) -> None:
+    server = dovecot_factory(capabilities=CAPABILITIES_NO_MOVE)
+    data = article_in_inbox(server, filed_before=False)
+    killed_at("remove", runner_for, server)  # copied, and noted so: only the original's removal is left
+    if new_uidvalidity:
+        server.set_uidvalidity(DEFAULT_USER, "INBOX", 4242)
+    for _ in range(2 * FETCH_TRIES):
+        assert runner_for(server, TargetClosed).pass_once().refused == 1
+    assert runner_for(server).pass_once().recovered == 1
+    assert server.messages(DEFAULT_USER, "INBOX") == []
+    assert server.messages(DEFAULT_USER, ARTICLES) == [data]
 
 
 def _imap_processes(server: LocalDovecot) -> list[int]:
