@@ -450,9 +450,10 @@ class ImapMailbox:
         previous, previous_uidvalidity = self._selected, self._uidvalidity
         try:
             try:
-                found = self._holds(folder, fingerprint, digest, since)
-            except MailboxError as exc:  # the folder is there (LIST says so) but will not open or be read
+                status = self._examine(folder)
+            except MailboxError as exc:  # the folder is there (LIST says so) but will not open
                 raise TargetUnavailable(str(exc)) from exc
+            found = self._holds(status, fingerprint, digest, since)
         finally:
             if previous is not None:
                 status = self.select(previous)
@@ -473,9 +474,10 @@ class ImapMailbox:
         )
         return found
 
-    def _holds(self, folder: str, fingerprint: Fingerprint, digest: str | None, since: TargetMark | None) -> bool:
-        """The lookup of ``contains`` in ``folder``, which this EXAMINEs (the caller selects its own again)."""
-        status = self._examine(folder)
+    def _holds(
+        self, status: MailboxStatus, fingerprint: Fingerprint, digest: str | None, since: TargetMark | None
+    ) -> bool:
+        """The lookup of ``contains`` in the folder just EXAMINEd, whose status is ``status``."""
 
         def alike(candidates: Sequence[int]) -> list[int]:
             if since is not None:
@@ -707,22 +709,22 @@ class ImapMailbox:
         * Neither: UID COPY and \\Deleted only (see ``remove_copied``).
 
         A failed COPY raises before anything is flagged. ``copying`` is
-        called just before the COPY with the target's UIDVALIDITY and
-        UIDNEXT from STATUS (RFC 9051 section 6.3.11), so that a copy the
-        COPY made can be told from one that was there before even when its
-        answer never arrives; ``copied`` is called after a confirmed COPY,
-        before the originals are flagged.
+        called just before the MOVE or COPY with the target's UIDVALIDITY
+        and UIDNEXT from STATUS (RFC 9051 section 6.3.11), so that a message
+        the command put there can be told from one that was there before
+        even when its answer never arrives; ``copied`` is called after a
+        confirmed COPY, before the originals are flagged.
         """
         if not uids:
             return
         imap = self._session
         uid_set = uid_set_of(uids)
+        if copying is not None:
+            copying(self._mark_of(folder))
         if "MOVE" in self._capabilities:
             imap.move(uid_set, folder)
             log.info("%s: moved UIDs %s to %s (MOVE)", self._where, uid_set, folder)
             return
-        if copying is not None:
-            copying(self._mark_of(folder))
         imap.copy(uid_set, folder)
         log.info("%s: copied UIDs %s to %s", self._where, uid_set, folder)
         if copied is not None:

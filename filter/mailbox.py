@@ -177,9 +177,9 @@ class Mailbox(Protocol):
     ) -> None:
         """Move these UIDs of the selected folder to ``folder``, deleting nothing else.
 
-        A move made of COPY and then removal calls ``copying`` with the
-        target's mark just before the COPY, and ``copied`` between the two,
-        once the server has confirmed the COPY; MOVE calls neither.
+        ``copying`` is called with the target's mark just before the MOVE or
+        COPY; a move made of COPY and then removal calls ``copied`` between
+        the two, once the server has confirmed the COPY.
         """
 
     def remove_copied(self, uids: Sequence[int]) -> None:

@@ -806,7 +806,7 @@ class AccountRunner:
             except MailboxError:
                 copied = False
         if copied:
-            reason = "copied to the target; the original could not be read to be removed, and stays"
+            reason = "its copy is in the target; the original, where still here, could not be read and stays"
             record = replace(intent.decision, uid=uid, reasons=(*intent.decision.reasons, reason), arrived=_arrived(fp))
         else:
             reason = "the server failed to return it, try after try, to finish an interrupted action; left in place"

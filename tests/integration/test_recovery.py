@@ -386,6 +386,55 @@ def test_a_target_that_will_not_open_for_a_while_delays_a_copied_move_and_costs_
     assert server.messages(DEFAULT_USER, ARTICLES) == [data]
 
 
+class MoveAnswerLost(ImapMailbox):
+    """A MOVE whose session ends: before the MOVE for the first three, after it (the answer lost) for the fourth."""
+
+    calls = 0
+
+    def move(self, uids: Sequence[int], folder: str, *args: Any) -> None:
+        MoveAnswerLost.calls += 1
+        if MoveAnswerLost.calls >= 4:
+            super().move(uids, folder, *args)
+        raise ConnectionLost("BYE", by_server=True)
+
+
+def test_a_move_done_though_its_answer_was_lost_is_recorded_as_a_move_when_given_up(
+    dovecot: LocalDovecot, runner_for: Callable[..., AccountRunner]
+) -> None:
+    """So that the owner taking it back is a correction like any other, not mail to move again."""
+    article_in_inbox(dovecot, filed_before=False)
+    MoveAnswerLost.calls = 0
+    for _ in range(4):
+        with pytest.raises(ConnectionLost):
+            runner_for(dovecot, MoveAnswerLost).pass_once()
+    runner = runner_for(dovecot)
+    runner.pass_once()
+    assert [d["action"] for d in runner.state.decisions()] == ["move"]
+    dovecot.doveadm("move", "-u", DEFAULT_USER, "INBOX", "mailbox", ARTICLES, "all")
+    assert [o.action for o in runner_for(dovecot).pass_once().outcomes] == ["keep"]
+
+
+def test_a_message_in_the_target_the_server_will_not_read_does_not_hold_a_move_for_ever(
+    dovecot_factory: Callable[..., LocalDovecot], runner_for: Callable[..., AccountRunner]
+) -> None:
+    server = dovecot_factory(capabilities=CAPABILITIES_NO_MOVE)
+    article_in_inbox(server, filed_before=True)
+    killed_at("remove", runner_for, server)
+    target = server.runtime / "mail" / DEFAULT_USER / ARTICLES
+    (filed,) = [p for p in target.glob("*/*") if p.is_file() and p.stat().st_nlink == 1]  # not the COPY's link
+    filed.chmod(0)
+    try:
+        for _ in range(2 + FETCH_TRIES):
+            runner = runner_for(server)
+            runner.pass_once()
+            if not runner.state.intents("home", "INBOX"):
+                break
+        assert runner.state.intents("home", "INBOX") == []
+    finally:
+        for path in target.glob(f"*/{filed.name.split(':')[0]}*"):
+            path.chmod(0o600)
+
+
 def _imap_processes(server: LocalDovecot) -> list[int]:
     """The pids of this Dovecot's imap processes (in the master's process group)."""
     assert server._process is not None

@@ -147,13 +147,13 @@ class FakeMailbox:
     ) -> None:
         f, target = self._folder(), self.server.folders[folder]
         self.commands.append(f"MOVE {list(uids)} {folder}")
+        if copying is not None:
+            copying(TargetMark(target.uidvalidity, target.uidnext))
         if self.server.has_move:
             for uid in uids:  # MOVE never leaves a message in both folders
                 target.add(*f.messages.pop(uid))
                 self._point("after-copy")
         else:
-            if copying is not None:
-                copying(TargetMark(target.uidvalidity, target.uidnext))
             for uid in uids:
                 target.add(*f.messages[uid])
             self._point("copy-unanswered")  # the COPY was made, and its answer lost
