@@ -693,6 +693,8 @@ class AccountRunner:
         if intents is None:
             intents = self.state.intents(self.account.name, self.account.watch)
         taken = {intent.uid for intent_uv, intent in intents if intent_uv == uv}
+        everything = [uid for entries in current.values() for uid, _ in entries]
+        taken |= self.state.handled_uids(self.account.name, self.account.watch, uv, everything)  # judged already
         out: dict[tuple[int, int], int] = {}
         for intent_uv, intent in intents:
             if intent_uv == uv:
