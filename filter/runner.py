@@ -22,7 +22,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -268,7 +269,7 @@ class AccountRunner:
         fresh = [uid for uid in uids if uid not in tries]
         outcomes = self._judge(uv, fresh, None) if fresh else []
         try:
-            for uid in sorted(tries, key=lambda uid: (tries[uid], uid)):
+            for uid in _least_tried_first(tries):
                 outcomes += self._judge(uv, [uid], tries[uid])
         except Exception:
             if self.report is not None:  # what was done before the session ended still counts in the report
@@ -383,28 +384,47 @@ class AccountRunner:
         name, watch = self.account.name, self.account.watch
         cap = self.config.max_message_bytes
         if tries is None:
-            try:
+            with self._noted_if_failing(uv, uids):
                 return self.mailbox.fetch(uids, cap), []
-            except (ConnectionLost, MailboxError):
-                self.state.fetch_failed(name, watch, uv, uids)
-                self.tries_counted += 1
-                raise
         (uid,) = uids
         if tries >= NETWORK_TRIES:
             log.error(
                 "%s: uid=%d: the server failed to return it, try after try; skipped, and left in place", name, uid
             )
             return [], [uid]
+        with self._charged(uv, uid):
+            raws = self.mailbox.fetch([uid], cap)
+        self.state.fetch_settled(name, watch, uv, [uid])
+        return raws, []
+
+    @contextmanager
+    def _noted_if_failing(self, uv: int, uids: Sequence[int]) -> Iterator[None]:
+        """A read of several messages: should it fail, each of them is read alone from then on (see ``_batch``)."""
+        try:
+            yield
+        except (ConnectionLost, MailboxError):
+            self.state.fetch_failed(self.account.name, self.account.watch, uv, uids)
+            self.tries_counted += 1
+            raise
+
+    @contextmanager
+    def _charged(self, uv: int, uid: int) -> Iterator[None]:
+        """A read of (or action on) one message that may end the session: a try is charged to it first.
+
+        Charged before it is made, so that a try that ends the process
+        counts; a lost connection that the server may not have caused (the
+        network) costs a unit only. The caller takes the charge back, or
+        settles the message, as the outcome warrants.
+        """
+        name, watch = self.account.name, self.account.watch
         self.state.fetch_trying(name, watch, uv, uid, _TRY_UNITS)
         try:
-            raws = self.mailbox.fetch([uid], cap)
+            yield
         except ConnectionLost as exc:
-            if not exc.by_server:  # maybe the network, not this message: the try counts for less
+            if not exc.by_server:
                 self.state.fetch_trying(name, watch, uv, uid, 1 - _TRY_UNITS)
             self.tries_counted += 1
             raise
-        self.state.fetch_settled(name, watch, uv, [uid])
-        return raws, []
 
     def _decide(self, raws: Sequence[RawMessage]) -> list[_Judged]:
         """Decisions for a batch, in UID order, each seeing the sender history left by the ones before it."""
@@ -622,23 +642,13 @@ class AccountRunner:
         fresh = [uid for uid in uids if uid not in tries]
         for i in range(0, len(fresh), 1000):
             chunk = fresh[i : i + 1000]
-            try:
+            with self._noted_if_failing(uv, chunk):
                 found.update(self.mailbox.fingerprints(chunk))
-            except (ConnectionLost, MailboxError):
-                self.state.fetch_failed(name, watch, uv, chunk)
-                self.tries_counted += 1
-                raise
-        for uid in sorted(tries, key=lambda uid: (tries[uid], uid)):
+        for uid in _least_tried_first(tries):
             if tries[uid] >= NETWORK_TRIES:
                 continue
-            self.state.fetch_trying(name, watch, uv, uid, _TRY_UNITS)
-            try:
+            with self._charged(uv, uid):
                 found.update(self.mailbox.fingerprints([uid]))
-            except ConnectionLost as exc:
-                if not exc.by_server:
-                    self.state.fetch_trying(name, watch, uv, uid, 1 - _TRY_UNITS)
-                self.tries_counted += 1
-                raise
             # A header read that works charges nothing, and leaves the row: the scan's own count stands.
             self.state.fetch_trying(name, watch, uv, uid, -_TRY_UNITS)
         out: dict[str, list[tuple[int, str]]] = {}
@@ -739,15 +749,10 @@ class AccountRunner:
                     self._give_up_intent(uv, intent_uv, intent, uid)
                     continue
                 self.state.fetch_failed(name, watch, uv, [uid])  # a row to count in, if it has none
-                self.state.fetch_trying(name, watch, uv, uid, _TRY_UNITS)
+            charged = self._charged(uv, uid) if uid is not None else nullcontext()
             try:
-                found, own_copy = self._recovery_reads(uv, intent_uv, intent, uid)
-            except ConnectionLost as exc:
-                if uid is not None:
-                    if not exc.by_server:
-                        self.state.fetch_trying(name, watch, uv, uid, 1 - _TRY_UNITS)
-                    self.tries_counted += 1
-                raise
+                with charged:
+                    found, own_copy = self._recovery_reads(uv, intent_uv, intent, uid)
             except TargetUnavailable as exc:  # the target would not open: no fault of the message
                 if uid is not None:
                     self.state.fetch_trying(name, watch, uv, uid, -_TRY_UNITS)
@@ -763,17 +768,17 @@ class AccountRunner:
                     if self.state.fetch_tries(name, watch, uv, [uid]).get(uid, 0) >= NETWORK_TRIES:
                         self._give_up_intent(uv, intent_uv, intent, uid)
                 continue
-            if uid is not None:  # read: a refused action (a full quota) is not the message's doing
+            # Read: the charge is taken back, and the action charged afresh. It may end the session (a server
+            # process dying as it moves the message), while a refused action (a full quota) is not the message's.
+            if uid is not None:
                 self.state.fetch_trying(name, watch, uv, uid, -_TRY_UNITS)
+            charged = self._charged(uv, uid) if uid is not None else nullcontext()
             try:
-                self._recover_intent(uv, intent_uv, intent, found, own_copy)
-            except ConnectionLost as exc:  # the action ended the session: it counts, less when maybe the network
-                if uid is not None:
-                    self.state.fetch_trying(name, watch, uv, uid, _TRY_UNITS if exc.by_server else 1)
-                    self.tries_counted += 1
-                raise
+                with charged:
+                    self._recover_intent(uv, intent_uv, intent, found, own_copy)
             except MailboxError as exc:
                 if uid is not None:
+                    self.state.fetch_trying(name, watch, uv, uid, -_TRY_UNITS)
                     self.held.add(uid)
                 self._refused([intent.uid], exc)
                 continue
@@ -958,16 +963,24 @@ def _record(raw: RawMessage, judged: _Judged) -> DecisionRecord:
     )
 
 
+def _least_tried_first(tries: Mapping[int, int]) -> list[int]:
+    """UIDs whose fetch failed before, the least tried first (then by UID)."""
+    return sorted(tries, key=lambda uid: (tries[uid], uid))
+
+
+def _utc_iso(when: datetime) -> str:
+    """``when`` as a UTC instant in ISO 8601; a time without a zone is taken as UTC."""
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+
+
 def _utc_text(when: str) -> str:
     """An ISO 8601 time as the UTC instant ``_arrived`` writes (rows kept before it wrote UTC)."""
     try:
-        parsed = datetime.fromisoformat(when)
+        return _utc_iso(datetime.fromisoformat(when))
     except ValueError:
         return when
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
 
 
 def _arrived(message: RawMessage | Fingerprint) -> str | None:
     """A message's arrival time (INTERNALDATE) as a UTC instant in ISO 8601, whatever zone the server wrote."""
-    when = message.internaldate
-    return None if when is None else (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+    return None if message.internaldate is None else _utc_iso(message.internaldate)
