@@ -280,7 +280,7 @@ class ImapMailbox:
         try:
             response = imap.select_folder(folder, readonly=True)
         except MailboxError as exc:
-            if self._folder_exists(folder):
+            if self.folder_exists(folder):
                 raise
             raise FolderError(f"{self._where}: folder {folder!r} does not exist") from exc
         status = self._status_of("EXAMINE", folder, response)
@@ -442,7 +442,7 @@ class ImapMailbox:
         below was there before the COPY. Under another UIDVALIDITY no UID
         can be placed, and nothing counts.
         """
-        if not self._folder_exists(folder):
+        if not self.folder_exists(folder):
             return False
         digest = None if original is None else self._digest(original, fingerprint.size)
         if original is not None and digest is None:
@@ -659,12 +659,12 @@ class ImapMailbox:
         refused CREATE is only an error if the folder is still missing.
         """
         imap = self._session
-        if not self._folder_exists(folder):
+        if not self.folder_exists(folder):
             try:
                 imap.create_folder(folder)
                 log.info("%s: created folder %s", self._where, folder)
             except MailboxError as exc:
-                if not self._folder_exists(folder):
+                if not self.folder_exists(folder):
                     hint = self.separator_hint(folder)
                     raise MailboxError(f"{exc}; {hint}" if hint else str(exc)) from exc
         imap.subscribe_folder(folder)
@@ -686,10 +686,6 @@ class ImapMailbox:
         )
 
     def folder_exists(self, folder: str) -> bool:
-        """Whether LIST shows ``folder`` as a folder that can hold mail."""
-        return self._folder_exists(folder)
-
-    def _folder_exists(self, folder: str) -> bool:
         """Whether LIST shows ``folder`` as a folder that can hold mail."""
         return any(name == folder and _selectable(flags) for flags, _, name in self._session.list_folders("", folder))
 
