@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import reprlib
+import selectors
 import signal
 import ssl
 import stat
@@ -699,31 +700,46 @@ def read_password(account: AccountConfig, should_stop: Callable[[], bool] = lamb
     return account.password or ""
 
 
+# What of a password_command's output is kept: its first line is what counts.
+MAX_PASSWORD_OUTPUT = 1 << 20
+
+
 def _run_password_command(account: AccountConfig, should_stop: Callable[[], bool]) -> str:
-    """The first line the account's password_command prints; its process group is killed if it must stop."""
+    """The first line the account's password_command prints; its process group is killed if it must stop.
+
+    Its output is read until every writer has closed it or, once the command itself has ended, until
+    nothing more comes for a moment: a child it left running (an agent it started) may hold the pipe."""
     command = account.password_command or ""
     deadline = time.monotonic() + PASSWORD_COMMAND_SECONDS
     process = subprocess.Popen(
         command, shell=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
     )
-    while True:
-        try:
-            out, _ = process.communicate(timeout=0.2)
-            break
-        except subprocess.TimeoutExpired:
+    assert process.stdout is not None
+    out = bytearray()
+    with process.stdout, selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while True:
+            if selector.select(0.2):
+                chunk = os.read(process.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                if len(out) < MAX_PASSWORD_OUTPUT:
+                    out += chunk
+            ended = process.poll() is not None
             stopping = should_stop()
-            if not stopping and time.monotonic() < deadline:
-                continue
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()  # not communicate(): a child that left the group may hold stdout open for ever
-            if process.stdout is not None:
-                process.stdout.close()
-            if stopping:
-                raise AuthError(f"account {account.name}: stopped while password_command was running") from None
-            raise AuthError(
-                f"account {account.name}: password_command did not finish in {PASSWORD_COMMAND_SECONDS} s"
-            ) from None
+            late = time.monotonic() >= deadline
+            if ended and not stopping and (late or not selector.select(0)):
+                break
+            if stopping or late:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                if stopping:
+                    raise AuthError(f"account {account.name}: stopped while password_command was running") from None
+                raise AuthError(
+                    f"account {account.name}: password_command did not finish in {PASSWORD_COMMAND_SECONDS} s"
+                ) from None
+    process.wait()
     if process.returncode != 0:
         raise AuthError(f"account {account.name}: password_command exited with status {process.returncode}")
     first = out.split(b"\n", 1)[0].removesuffix(b"\r")  # the first line, whatever else it holds
