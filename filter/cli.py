@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import logging
 import math
@@ -305,7 +306,18 @@ _positive_days = _days(zero=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    # argparse prints --help and --version itself and drops a write error: they are printed here instead.
+    stdout, printed = sys.stdout, io.StringIO()
+    sys.stdout = printed
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:
+        sys.stdout = stdout
+        if exc.code == 0:
+            return _written(printed.getvalue())
+        raise
+    finally:
+        sys.stdout = stdout
     if args.command == "run":
         # SIGHUP's default is to end the process: until the daemon's own handler is in place, it is ignored.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -343,6 +355,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
     finally:
         sys.stdout = stdout
+
+
+def _written(text: str) -> int:
+    """Write what argparse printed (help, version): 0 once it is written, as for every other command."""
+    try:
+        if sys.stdout is None:
+            raise OSError("standard output is closed")
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return 0
+    except BrokenPipeError:
+        _discard_output()
+        return 141
+    except OSError as exc:
+        print(f"ployfilter: cannot write to standard output ({exc.strerror or exc})", file=sys.stderr)
+        _discard_output()
+        return OutputError.exit_code
 
 
 def _discard_output() -> None:

@@ -104,9 +104,7 @@ def test_no_label_says_none() -> None:
 
 @pytest.mark.parametrize("command", ["run", "once", "check-config", "senders", "classify", "demo", "train", "evaluate"])
 def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        main([command, "--help"])
-    assert info.value.code == 0
+    assert main([command, "--help"]) == 0
     assert "exit codes" in capsys.readouterr().out
 
 
@@ -272,6 +270,30 @@ def test_output_that_cannot_be_written_is_an_error_not_a_traceback_or_a_silent_s
     assert b"Traceback" not in result.stderr
     wanted = b"standard output is closed" if stdout == "closed" else b"cannot write to standard output"
     assert wanted in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["classify", "--help"]])
+@pytest.mark.parametrize("stdout", ["full", "closed"])
+def test_help_and_version_that_cannot_be_written_are_an_error(args: list[str], stdout: str) -> None:
+    code = "import sys; from filter.cli import main; sys.exit(main())"
+    with open(os.devnull if stdout == "closed" else "/dev/full", "wb") as out:
+        result = subprocess.run(
+            [sys.executable, "-c", code, *args],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            check=False,
+            close_fds=True,
+            preexec_fn=(lambda: os.close(1)) if stdout == "closed" else None,  # noqa: PLW1509
+        )
+    assert result.returncode == 10, result.stderr
+    assert b"cannot write to standard output" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_help_and_version_are_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("ployfilter ")
+    assert main(["classify", "--help"]) == 0
+    assert "usage: ployfilter classify" in capsys.readouterr().out
 
 
 def test_a_reader_that_goes_away_ends_classify_quietly() -> None:
