@@ -48,7 +48,8 @@ _MAX_HTML_FACTOR = 6
 _T = TypeVar("_T")
 
 _FORWARD_PREFIX = re.compile(r"^\s*(?:(?:fwd?|tr|wg|rv|fw)\s*:\s*)+", re.I)
-_REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|aw|réf|ref|sv)\s*:\s*)+", re.I)
+# A reply's subject, after any list tags: "Re: x", "[team] Re: x", "Re[2]: x", "AW: x".
+_REPLY_PREFIX = re.compile(r"^\s*(?:\[[^\]]{0,80}\]\s*)*(?:(?:re|aw|réf|ref|sv)(?:\[\d{1,4}\])?\s*:\s*)+", re.I)
 
 
 class Attachment(NamedTuple):
@@ -183,8 +184,6 @@ def _parse(data: bytes, max_text_chars: int) -> ParsedMessage:
     )
 
 
-# A reply's subject, after any list tags: "Re: x", "[team] Re: x", "Re[2]: x", "AW: x".
-_REPLY_SUBJECT = re.compile(r"^\s*(?:\[[^\]]{0,80}\]\s*)*(?:re|aw|réf|ref|sv)(?:\[\d{1,4}\])?\s*:", re.I)
 # A header block's subject line, as forwards and Outlook-style quotes show the message they carry.
 _QUOTED_SUBJECT_LINE = re.compile(r"^(?:>|[^\S\n])*(?:subject|objet|sujet|betreff)\s?:", re.I | re.M)
 # The line a reply's quote opens with: "On Mon, Jo wrote:", "Le lundi, Jo a écrit :".
@@ -195,7 +194,7 @@ def _passed_on(quoted: str, subject: str, thread: str) -> bool:
     """Whether a message whose only text is a quoted one passes it on rather than answers it: it is no reply
     (no In-Reply-To or References, no reply prefix) and the quoted part shows the message's own headers, as a
     forward does, rather than an "On ... wrote:" line, under or over which a reply may have been written."""
-    if thread or _REPLY_SUBJECT.match(subject) or _WROTE.search(quoted, 0, 1500):
+    if thread or _REPLY_PREFIX.match(subject) or _WROTE.search(quoted, 0, 1500):
         return False
     return bool(_QUOTED_SUBJECT_LINE.search(quoted, 0, 1500))
 
@@ -1002,8 +1001,15 @@ def _defuse_html(html: str) -> str:
 _HTML_TAG = re.compile(
     r"</?(?:html|head|body|p|br|div|font|table|tr|td|span|b|i|a|meta|!doctype)(?=[\s/>])[^<>]{0,500}>", re.I
 )
-_BREAKING_TAG = re.compile(r"<(?:br|/?p|/?div|/?tr|/?li|/?h[1-6]|/?table)(?=[\s/>])[^<>]{0,500}>", re.I)
-_ANY_TAG = re.compile(r"<(?:/?[a-z][a-z0-9]*(?=[\s/>])|!doctype)[^<>]{0,500}>|<!--|-->", re.I)
+# A comment's ends break lines too: what sits between them (Outlook's conditional styles) is a block of its own.
+_BREAKING_TAG = re.compile(
+    r"<(?:br|hr|/?p|/?div|/?tr|/?li|/?h[1-6]|/?table|/?blockquote)(?=[\s/>])[^<>]{0,2000}>|<!--|-->", re.I
+)
+# Names with a prefix ("<o:p>", "<st1:place>", Word's), Word's "<![if !supportLists]>" and "<![endif]>",
+# and its "<?xml:namespace ...>".
+_ANY_TAG = re.compile(
+    r"<(?:/?[a-z][a-z0-9]*(?::[a-z0-9]+)?(?=[\s/>])|!doctype|!\[(?:if|endif)\b|\?xml)[^<>]{0,2000}>", re.I
+)
 _HREF = re.compile(r"""\bhref\s*=\s*["']?([^"'\s<>]{1,2000})""", re.I)
 
 
@@ -1380,6 +1386,7 @@ def _trim_url(url: str) -> str:
 
 # French letters, and enough others to keep Spanish and Portuguese words whole
 _WORD = re.compile(r"[a-zàâäçéèêëîïôöûùüÿœæáíóúñãõ']+")
+_ANY_CASE_WORD = re.compile(_WORD.pattern, re.I)
 _EN = frozenset(
     ("the", "and", "to", "of", "you", "is", "that", "for", "it", "with", "this", "have", "be", "are")
     + ("your", "my", "we", "would", "could", "please", "thanks", "was", "will", "what", "about", "from")
@@ -1398,7 +1405,7 @@ _FR = frozenset(  # disjoint from _EN: a word counts for one language only
 )
 # French elision at the start of a word: "c'est", "j'ai", "l'a", "qu'il" (no English word starts so).
 # Searched from the apostrophe, which the regex engine finds fast; the letters before it are checked after.
-_APOSTROPHE_WORD = re.compile(r"'[a-zàâäçéèêëîïôöûùüÿœæ]")
+_APOSTROPHE_WORD = re.compile(r"'[a-zàâäçéèêëîïôöûùüÿœæ]", re.I)
 _ELIDING = frozenset(("c", "j", "l", "d", "m", "n", "s", "t", "qu"))
 # Common words of other languages (Spanish, Italian, Portuguese, Catalan, German, Dutch) found in neither
 # list: a text made mostly of them is in no language the model knows, not French by a shared "de" or "la".
@@ -1423,25 +1430,35 @@ def detect_language(text: str) -> str:
 
     Two words of one language are enough ("salut, regarde ça"), but a text mostly made of another
     language's common words is "unknown"."""
-    text = text[:2000].lower()
-    if "\u2019" in text:
-        text = text.replace("\u2019", "'")  # the apostrophe phones and word processors type
+    cased = text[:2000]
+    if "\u2019" in cased:
+        cased = cased.replace("\u2019", "'")  # the apostrophe phones and word processors type
+    text = cased.lower()
     words = text.translate(_ASCII_NON_WORD).split() if text.isascii() else _WORD.findall(text)
     en = sum(map(_EN.__contains__, words))
-    fr = sum(map(_FR.__contains__, words)) + (_elisions(text) if "'" in text else 0)
-    if en + fr < 2 or sum(map(_OTHER.__contains__, words)) >= max(en, fr):
+    fr = sum(map(_FR.__contains__, words)) + (_elisions(cased) if "'" in text else 0)
+    if en + fr < 2 or (sum(map(_OTHER.__contains__, words)) >= max(en, fr) and _other_words(cased) >= max(en, fr)):
         return "unknown"
     if fr > en:
         return "fr"
     return "en"
 
 
+def _other_words(text: str) -> int:
+    """How many words of ``text`` are common words of other languages, written in lower case: a name
+    said again and again ("El Paso", "Da Silva") or a "[PARA]" mark is no sign of a language."""
+    return sum(1 for word in _ANY_CASE_WORD.findall(text) if word[0].islower() and word in _OTHER)
+
+
 def _elisions(text: str) -> int:
-    """How many words of ``text`` (lower case) start with a French elision."""
+    """How many words of ``text`` start with a French elision. A capital on both sides of the apostrophe
+    is a name ("D'Amato", "D'Souza"), not an elision."""
     count = 0
     for found in _APOSTROPHE_WORD.finditer(text):
         start = found.start()
-        head = text[max(0, start - 3) : start]
+        if text[start + 1].isupper() and text[start - 1 : start].isupper():
+            continue
+        head = text[max(0, start - 3) : start].lower()
         for prefix in ("qu", head[-1:]):
             before = head[: -len(prefix)][-1:]
             if head.endswith(prefix) and prefix in _ELIDING and not (before.isalpha() or before == "'"):

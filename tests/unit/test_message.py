@@ -312,6 +312,16 @@ def test_other_languages_are_not_taken_for_french() -> None:
     assert detect_language("Per our call: see the El Paso and Los Angeles numbers for Las Vegas") == "en"
 
 
+def test_names_are_not_taken_for_another_language() -> None:
+    # "D'Amato" is a name, not an elision; "l'article" is one, also at the start of a sentence
+    assert detect_language("Meeting at noon with D'Amato and D'Souza, call me") == "en"
+    assert detect_language("L'article est là") == "fr"
+    # a name or a mark repeated, written with capitals, is no sign of Spanish
+    assert detect_language("El Paso: El Paso volumes and El Paso prices, El Paso flows, for the team") == "en"
+    assert detect_language("Duty[PARA]Shifts[PARA]Age[PARA]Requirement[PARA] for the volunteers") == "en"
+    assert detect_language("hola, es para el correo de la semana, muy bueno para los dos") == "unknown"
+
+
 def _plain(body: str, subject: str = "Hello", extra: str = "") -> bytes:
     head = f"From: a@example.org\r\nSubject: {subject}\r\n{extra}Content-Type: text/plain; charset=utf-8\r\n\r\n"
     return (head + body).encode()
@@ -349,6 +359,23 @@ def test_plain_text_about_tags_or_with_addresses_stays_plain() -> None:
     assert not msg.has_html
     addresses = "<a.smith@example.com>\r\n<b.jones@example.com>\r\n<i.lee@example.com>\r\nPlease add them.\r\n"
     assert parse_message(_plain(addresses)).own_text.startswith("<a.smith@example.com>")
+
+
+def test_word_markup_sent_as_plain_text_is_read_without_its_tags() -> None:
+    # Word's prefixed tags, conditional sections and namespace line, and breaks at <hr> and comments
+    body = (
+        '<p class=MsoNormal><span>Prices<?xml:namespace prefix = o ns = "urn:schemas-microsoft-com:office:office" />'
+        "<o:p></o:p></span></p>\r\n<p><![if !supportLists]>1.<![endif]><st1:place>Houston</st1:place> today</p>"
+        "<hr>Sign up<!-- a note -->next line<div " + "x" * 1500 + ">Bye</div>\r\n"
+    )
+    msg = parse_message(_plain(body))
+    assert msg.own_text.split("\n") == ["Prices", "", "1.Houston today", "", "Sign up", " a note", "next line", "Bye"]
+
+
+def test_a_list_tag_or_a_count_before_re_makes_a_reply() -> None:
+    for subject in ("[team] Re: numbers", "Re[2]: numbers", "AW: numbers", "[a] [b] RE: Re: numbers"):
+        assert parse_message(_plain("Fine.", subject=subject)).is_reply, subject
+    assert not parse_message(_plain("Fine.", subject="[team] Regarding numbers")).is_reply
 
 
 def test_markup_sent_as_plain_text_is_read_from_the_html_allowance() -> None:
