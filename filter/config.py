@@ -702,13 +702,16 @@ def read_password(account: AccountConfig, should_stop: Callable[[], bool] = lamb
 
 # What of a password_command's output is kept: its first line is what counts.
 MAX_PASSWORD_OUTPUT = 1 << 20
+# Once the command has ended, how long its output may stay silent before what came is taken as all of it.
+PASSWORD_QUIET_SECONDS = 1.0
 
 
 def _run_password_command(account: AccountConfig, should_stop: Callable[[], bool]) -> str:
     """The first line the account's password_command prints; its process group is killed if it must stop.
 
-    Its output is read until every writer has closed it or, once the command itself has ended, until
-    nothing more comes for a moment: a child it left running (an agent it started) may hold the pipe."""
+    Its output is read until every writer has closed it or, once the command itself has ended and nothing
+    more is waiting, until it holds a whole line or nothing has come for PASSWORD_QUIET_SECONDS: a child
+    it left running (an agent it started) may hold the pipe open for ever."""
     command = account.password_command or ""
     deadline = time.monotonic() + PASSWORD_COMMAND_SECONDS
     process = subprocess.Popen(
@@ -716,21 +719,30 @@ def _run_password_command(account: AccountConfig, should_stop: Callable[[], bool
     )
     assert process.stdout is not None
     out = bytearray()
+    eof = False
+    last_news = time.monotonic()  # when the command last printed, or was seen to end
+    ended = False
     with process.stdout, selectors.DefaultSelector() as selector:
         selector.register(process.stdout, selectors.EVENT_READ)
         while True:
-            if selector.select(0.2):
+            if eof:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=0.2)
+            elif selector.select(0.2):
                 chunk = os.read(process.stdout.fileno(), 65536)
-                if not chunk:
-                    break
+                eof = not chunk
                 if len(out) < MAX_PASSWORD_OUTPUT:
                     out += chunk
-            ended = process.poll() is not None
+                last_news = time.monotonic()
+            now = time.monotonic()
+            if process.poll() is not None:
+                if not ended:
+                    ended, last_news = True, now
+                quiet = eof or not selector.select(0)
+                if eof or now >= deadline or (quiet and (b"\n" in out or now - last_news >= PASSWORD_QUIET_SECONDS)):
+                    break
             stopping = should_stop()
-            late = time.monotonic() >= deadline
-            if ended and not stopping and (late or not selector.select(0)):
-                break
-            if stopping or late:
+            if stopping or now >= deadline:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()

@@ -570,6 +570,26 @@ def test_a_password_command_that_leaves_a_child_holding_its_output_is_read_when_
     assert time.monotonic() - started < 10  # liveness: not the child's 20 s, nor the 60 s limit
 
 
+@pytest.mark.parametrize("command", ["(sleep 0.3; echo pw) & exit 0", "(sleep 0.3; printf pw) & exit 0"])
+def test_a_password_printed_by_a_child_just_after_the_command_ends_is_read(command: str) -> None:
+    account = parse_config(minimal(password_env=None, password_command=command)).accounts[0]
+    assert read_password(account) == "pw"
+
+
+@pytest.mark.parametrize("command", ["echo pw; exec >&-; sleep 30", "exec >&-; sleep 30"])
+def test_a_password_command_that_closes_its_output_and_hangs_still_stops(
+    command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = parse_config(minimal(password_env=None, password_command=command)).accounts[0]
+    started = time.monotonic()
+    with pytest.raises(AuthError, match="stopped while password_command was running"):
+        read_password(account, lambda: time.monotonic() - started > 0.3)
+    assert time.monotonic() - started < 10
+    monkeypatch.setattr(filter.config, "PASSWORD_COMMAND_SECONDS", 0.5)
+    with pytest.raises(AuthError, match="did not finish in 0.5 s"):
+        read_password(account)
+
+
 def test_a_password_command_that_prints_then_hangs_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(filter.config, "PASSWORD_COMMAND_SECONDS", 0.5)
     account = parse_config(minimal(password_env=None, password_command="echo pw; sleep 30")).accounts[0]
