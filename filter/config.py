@@ -739,7 +739,7 @@ def _run_password_command(account: AccountConfig, should_stop: Callable[[], bool
                 if not ended:
                     ended, last_news = True, now
                 quiet = eof or not selector.select(0)
-                if eof or now >= deadline or (quiet and (b"\n" in out or now - last_news >= PASSWORD_QUIET_SECONDS)):
+                if eof or (quiet and (b"\n" in out or now - last_news >= PASSWORD_QUIET_SECONDS)):
                     break
             stopping = should_stop()
             if stopping or now >= deadline:

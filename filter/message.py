@@ -1386,8 +1386,6 @@ def _trim_url(url: str) -> str:
 
 # French letters, and enough others to keep Spanish and Portuguese words whole
 _WORD = re.compile(r"[a-zàâäçéèêëîïôöûùüÿœæáíóúñãõ']+")
-_ANY_CASE_WORD = re.compile(_WORD.pattern, re.I)
-_NAME_GAP = re.compile(r"[\s\[\]()]*")
 _EN = frozenset(
     ("the", "and", "to", "of", "you", "is", "that", "for", "it", "with", "this", "have", "be", "are")
     + ("your", "my", "we", "would", "could", "please", "thanks", "was", "will", "what", "about", "from")
@@ -1438,39 +1436,11 @@ def detect_language(text: str) -> str:
     words = text.translate(_ASCII_NON_WORD).split() if text.isascii() else _WORD.findall(text)
     en = sum(map(_EN.__contains__, words))
     fr = sum(map(_FR.__contains__, words)) + (_elisions(cased) if "'" in text else 0)
-    if en + fr < 2 or (sum(map(_OTHER.__contains__, words)) >= max(en, fr) and _other_words(cased) >= max(en, fr)):
+    if en + fr < 2 or sum(map(_OTHER.__contains__, words)) >= max(en, fr):
         return "unknown"
     if fr > en:
         return "fr"
     return "en"
-
-
-def _other_words(text: str) -> int:
-    """How many words of ``text`` are common words of other languages, leaving out those that are part of a
-    name or a mark: written with a capital beside another capitalised word, with nothing but blanks or
-    brackets between ("El Paso", "Banco Da Silva", "[PARA]Duty"). Text without a lower-case letter is
-    counted whole: all its words have capitals."""
-    if not any(c.islower() for c in text):
-        return sum(1 for word in _ANY_CASE_WORD.findall(text) if word.lower() in _OTHER)
-    words = list(_ANY_CASE_WORD.finditer(text))
-    count = 0
-    for i, found in enumerate(words):
-        if found.group().lower() not in _OTHER:
-            continue
-        named = (i > 0 and _in_one_name(text, words[i - 1], found)) or (
-            i + 1 < len(words) and _in_one_name(text, found, words[i + 1])
-        )
-        count += not named
-    return count
-
-
-def _in_one_name(text: str, first: re.Match[str], second: re.Match[str]) -> bool:
-    """Whether two words in a row are both capitalised, with only blanks or brackets between."""
-    return (
-        first.group()[0].isupper()
-        and second.group()[0].isupper()
-        and _NAME_GAP.fullmatch(text, first.end(), second.start()) is not None
-    )
 
 
 def _elisions(text: str) -> int:

@@ -590,6 +590,17 @@ def test_a_password_command_that_closes_its_output_and_hangs_still_stops(
         read_password(account)
 
 
+@pytest.mark.parametrize("command", ["(while :; do printf x; sleep 0.1; done) & exit 0", "(cat /dev/zero &); exit 0"])
+def test_a_child_that_writes_on_after_the_command_ends_fails_at_the_limit(
+    command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # what it wrote by then is no password
+    monkeypatch.setattr(filter.config, "PASSWORD_COMMAND_SECONDS", 1)
+    account = parse_config(minimal(password_env=None, password_command=command)).accounts[0]
+    with pytest.raises(AuthError, match="did not finish in 1 s"):
+        read_password(account)
+
+
 def test_a_password_command_that_prints_then_hangs_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(filter.config, "PASSWORD_COMMAND_SECONDS", 0.5)
     account = parse_config(minimal(password_env=None, password_command="echo pw; sleep 30")).accounts[0]
