@@ -246,6 +246,21 @@ def test_train_copes_with_ordinary_mail_from_one_sender(tmp_path: Path, capsys: 
     assert main([*args[:3], str(tmp_path / "m2"), *args[4:], "--group-by", "folder"]) == 0
 
 
+def _run_with_stdout(argv: list[str], stdout: str, stdin: Any = None) -> subprocess.CompletedProcess[bytes]:
+    """Run ployfilter ARGV in a child whose standard output is a full device or closed."""
+    code = "import sys; from filter.cli import main; sys.exit(main())"
+    with open(os.devnull if stdout == "closed" else "/dev/full", "wb") as out:
+        return subprocess.run(
+            [sys.executable, "-c", code, *argv],
+            stdin=stdin,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            check=False,
+            close_fds=True,
+            preexec_fn=(lambda: os.close(1)) if stdout == "closed" else None,  # noqa: PLW1509
+        )
+
+
 @pytest.mark.parametrize("args", [["classify", "--json"], ["classify", "--headers"], ["evaluate", "--labels"]])
 @pytest.mark.parametrize("stdout", ["full", "closed"])
 def test_output_that_cannot_be_written_is_an_error_not_a_traceback_or_a_silent_success(
@@ -255,17 +270,8 @@ def test_output_that_cannot_be_written_is_an_error_not_a_traceback_or_a_silent_s
     message = str(next(iter(sorted(hard_cases.glob("*.eml")))))
     argv = {"--json": [*args, message], "--headers": args, "--labels": [*args, str(hard_cases / "expected.csv")]}
     argv["--labels"].insert(1, str(hard_cases))
-    code = "import sys; from filter.cli import main; sys.exit(main())"
-    with open(message, "rb") as stdin, open(os.devnull if stdout == "closed" else "/dev/full", "wb") as out:
-        result = subprocess.run(
-            [sys.executable, "-c", code, *argv[args[1]]],
-            stdin=stdin,
-            stdout=out,
-            stderr=subprocess.PIPE,
-            check=False,
-            close_fds=True,
-            preexec_fn=(lambda: os.close(1)) if stdout == "closed" else None,  # noqa: PLW1509
-        )
+    with open(message, "rb") as stdin:
+        result = _run_with_stdout(argv[args[1]], stdout, stdin)
     assert result.returncode == 10, result.stderr
     assert b"Traceback" not in result.stderr
     wanted = b"standard output is closed" if stdout == "closed" else b"cannot write to standard output"
@@ -275,16 +281,7 @@ def test_output_that_cannot_be_written_is_an_error_not_a_traceback_or_a_silent_s
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["classify", "--help"]])
 @pytest.mark.parametrize("stdout", ["full", "closed"])
 def test_help_and_version_that_cannot_be_written_are_an_error(args: list[str], stdout: str) -> None:
-    code = "import sys; from filter.cli import main; sys.exit(main())"
-    with open(os.devnull if stdout == "closed" else "/dev/full", "wb") as out:
-        result = subprocess.run(
-            [sys.executable, "-c", code, *args],
-            stdout=out,
-            stderr=subprocess.PIPE,
-            check=False,
-            close_fds=True,
-            preexec_fn=(lambda: os.close(1)) if stdout == "closed" else None,  # noqa: PLW1509
-        )
+    result = _run_with_stdout(args, stdout)
     assert result.returncode == 10, result.stderr
     assert b"cannot write to standard output" in result.stderr and b"Traceback" not in result.stderr
 
