@@ -752,14 +752,20 @@ def _run_password_command(account: AccountConfig, should_stop: Callable[[], bool
                     f"account {account.name}: password_command did not finish in {PASSWORD_COMMAND_SECONDS} s"
                 ) from None
     process.wait()
-    if process.returncode != 0:
-        raise AuthError(f"account {account.name}: password_command exited with status {process.returncode}")
-    first = out.split(b"\n", 1)[0].removesuffix(b"\r")  # the first line, whatever else it holds
-    if not first:
-        raise AuthError(f"account {account.name}: password_command printed nothing on its first line")
     try:
-        return first.decode("utf-8")
-    except UnicodeDecodeError:
-        raise AuthError(
-            f"account {account.name}: password_command printed a first line that is not UTF-8 text"
-        ) from None
+        if process.returncode != 0:
+            raise AuthError(f"account {account.name}: password_command exited with status {process.returncode}")
+        first = out.split(b"\n", 1)[0].removesuffix(b"\r")  # the first line, whatever else it holds
+        if not first:
+            raise AuthError(f"account {account.name}: password_command printed nothing on its first line")
+        try:
+            return first.decode("utf-8")
+        except UnicodeDecodeError:
+            raise AuthError(
+                f"account {account.name}: password_command printed a first line that is not UTF-8 text"
+            ) from None
+    except AuthError:
+        # a command that failed leaves nothing behind; one that gave a password may have started an agent
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        raise

@@ -601,6 +601,24 @@ def test_a_child_that_writes_on_after_the_command_ends_fails_at_the_limit(
         read_password(account)
 
 
+@pytest.mark.parametrize(
+    "command, says", [("sleep 30 & exit 3", "exited with status 3"), ("sleep 30 & exit 0", "printed nothing")]
+)
+def test_a_password_command_that_fails_leaves_no_child_running(command: str, says: str, tmp_path: Path) -> None:
+    marker = tmp_path / "child"
+    command = command.replace("sleep 30", f"sh -c 'echo $$ > {marker}; exec sleep 30'")
+    account = parse_config(minimal(password_env=None, password_command=command)).accounts[0]
+    with pytest.raises(AuthError, match=says):
+        read_password(account)
+    child = int(marker.read_text())
+    for _ in range(50):  # liveness: the kill is sent before the error is raised
+        if not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the child of a failed password_command is still running")
+
+
 def test_a_password_command_that_prints_then_hangs_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(filter.config, "PASSWORD_COMMAND_SECONDS", 0.5)
     account = parse_config(minimal(password_env=None, password_command="echo pw; sleep 30")).accounts[0]
