@@ -1001,12 +1001,9 @@ def _defuse_html(html: str) -> str:
 _HTML_TAG = re.compile(
     r"</?(?:html|head|body|p|br|div|font|table|tr|td|span|b|i|a|meta|!doctype)(?=[\s/>])[^<>]{0,500}>", re.I
 )
-# A comment's ends break lines too: what sits between them is a block of its own. The ends of Outlook's
-# conditional comments ("<!--[if gte mso 9]>", "<![endif]-->") go whole.
+# A comment's ends break lines too: what sits between them is a block of its own.
 _BREAKING_TAG = re.compile(
-    r"<(?:br|hr|/?p|/?div|/?tr|/?li|/?h[1-6]|/?table|/?blockquote)(?=[\s/>])[^<>]{0,2000}>"
-    r"|<!--(?:\[if\b[^\]<>]{0,200}\]>)?|(?:<!\[endif\])?-->",
-    re.I,
+    r"<(?:br|hr|/?p|/?div|/?tr|/?li|/?h[1-6]|/?table|/?blockquote)(?=[\s/>])[^<>]{0,2000}>|<!--|-->", re.I
 )
 # Names with a prefix ("<o:p>", "<st1:place>", Word's), Word's "<![if !supportLists]>" and "<![endif]>",
 # and its "<?xml:namespace ...>".
