@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -437,4 +438,5 @@ def test_demo_runs_end_to_end() -> None:
     assert result.returncode == 0, result.stderr
     assert "nothing lost" in result.stdout
     assert "second pass: 0 messages handled" in result.stdout
-    assert "derek.whitfield@example.com" in result.stdout  # the senders report: his shares, then his ask
+    # the senders report: his shares, then his ask, show the give-then-ask pattern
+    assert re.search(r"^derek\.whitfield@example\.com\s+3\s+1\s+no\s.*\syes$", result.stdout, re.M), result.stdout
