@@ -23,6 +23,7 @@ import yaml
 from filter.cli import load_model, one_pass, thresholds_for
 from filter.config import LABELS, load_config
 from filter.dovecot import DEFAULT_PASSWORD, DEFAULT_USER, LocalDovecot, unavailable_reason
+from filter.policy import PATTERN_KEYWORD
 from filter.runner import PassReport
 from filter.senders import NO_SENDERS, format_table, rank
 from filter.state import State
@@ -148,3 +149,6 @@ def _print_report(report: PassReport, names: dict[int, str], datas: dict[str, by
         print(f"{name:<44} {subject:<44} {scores:<11} {where}")
         if o.action == "skip":
             print(f"{'':<44} reason: {o.reasons[0]}")
+        for reason in o.reasons:
+            if reason.startswith("give-then-ask"):
+                print(f"{'':<44} {reason} (keyword {PATTERN_KEYWORD})")

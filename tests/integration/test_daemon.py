@@ -438,5 +438,6 @@ def test_demo_runs_end_to_end() -> None:
     assert result.returncode == 0, result.stderr
     assert "nothing lost" in result.stdout
     assert "second pass: 0 messages handled" in result.stdout
+    assert "give-then-ask: 2 article shares without a reply, now a favour request" in result.stdout
     # the senders report: his shares, then his ask, show the give-then-ask pattern
     assert re.search(r"^derek\.whitfield@example\.com\s+3\s+1\s+no\s.*\syes$", result.stdout, re.M), result.stdout
