@@ -1,5 +1,5 @@
 import sys
 
-from filter.cli import main
+from filter.entry import main
 
 sys.exit(main())

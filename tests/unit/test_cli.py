@@ -6,15 +6,17 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
 
 import filter.cli
+from filter import entry
 from filter.cli import main, with_headers
 from filter.config import load_config
 from filter.errors import ConnectError, UsageError
@@ -714,3 +716,31 @@ def test_once_connects_again_when_the_server_ended_the_session_or_a_failed_messa
     assert _Box.connects == passes
     assert [o.uid for o in report.outcomes] == list(range(1, passes + 1))  # the interrupted passes' work counts
     assert report.recovered == passes
+
+
+def test_the_entry_point_loads_nothing_heavy() -> None:
+    code = (
+        "import sys, filter.entry; print(sorted(m for m in sys.modules if m.startswith(('filter.', 'yaml', 'numpy'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "['filter.entry']"
+
+
+@pytest.mark.parametrize(
+    "argv, ignored",
+    [(["run", "-c", "c.yaml"], True), (["-v", "run"], True), (["classify", "run"], False), (["once"], False)],
+)
+def test_run_ignores_sighup_before_the_rest_loads(
+    argv: list[str], ignored: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[object] = []
+    fake = ModuleType("filter.cli")
+    fake.main = lambda: seen.append(signal.getsignal(signal.SIGHUP)) or 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "filter.cli", fake)
+    monkeypatch.setattr(sys, "argv", ["ployfilter", *argv])
+    before = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        assert entry.main() == 0
+    finally:
+        signal.signal(signal.SIGHUP, before)
+    assert (seen == [signal.SIG_IGN]) is ignored
