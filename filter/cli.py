@@ -306,18 +306,21 @@ _positive_days = _days(zero=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # argparse prints --help and --version itself and drops a write error: they are printed here instead.
-    stdout, printed = sys.stdout, io.StringIO()
-    sys.stdout = printed
+    # argparse prints --help and --version itself and drops a write error: they are written as any output.
+    printed = io.StringIO()
     try:
-        args = _parser().parse_args(argv)
+        with contextlib.redirect_stdout(printed):
+            args = _parser().parse_args(argv)
     except SystemExit as exc:
-        sys.stdout = stdout
-        if exc.code == 0:
-            return _written(printed.getvalue())
-        raise
-    finally:
-        sys.stdout = stdout
+        if exc.code != 0:
+            raise
+
+        def write_printed() -> int:
+            sys.stdout.write(printed.getvalue())
+            return 0
+
+        logging.basicConfig(format="ployfilter: %(message)s", stream=sys.stderr)
+        return _guarded(write_printed, needs_stdout=True)
     if args.command == "run":
         # SIGHUP's default is to end the process: until the daemon's own handler is in place, it is ignored.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -332,13 +335,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return UsageError.exit_code
     # imapclient logs every server response at DEBUG, message bodies included: never let it.
     logging.getLogger("imapclient").setLevel(logging.WARNING)
+    return _guarded(lambda: _command(args), needs_stdout=args.command != "run")
+
+
+def _guarded(work: Callable[[], int], *, needs_stdout: bool) -> int:
+    """Run ``work`` with standard output guarded: a PloyError, a write error or Ctrl-C gives an exit code."""
     stdout = sys.stdout
     try:
-        if stdout is None and args.command != "run":
-            raise OutputError("standard output is closed: the results would be lost")
+        if stdout is None and needs_stdout:
+            raise OutputError("cannot write to standard output (standard output is closed): the results would be lost")
         if stdout is not None:
             sys.stdout = _GuardedOutput(stdout)
-        code = _command(args)
+        code = work()
         if sys.stdout is not None:
             sys.stdout.flush()  # here, where a failure is reported, not at the interpreter's exit
         return code
@@ -355,23 +363,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
     finally:
         sys.stdout = stdout
-
-
-def _written(text: str) -> int:
-    """Write what argparse printed (help, version): 0 once it is written, as for every other command."""
-    try:
-        if sys.stdout is None:
-            raise OSError("standard output is closed")
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return 0
-    except BrokenPipeError:
-        _discard_output()
-        return 141
-    except OSError as exc:
-        print(f"ployfilter: cannot write to standard output ({exc.strerror or exc})", file=sys.stderr)
-        _discard_output()
-        return OutputError.exit_code
 
 
 def _discard_output() -> None:
