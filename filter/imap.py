@@ -478,12 +478,12 @@ class ImapMailbox:
         self, status: MailboxStatus, fingerprint: Fingerprint, digest: str | None, since: TargetMark | None
     ) -> bool:
         """The lookup of ``contains`` in the folder just EXAMINEd, whose status is ``status``."""
+        if since is not None and status.uidvalidity != since.uidvalidity:
+            return False  # no UID of this folder can be placed against the mark
 
         def alike(candidates: Sequence[int]) -> list[int]:
             if since is not None:
                 candidates = [uid for uid in candidates if uid >= since.uidnext]
-                if status.uidvalidity != since.uidvalidity:
-                    candidates = []
             return [uid for uid, other in self.fingerprints(candidates).items() if _same(fingerprint, other)]
 
         found_by_id = alike(self._search_message_id(fingerprint.message_id)) if fingerprint.message_id else []
