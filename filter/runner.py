@@ -23,7 +23,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -408,14 +408,18 @@ class AccountRunner:
             raise
 
     @contextmanager
-    def _charged(self, uv: int, uid: int) -> Iterator[None]:
+    def _charged(self, uv: int, uid: int | None) -> Iterator[None]:
         """A read of (or action on) one message that may end the session: a try is charged to it first.
 
         Charged before it is made, so that a try that ends the process
         counts; a lost connection that the server may not have caused (the
-        network) costs a unit only. The caller takes the charge back, or
-        settles the message, as the outcome warrants.
+        network) costs a unit only. The caller takes the charge back
+        (``_take_back``), or settles the message, as the outcome warrants.
+        With no UID (a message no longer here) nothing is charged or counted.
         """
+        if uid is None:
+            yield
+            return
         name, watch = self.account.name, self.account.watch
         self.state.fetch_trying(name, watch, uv, uid, _TRY_UNITS)
         try:
@@ -425,6 +429,11 @@ class AccountRunner:
                 self.state.fetch_trying(name, watch, uv, uid, 1 - _TRY_UNITS)
             self.tries_counted += 1
             raise
+
+    def _take_back(self, uv: int, uid: int | None) -> None:
+        """Take back the try ``_charged`` charged to ``uid``: what it was charged for did not end the session."""
+        if uid is not None:
+            self.state.fetch_trying(self.account.name, self.account.watch, uv, uid, -_TRY_UNITS)
 
     def _decide(self, raws: Sequence[RawMessage]) -> list[_Judged]:
         """Decisions for a batch, in UID order, each seeing the sender history left by the ones before it."""
@@ -650,7 +659,7 @@ class AccountRunner:
             with self._charged(uv, uid):
                 found.update(self.mailbox.fingerprints([uid]))
             # A header read that works charges nothing, and leaves the row: the scan's own count stands.
-            self.state.fetch_trying(name, watch, uv, uid, -_TRY_UNITS)
+            self._take_back(uv, uid)
         out: dict[str, list[tuple[int, str]]] = {}
         for uid, fp in sorted(found.items()):
             out.setdefault(fingerprint_key(fp), []).append((uid, _arrived(fp) or ""))
@@ -749,15 +758,11 @@ class AccountRunner:
                     self._give_up_intent(uv, intent_uv, intent, uid)
                     continue
                 self.state.fetch_failed(name, watch, uv, [uid])  # a row to count in, if it has none
-            charged = self._charged(uv, uid) if uid is not None else nullcontext()
             try:
-                with charged:
+                with self._charged(uv, uid):
                     found, own_copy = self._recovery_reads(uv, intent_uv, intent, uid)
             except TargetUnavailable as exc:  # the target would not open: no fault of the message
-                if uid is not None:
-                    self.state.fetch_trying(name, watch, uv, uid, -_TRY_UNITS)
-                    self.held.add(uid)
-                self._refused([intent.uid], exc)
+                self._hold(uv, uid, intent, exc)
                 continue
             except MailboxError as exc:  # reading the message was refused: the try counts, as for a fetch
                 log.warning(
@@ -770,22 +775,24 @@ class AccountRunner:
                 continue
             # Read: the charge is taken back, and the action charged afresh. It may end the session (a server
             # process dying as it moves the message), while a refused action (a full quota) is not the message's.
-            if uid is not None:
-                self.state.fetch_trying(name, watch, uv, uid, -_TRY_UNITS)
-            charged = self._charged(uv, uid) if uid is not None else nullcontext()
+            self._take_back(uv, uid)
             try:
-                with charged:
+                with self._charged(uv, uid):
                     self._recover_intent(uv, intent_uv, intent, found, own_copy)
             except MailboxError as exc:
-                if uid is not None:
-                    self.state.fetch_trying(name, watch, uv, uid, -_TRY_UNITS)
-                    self.held.add(uid)
-                self._refused([intent.uid], exc)
+                self._hold(uv, uid, intent, exc)
                 continue
             if uid is not None:
                 self.state.fetch_settled(name, watch, uv, [uid])
             recovered += 1
         return recovered
+
+    def _hold(self, uv: int, uid: int | None, intent: Intent, exc: MailboxError) -> None:
+        """The server refused what recovering ``intent`` needed, at no fault of its message: it waits, uncharged."""
+        self._take_back(uv, uid)
+        if uid is not None:
+            self.held.add(uid)
+        self._refused([intent.uid], exc)
 
     def _recovery_reads(self, uv: int, intent_uv: int, intent: Intent, uid: int | None) -> tuple[int | None, bool]:
         """(the intent's message here, or None; whether the target holds this move's own copy of it)."""
